@@ -1,0 +1,37 @@
+# Two-command quick start: `make demo` and `make test` install what they need first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export MPLBACKEND := Agg
+
+.PHONY: install test lint demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@# On a CPU-only machine this resolves to the local CPU build; CUDA users may preinstall their own torch.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[gen,dev]"
+	touch $(STAMP)
+
+lint: install
+	$(PY) -m ruff check lib generation tests benchmarks *.py
+	$(PY) -m ruff format --check lib generation tests benchmarks *.py
+
+test: install lint
+	$(PY) -m pytest -q
+
+demo: install
+	$(PY) -m lib.toy.demo --out outputs/demo
+
+bench: install
+	$(PY) benchmarks/bench_metrics.py
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache

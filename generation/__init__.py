@@ -1,0 +1,1 @@
+"""CG-Aug: coherent generative augmentation of Cityscapes-layout datasets."""

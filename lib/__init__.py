@@ -1,0 +1,1 @@
+"""MultiShiftSeg: robust semantic segmentation under covariate and semantic shift."""
