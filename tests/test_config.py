@@ -1,0 +1,97 @@
+import argparse
+
+import pytest
+import yaml
+
+from lib.config import (
+    Config,
+    ConfigError,
+    add_experiment_args,
+    config_from_args,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    parse_override,
+    save_config,
+)
+
+
+def test_published_configs_load():
+    deeplab = load_config(Config, "exp/DeepLab.yaml")
+    assert deeplab.model.trainable_params_name_update == ["aspp", "bot_fine", "bot_aspp", "ood_head"]
+    assert deeplab.loss.margins == [10.0, 5.0, 5.0] and deeplab.loss.ce_weights == [50.0, 10.0]
+    assert (deeplab.train.warmup_epoch, deeplab.train.epochs, deeplab.train.lr_update) == (10, 50, 1e-6)
+    m2f = load_config(Config, "exp/M2F.yaml")
+    assert m2f.loss.margins == [0.7, 0.5, 0.2] and m2f.train.warmup_epoch == 5
+    assert (m2f.loss.class_weight, m2f.loss.mask_weight, m2f.loss.dice_weight, m2f.loss.ood_weight) == (
+        5.0,
+        10.0,
+        10.0,
+        1.0,
+    )
+
+
+def test_overrides_are_typed_like_yaml(tmp_path):
+    cfg = load_config(
+        Config,
+        "exp/DeepLab.yaml",
+        ["train.lr=3e-4", "train.epochs=2", "data.scale_range=[0.75, 1.5]", "model.bn_train_mode=false"],
+    )
+    assert cfg.train.lr == 3e-4 and isinstance(cfg.train.lr, float)
+    assert cfg.train.epochs == 2 and cfg.data.scale_range == [0.75, 1.5]
+    assert cfg.model.bn_train_mode is False
+    assert load_config(Config, None, ["train.lr=1"]).train.lr == 1.0  # ints widen to floats
+
+
+def test_unknown_key_names_file_key_and_closest(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown key 'train\.learning_rate'") as err:
+        load_config(Config, path)
+    path.write_text("train:\n  warmup_epochs: 3\n")
+    with pytest.raises(ConfigError, match=r"Did you mean 'train\.warmup_epoch'\?"):
+        load_config(Config, path)
+    with pytest.raises(ConfigError, match=r"command line: unknown key 'modle'.*Did you mean 'model'"):
+        load_config(Config, None, ["modle.name=x"])
+    assert "Valid keys here" in str(err.value)
+
+
+def test_wrong_type_names_key_and_expected_type(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epochs: many\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: train\.epochs: expected int, got 'many'"):
+        load_config(Config, path)
+    with pytest.raises(ConfigError, match=r"train\.epochs: expected int, got True"):
+        load_config(Config, None, ["train.epochs=true"])
+    with pytest.raises(ConfigError, match=r"loss\.margins\[1\]: expected float"):
+        load_config(Config, None, ["loss.margins=[1, x, 2]"])
+    with pytest.raises(ConfigError, match=r"'train' is a section"):
+        load_config(Config, None, ["train=3"])
+
+
+@pytest.mark.parametrize("bad", ["train.lr", "=3", "train..lr=3", "train.lr=[1,"])
+def test_bad_override_syntax(bad):
+    with pytest.raises(ConfigError, match="command line"):
+        parse_override(bad)
+
+
+def test_base_chain_and_round_trip(tmp_path):
+    (tmp_path / "base.yaml").write_text("train:\n  epochs: 7\n  lr: 0.5\n")
+    (tmp_path / "child.yaml").write_text("_base_: base.yaml\ntrain:\n  lr: 0.25\n")
+    cfg = load_config(Config, tmp_path / "child.yaml")
+    assert (cfg.train.epochs, cfg.train.lr) == (7, 0.25)
+    save_config(cfg, tmp_path / "out" / "config.yaml")
+    saved = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
+    assert config_from_dict(Config, saved) == cfg == config_from_dict(Config, config_to_dict(cfg))
+
+
+def test_published_script_arguments():
+    parser = add_experiment_args(argparse.ArgumentParser())
+    args = parser.parse_args(
+        ["--cfg", "exp/DeepLab.yaml", "--id", "run1", "--weight_path", "w.pth", "--test_dataset", "MUAD"]
+        + ["--seed", "3", "train.epochs=1"]
+    )
+    cfg = config_from_args(args)
+    assert (cfg.id, cfg.model.weight_path, cfg.train.seed) == ("run1", "w.pth", 3)
+    assert cfg.eval.datasets == ["MUAD"]
+    assert cfg.train.epochs == 1 and str(cfg.run_dir).endswith("run1")
