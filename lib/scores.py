@@ -1,0 +1,85 @@
+"""Anomaly scores: pure functions ``(logits, anomaly_score) -> anomaly map``, chosen by name.
+
+Every model returns ``(anomaly_score [B,H,W], logits [B,C,H,W])``. A score function turns those into
+one ``[B,H,W]`` float32 map where a higher value means "more anomalous". ``learned`` is the model's
+own head (the energy of the OOD head for DeepLab, the mask-based score for Mask2Former); the others
+are the classic baselines computed from the classifier logits alone, so any model can be scored
+with them (Hendrycks & Gimpel's MSP, Hendrycks et al.'s max-logit, entropy, Liu et al.'s energy).
+Logits are cast to float32 first so bf16/fp16 inference gives the same ranking as float32.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+
+import torch
+
+ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+_SCORES: dict[str, ScoreFn] = {}
+
+
+def register_score(name: str) -> Callable[[ScoreFn], ScoreFn]:
+    """Decorator: make ``fn(logits, anomaly_score) -> [B,H,W]`` selectable as ``eval.score = name``."""
+
+    def wrap(fn: ScoreFn) -> ScoreFn:
+        if name in _SCORES and _SCORES[name] is not fn:
+            raise KeyError(f"score name {name!r} is registered twice")
+        _SCORES[name] = fn
+        return fn
+
+    return wrap
+
+
+def score_names() -> list[str]:
+    """All registered score names, sorted."""
+    return sorted(_SCORES)
+
+
+def get_score(name: str) -> ScoreFn:
+    """The score function registered as ``name``; an unknown name lists the known ones."""
+    if name not in _SCORES:
+        close = difflib.get_close_matches(name, list(_SCORES), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise KeyError(f"unknown anomaly score {name!r}.{hint} Known scores: {', '.join(score_names())}")
+    return _SCORES[name]
+
+
+def _check_logits(logits: torch.Tensor) -> torch.Tensor:
+    if logits.ndim != 4:
+        raise ValueError(f"expected logits [B,C,H,W], got shape {tuple(logits.shape)}")
+    return logits.float()
+
+
+@register_score("learned")
+def learned(logits: torch.Tensor, anomaly_score: torch.Tensor) -> torch.Tensor:
+    """The model's own anomaly score ``[B,H,W]`` (already higher = more anomalous)."""
+    if anomaly_score.ndim != 3:
+        raise ValueError(f"expected anomaly_score [B,H,W], got shape {tuple(anomaly_score.shape)}")
+    return anomaly_score.float()
+
+
+@register_score("msp")
+def msp(logits: torch.Tensor, anomaly_score: torch.Tensor) -> torch.Tensor:
+    """``1 - max_c softmax(logits)_c``: low confidence of the predicted class."""
+    return 1.0 - torch.softmax(_check_logits(logits), dim=1).amax(dim=1)
+
+
+@register_score("maxlogit")
+def maxlogit(logits: torch.Tensor, anomaly_score: torch.Tensor) -> torch.Tensor:
+    """``-max_c logits_c``: a small winning logit is anomalous."""
+    return -_check_logits(logits).amax(dim=1)
+
+
+@register_score("entropy")
+def entropy(logits: torch.Tensor, anomaly_score: torch.Tensor) -> torch.Tensor:
+    """``-sum_c p_c log p_c`` of the softmax (natural log; 0 for a one-hot prediction)."""
+    log_p = torch.log_softmax(_check_logits(logits), dim=1)
+    return -(log_p.exp() * log_p).sum(dim=1)
+
+
+@register_score("energy")
+def energy(logits: torch.Tensor, anomaly_score: torch.Tensor) -> torch.Tensor:
+    """``-logsumexp_c logits_c`` of the classifier (the free energy at temperature 1)."""
+    return -torch.logsumexp(_check_logits(logits), dim=1)
