@@ -1,0 +1,1 @@
+"""Training and evaluation engine: stage specs, per-family train steps, trainer, evaluator."""

@@ -1,0 +1,71 @@
+"""The optimizer of one training stage, over exactly the parameters that stage trains.
+
+Parameter groups follow Mask2Former's recipe so that one builder serves both model families:
+parameters whose name contains ``backbone`` get ``lr * backbone_lr_mult``, and the affine
+parameters of normalisation layers and embeddings get no weight decay. For DeepLab (Adam, no
+weight decay, multiplier 1) this is a single group, as in the published code.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from lib.engine.stages import StageSpec
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SGD_MOMENTUM = 0.9
+
+_NO_DECAY_MODULES = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.LocalResponseNorm,
+    nn.Embedding,
+)
+
+
+def _no_decay_names(model: nn.Module) -> set[str]:
+    names = set()
+    for module_name, module in model.named_modules():
+        if isinstance(module, _NO_DECAY_MODULES):
+            prefix = f"{module_name}." if module_name else ""
+            names.update(prefix + n for n, _ in module.named_parameters(recurse=False))
+    return names
+
+
+def parameter_groups(model: nn.Module, stage: StageSpec) -> list[dict]:
+    """Groups of the trainable parameters: ``{"params", "param_names", "lr", "weight_decay"}``."""
+    no_decay = _no_decay_names(model)
+    groups: dict[tuple[bool, bool], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_backbone, skip_decay = "backbone" in name, name in no_decay
+        group = groups.setdefault(
+            (is_backbone, skip_decay),
+            {
+                "params": [],
+                "param_names": [],
+                "lr": stage.lr * (stage.backbone_lr_mult if is_backbone else 1.0),
+                "weight_decay": 0.0 if skip_decay else stage.weight_decay,
+            },
+        )
+        group["params"].append(param)
+        group["param_names"].append(name)
+    if not groups:
+        raise ValueError(f"{stage.name}: no parameter of {type(model).__name__} requires grad")
+    return list(groups.values())
+
+
+def build_optimizer(model: nn.Module, stage: StageSpec) -> torch.optim.Optimizer:
+    """``stage.optimizer`` (adam | adamw | sgd with momentum 0.9) over the trainable parameters."""
+    groups = parameter_groups(model, stage)
+    if stage.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=stage.lr)
+    if stage.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=stage.lr)
+    if stage.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=stage.lr, momentum=SGD_MOMENTUM)
+    raise ValueError(f"unknown train.optimizer {stage.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
