@@ -1,0 +1,94 @@
+"""Image and label decoding, and the file-pairing checks every dataset shares.
+
+Images decode with OpenCV (measured faster than Pillow here for PNG, JPEG and WebP at Cityscapes
+size; see ``benchmarks/bench_data.py``); EXIF orientation is ignored so pixels match the label
+maps, as Pillow does. Labels decode with Pillow so that palette PNGs give their indices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image file as ``[H, W, 3]`` uint8 RGB; raise naming the file if it cannot be read."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if bgr is None:
+        raise OSError(f"{path}: cannot decode image (missing, truncated or unsupported format)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def read_label(path: str | Path) -> np.ndarray:
+    """Decode a label map as ``[H, W]`` uint8.
+
+    Accepts grey, palette (indices are the labels) and grey-as-RGB PNGs; a colour label map or
+    a value above 255 is an error naming the file.
+    """
+    with Image.open(path) as im:
+        arr = np.asarray(im)
+    if arr.ndim == 3:
+        rgb = arr[..., :3]
+        if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 0] == rgb[..., 2]).all()):
+            raise ValueError(f"{path}: label map has differing colour channels; expected one channel of ids")
+        arr = rgb[..., 0]
+    if arr.dtype != np.uint8:
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise ValueError(f"{path}: label values outside 0..255 (max {arr.max()})")
+        arr = arr.astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+def expected_tree_error(missing: Path, tree: str) -> FileNotFoundError:
+    """A ``FileNotFoundError`` for a missing dataset folder that shows the layout we expect."""
+    return FileNotFoundError(f"dataset folder not found: {missing}\nexpected layout:\n{tree.rstrip()}")
+
+
+def require_dir(path: Path, tree: str) -> Path:
+    """Return ``path`` if it is a folder, else raise :func:`expected_tree_error`."""
+    if not path.is_dir():
+        raise expected_tree_error(path, tree)
+    return path
+
+
+def index_by_stem(files: Iterable[Path], suffix: str, kind: str) -> dict[str, Path]:
+    """Map each file to its name minus ``suffix``; two files with one key is an error."""
+    out: dict[str, Path] = {}
+    for f in files:
+        key = f.name[: -len(suffix)] if suffix else f.stem
+        if key in out:
+            raise ValueError(f"two {kind} files share the name {key!r}: {out[key]} and {f}")
+        out[key] = f
+    return out
+
+
+def pair_by_stem(
+    images: dict[str, Path], labels: dict[str, Path], *, source: str, allow_unlabelled: bool = False
+) -> list[tuple[str, Path, Path]]:
+    """Match image and label files by key; an orphan on either side is an error naming it.
+
+    ``allow_unlabelled`` drops images without labels (e.g. the SMIYC test part without public
+    labels) instead of failing. Returns ``(key, image, label)`` sorted by key.
+    """
+    orphan_labels = sorted(set(labels) - set(images))
+    if orphan_labels:
+        raise FileNotFoundError(
+            f"{source}: label {labels[orphan_labels[0]]} has no matching image "
+            f"({len(orphan_labels)} orphan label(s))"
+        )
+    orphan_images = sorted(set(images) - set(labels))
+    if orphan_images and not allow_unlabelled:
+        raise FileNotFoundError(
+            f"{source}: image {images[orphan_images[0]]} has no matching label "
+            f"({len(orphan_images)} orphan image(s))"
+        )
+    pairs = [(k, images[k], labels[k]) for k in sorted(set(images) & set(labels))]
+    if not pairs:
+        raise FileNotFoundError(f"{source}: no image/label pairs found")
+    return pairs
