@@ -1,0 +1,242 @@
+"""Checkpoints: strict loading of external and own weights, atomic saving, rebuilding from a checkpoint.
+
+Loading accepts three layouts, always through ``torch.load(..., weights_only=True)``:
+
+- a plain state dict (optionally with every key prefixed ``module.`` by ``DataParallel``/DDP), e.g. the
+  released MultiShiftSeg checkpoints;
+- a wrapper ``{"state_dict": {...}, ...}`` (NVIDIA's ``DeepLabV3+_WideResNet38_baseline.pth``) or
+  ``{"model": {...}, ...}`` (this project, detectron2);
+- an in-memory mapping of either, whose values may be numpy arrays (converted detectron2 pickles).
+
+Model-specific quirks (an OOD head missing from a closed-world checkpoint, renamed entries) go through an
+optional model hook ``adapt_state_dict(state_dict) -> state_dict``; everything else that does not fit is
+an ``IncompatibleCheckpointError`` listing missing keys, unexpected keys and shape mismatches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import subprocess
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from lib.models.registry import build_model
+
+logger = logging.getLogger(__name__)
+
+WRAPPER_KEYS = ("state_dict", "model")
+DATA_PARALLEL_PREFIX = "module."
+MAX_LISTED = 10
+
+
+class IncompatibleCheckpointError(RuntimeError):
+    """The checkpoint's keys or shapes do not match the model."""
+
+
+def _read(path: Path) -> Mapping:
+    if path.suffix == ".pkl":
+        raise ValueError(
+            f"{path} is a pickle (detectron2 format). Unpickling can run arbitrary code, so it is not "
+            "loaded here. Convert it once, in an environment you trust, to a tensor-only .pth:\n"
+            "  python -c \"import pickle, torch; d = pickle.load(open('IN.pkl', 'rb')); "
+            "d = d.get('model', d); torch.save({k: torch.as_tensor(v) for k, v in d.items()}, 'OUT.pth')\"\n"
+            "and pass OUT.pth."
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(
+            f"cannot read {path} with torch.load(weights_only=True): {err}. Only checkpoints made of "
+            "tensors, numbers, strings and plain containers are accepted."
+        ) from err
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, expected a dict of weights")
+    return checkpoint
+
+
+def _unwrap(checkpoint: Mapping) -> tuple[Mapping, dict[str, object]]:
+    """Split ``checkpoint`` into (state dict, the other entries)."""
+    for key in WRAPPER_KEYS:
+        if isinstance(checkpoint.get(key), Mapping):
+            return checkpoint[key], {k: v for k, v in checkpoint.items() if k != key}
+    return checkpoint, {}
+
+
+def _to_tensors(state_dict: Mapping, source: str) -> OrderedDict[str, torch.Tensor]:
+    """Strip a ``module.`` prefix carried by every key; numpy arrays -> tensors; reject other values."""
+    strip = len(state_dict) > 0 and all(str(k).startswith(DATA_PARALLEL_PREFIX) for k in state_dict)
+    tensors: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for key, value in state_dict.items():
+        name = str(key)[len(DATA_PARALLEL_PREFIX) :] if strip else str(key)
+        if isinstance(value, np.ndarray | np.generic):
+            value = torch.as_tensor(value)
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{source}: entry {key!r} is a {type(value).__name__}, expected a tensor")
+        tensors[name] = value
+    return tensors
+
+
+def _listing(title: str, items: list[str]) -> str:
+    shown = ", ".join(items[:MAX_LISTED])
+    more = f", ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else ""
+    return f"\n  {title} ({len(items)}): {shown}{more}"
+
+
+def _unwrap_parallel(model: nn.Module) -> nn.Module:
+    if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
+        return model.module
+    return model
+
+
+def check_compatible(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise ``IncompatibleCheckpointError`` unless ``state_dict`` has exactly the model's keys and shapes.
+
+    The one tolerated gap is a missing BatchNorm ``num_batches_tracked`` (absent from checkpoints written
+    before PyTorch 0.4.1; ``load_state_dict`` fills it with 0 when the state dict has no version metadata).
+    """
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict and not k.endswith(".num_batches_tracked")]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k} checkpoint {list(v.shape)} vs model {list(expected[k].shape)}"
+        for k, v in state_dict.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        message = f"cannot load {source} into {type(model).__name__}:"
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected)):
+            if items:
+                message += _listing(title, items)
+        if mismatched:
+            message += _listing("shape mismatches", mismatched)
+        raise IncompatibleCheckpointError(message)
+
+
+def load_weights(model: nn.Module, path_or_state_dict: str | os.PathLike | Mapping) -> dict[str, object]:
+    """Load weights into ``model`` strictly; return the checkpoint's other entries (epoch, optimizer, ...).
+
+    Steps: read (``weights_only=True``) -> unwrap ``state_dict``/``model`` -> strip ``module.`` ->
+    numpy to tensors -> ``model.adapt_state_dict`` if the model defines it -> key/shape check -> load.
+    """
+    model = _unwrap_parallel(model)
+    if isinstance(path_or_state_dict, Mapping):
+        source, checkpoint = "the given state dict", path_or_state_dict
+    else:
+        source = str(path_or_state_dict)
+        checkpoint = _read(Path(path_or_state_dict))
+    state_dict, extra = _unwrap(checkpoint)
+    tensors = _to_tensors(state_dict, source)
+    adapt = getattr(model, "adapt_state_dict", None)
+    if adapt is not None:
+        tensors = adapt(tensors)
+    check_compatible(model, tensors, source)
+    model.load_state_dict(tensors, strict=True)
+    return extra
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the source tree this package runs from, or None outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _check_plain(value: object, where: str) -> None:
+    """Reject anything ``torch.load(weights_only=True)`` would refuse, naming where it sits."""
+    if value is None or isinstance(value, bool | int | float | str | torch.Tensor):
+        return
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for k, item in value.items():
+            if not isinstance(k, str | int):
+                raise TypeError(f"{where}: key {k!r} is a {type(k).__name__}; use str or int keys")
+            _check_plain(item, f"{where}[{k!r}]")
+        return
+    raise TypeError(
+        f"{where} is a {type(value).__name__}; checkpoints hold only tensors, numbers, strings, None "
+        "and lists/dicts of them (convert it before saving)"
+    )
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    epoch: int,
+    stage: int,
+    config: Mapping | object,
+    model_name: str,
+    model_kwargs: Mapping[str, object],
+    metrics: Mapping[str, object],
+    extra: Mapping[str, object] | None = None,
+) -> None:
+    """Write a checkpoint atomically (temporary file + ``os.replace``), loadable with ``weights_only=True``.
+
+    Holds ``model`` (state dict, DDP/DataParallel unwrapped), ``optimizer``, ``scaler``, ``epoch``,
+    ``stage``, ``config`` (a plain dict; a dataclass config is converted), ``model_name`` and
+    ``model_kwargs`` (what ``build_from_checkpoint`` rebuilds from), ``metrics``, ``git_commit``
+    and ``extra`` (e.g. RNG states as tensors).
+    """
+    model = _unwrap_parallel(model)
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    checkpoint = {
+        "model": model.state_dict(),
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
+        "scaler": None if scaler is None else scaler.state_dict(),
+        "epoch": epoch,
+        "stage": stage,
+        "config": dict(config),
+        "model_name": model_name,
+        "model_kwargs": dict(model_kwargs),
+        "metrics": dict(metrics),
+        "git_commit": git_commit(),
+        "extra": {} if extra is None else dict(extra),
+    }
+    _check_plain(checkpoint, "checkpoint")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def build_from_checkpoint(path: str | os.PathLike) -> nn.Module:
+    """Rebuild the model a ``save_checkpoint`` file was trained with and load its weights."""
+    checkpoint = _read(Path(path))
+    if "model_name" not in checkpoint or "model_kwargs" not in checkpoint:
+        raise ValueError(
+            f"{path} has no model_name/model_kwargs (not written by save_checkpoint); build the model with "
+            "lib.models.build_model(name, ...) and call load_weights(model, path)"
+        )
+    model = build_model(checkpoint["model_name"], **checkpoint["model_kwargs"])
+    load_weights(model, checkpoint)
+    return model
