@@ -1,0 +1,123 @@
+"""End-to-end CG-Aug CLI with the procedural backend on a tiny Cityscapes-layout fixture in tmp_path:
+layout, labels, metadata, resume after an interrupted run, and sharding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from generation.__main__ import main
+from generation.writer import read_jsonl
+from lib.data.io import read_label, read_rgb
+from lib.labels import ANOMALY, TRAIN_LABELS
+
+CITIES = {"aachen": 3, "bochum": 2}
+H, W = 64, 128
+ROAD = next(lb.trainId for lb in TRAIN_LABELS if lb.name == "road")
+
+
+def make_label(rng: np.random.Generator) -> np.ndarray:
+    """Sky on top, buildings, road in the lower half, plus random classes and ignore pixels."""
+    label = np.full((H, W), 10, dtype=np.uint8)
+    label[16:32] = 2
+    label[32:] = ROAD
+    label[40:44, 5:12] = rng.integers(0, 19)
+    label[0:3, 0:3] = 255
+    return label
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    root = tmp_path / "cityscapes"
+    rng = np.random.default_rng(0)
+    for city, n in CITIES.items():
+        d = root / "gtFine" / "train" / city
+        d.mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(make_label(rng)).save(d / f"{city}_{i:06d}_000019_gtFine_labelTrainIds.png")
+    return root
+
+
+def run(source: Path, out: Path, *extra: str) -> dict:
+    return main(["--cfg", "exp/generation_toy.yaml", "--source", str(source), "--out", str(out), *extra])
+
+
+def stems(source: Path) -> set[str]:
+    return {p.name[: -len("_gtFine_labelTrainIds.png")] for p in source.rglob("*_labelTrainIds.png")}
+
+
+def test_layout_labels_and_metadata(source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    summary = run(source, out)
+    assert summary["generated"] == 5 and summary["skipped"] == 0
+    records = read_jsonl(out / "metadata.jsonl")
+    assert {r["stem"] for r in records} == stems(source)
+    for r in records:
+        assert r["status"] == "generated" and r["backend"] == "procedural"
+        assert (
+            r["anomaly_class"] in ("crate", "barrel", "rock", "ball")
+            and r["prompt"].count(r["anomaly_class"]) == 1
+        )
+        assert isinstance(r["seed"], int) and r["retries"] == 0 and r["iou"] is None
+        img_path, lab_path = out / r["files"]["image"], out / r["files"]["label"]
+        assert (
+            img_path
+            == out / "leftImg8bit" / "train" / r["city"] / f"{r['stem']}{r['domain']}_leftImg8bit.png"
+        )
+        assert lab_path.name == f"{r['stem']}{r['domain']}_gtFine_labelTrainIds.png"
+        assert lab_path.name.startswith(r["stem"]) and (out / r["files"]["condition"]).is_file()
+        original = read_label(
+            source / "gtFine" / "train" / r["city"] / f"{r['stem']}_gtFine_labelTrainIds.png"
+        )
+        label = read_label(lab_path)
+        image = read_rgb(img_path)
+        assert image.shape == (H, W, 3) and label.shape == (H, W)
+        anomaly = label == ANOMALY
+        assert anomaly.any()
+        np.testing.assert_array_equal(label[~anomaly], original[~anomaly])
+        condition = read_rgb(out / r["files"]["condition"])
+        object_pixels = np.all(condition == condition[anomaly][0], axis=-1)
+        np.testing.assert_array_equal(object_pixels, anomaly)
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_resume_after_interrupted_run(source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run(source, out)
+    reference = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.png")}
+    part = out / "metadata" / "shard-0-of-1.jsonl"
+    lines = part.read_text().splitlines(keepends=True)
+    # Interrupted: two items finished, the third killed while writing its metadata line.
+    part.write_text("".join(lines[:2]) + lines[2][:20])
+    summary = run(source, out)
+    assert summary["already_done"] == 2 and summary["generated"] == 3
+    assert {r["stem"] for r in read_jsonl(out / "metadata.jsonl")} == stems(source)
+    assert len(read_jsonl(out / "metadata.jsonl")) == 5
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*.png")} == reference
+    assert run(source, out)["already_done"] == 5
+
+
+def test_shards_cover_every_image_once(source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    seen = []
+    for i in range(3):
+        run(source, out, "--shard", f"{i}/3")
+        seen += [r["stem"] for r in read_jsonl(out / "metadata" / f"shard-{i}-of-3.jsonl")]
+    assert sorted(seen) == sorted(stems(source))
+    assert len(read_jsonl(out / "metadata.jsonl")) == 5
+    single = tmp_path / "single"
+    run(source, single)
+    a = {json.dumps(r, sort_keys=True) for r in read_jsonl(out / "metadata.jsonl")}
+    b = {json.dumps(r, sort_keys=True) for r in read_jsonl(single / "metadata.jsonl")}
+    assert a == b
+
+
+def test_bad_shard_and_missing_source(source: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="0 <= i < N"):
+        run(source, tmp_path / "o", "--shard", "3/3")
+    with pytest.raises(FileNotFoundError, match="gtFine"):
+        run(tmp_path / "nowhere", tmp_path / "o")
