@@ -1,0 +1,202 @@
+"""Benchmark evaluation: stream images through a model into exact metric accumulators.
+
+Each image runs at full resolution (batch 1, no resize). Its anomaly map (the score function of
+:mod:`lib.scores` applied to the model's outputs) and its 0/1/255 anomaly label go to an
+:class:`~lib.metrics.OODMetricAccumulator`; where the benchmark has semantic labels, the argmax
+of the logits goes to a :class:`~lib.metrics.ConfusionMatrix`. Under ``torchrun`` every rank
+evaluates a disjoint, unpadded share of the images and the accumulators are gathered, so the
+numbers equal a single-process run. Results are fractions in ``[0, 1]``; the tables print
+percentages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from lib.data.collate import collate_items
+from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from lib.engine.precision import autocast
+from lib.metrics import ConfusionMatrix, OODMetricAccumulator
+from lib.scores import ScoreFn
+from lib.viz import colorize_segmentation, denormalize, heatmap_overlay, save_png
+
+logger = logging.getLogger(__name__)
+
+PROTOCOLS = {
+    "published": (
+        "published",
+        "pooled pixels, exact AUROC/AP; FPR95 at the recall closest to 0.95 "
+        "(published fpr_and_fdr_at_recall rule)",
+    ),
+    "exact": (
+        "first_tpr_geq",
+        "pooled pixels, exact AUROC/AP; FPR95 at the first threshold with TPR >= 0.95",
+    ),
+}
+"""``eval.protocol`` -> (``fpr_rule`` of :mod:`lib.metrics`, the sentence printed with the results)."""
+
+OOD_COLUMNS = ("AUROC", "AP", "FPR95")
+SEMANTIC_COLUMNS = ("mIoU", "mAcc")
+
+
+def protocol_rule(protocol: str) -> tuple[str, str]:
+    """``(fpr_rule, description)`` of ``eval.protocol``."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown eval.protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[protocol]
+
+
+def _rank_share(dataset: Dataset, limit: int) -> tuple[Dataset, int]:
+    """This rank's images among the first ``limit`` (all if 0): indices ``rank, rank + world, ...``."""
+    total = len(dataset) if limit <= 0 else min(limit, len(dataset))
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    return Subset(dataset, range(rank, total, world)), total
+
+
+@torch.no_grad()
+def evaluate_benchmark(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    score_fn: ScoreFn,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    protocol: str = "published",
+    max_images: int = 0,
+    num_workers: int = 0,
+    channels_last: bool = False,
+    heatmap_dir: str | Path | None = None,
+    num_heatmaps: int = 0,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    desc: str = "eval",
+    progress: bool = True,
+) -> dict[str, float | int]:
+    """Metrics of ``model`` on ``dataset`` (items: ``image [3,H,W]``, ``ood_label [H,W]``,
+    optional ``sem_label [H,W]``, ``name``): ``{"AUROC", "AP", "FPR95", "images"}`` plus
+    ``{"mIoU", "mAcc"}`` with semantic labels.
+
+    ``max_images`` > 0 evaluates only the first ``max_images`` images. The first ``num_heatmaps``
+    images get ``<name>_heatmap.png`` (anomaly map over the image) and ``<name>_pred.png``
+    (colourised prediction) in ``heatmap_dir``. The model is put in eval mode; the caller
+    restores train mode.
+    """
+    fpr_rule, _ = protocol_rule(protocol)
+    share, total = _rank_share(dataset, max_images)
+    if max_images > 0 and total < len(dataset):
+        logger.info("%s: evaluating the first %d of %d images (max_images)", desc, total, len(dataset))
+    loader = DataLoader(
+        share,
+        batch_size=1,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate_items,
+        pin_memory=device.type == "cuda",
+    )
+    model.eval()
+    ood, confusion, with_semantics = OODMetricAccumulator(), ConfusionMatrix(), None
+    indices = share.indices
+    for position, batch in enumerate(tqdm(loader, desc=desc, disable=not progress, leave=False)):
+        image = batch["image"].to(device, non_blocking=True)
+        if channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp_dtype):
+            anomaly_score, logits = model(image)
+        score = score_fn(logits, anomaly_score)
+        ood.update(score.float().cpu(), batch["ood_label"])
+        has_sem = "sem_label" in batch
+        if with_semantics is None:
+            with_semantics = has_sem
+        elif has_sem != with_semantics:
+            raise ValueError(f"{desc}: image {batch['name'][0]!r} differs from the first in having sem_label")
+        if has_sem:
+            confusion.update(logits.argmax(1), batch["sem_label"].to(device, non_blocking=True))
+        if heatmap_dir is not None and indices[position] < num_heatmaps:
+            _save_pictures(Path(heatmap_dir), batch["name"][0], image[0], score[0], logits[0], mean, std)
+    ood.reduce_from_all_processes()
+    flags = torch.tensor([bool(with_semantics)], dtype=torch.int64)
+    if dist.is_initialized():
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    result: dict[str, float | int] = dict(ood.compute(fpr_rule=fpr_rule))
+    result["images"] = total
+    if flags.item():
+        confusion.reduce_from_all_processes()
+        semantic = confusion.compute()
+        result.update({k: semantic[k] for k in SEMANTIC_COLUMNS})
+    return result
+
+
+def _save_pictures(
+    folder: Path,
+    name: str,
+    image: torch.Tensor,
+    score: torch.Tensor,
+    logits: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> None:
+    rgb = denormalize(image, mean, std)
+    save_png(folder / f"{name}_heatmap.png", heatmap_overlay(rgb, score.float().cpu().numpy()))
+    save_png(folder / f"{name}_pred.png", colorize_segmentation(logits.argmax(0)))
+
+
+def results_table(results: Mapping[str, Mapping[str, float | int]]) -> str:
+    """Markdown table, one row per benchmark, metrics in percent (``-`` where not computed)."""
+    columns = list(OOD_COLUMNS)
+    if any(k in r for r in results.values() for k in SEMANTIC_COLUMNS):
+        columns += list(SEMANTIC_COLUMNS)
+    lines = [
+        "| benchmark | " + " | ".join(columns) + " | images |",
+        "| --- | " + " | ".join("---:" for _ in columns) + " | ---: |",
+    ]
+    for name, r in results.items():
+        cells = [f"{100.0 * r[c]:.2f}" if c in r else "-" for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['images']} |")
+    return "\n".join(lines)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_results(
+    run_dir: str | Path,
+    results: Mapping[str, Mapping[str, float | int]],
+    *,
+    protocol: str,
+    score: str,
+    weights: str,
+    skipped: Sequence[str] = (),
+) -> tuple[Path, Path]:
+    """Write ``results.json`` (fractions) and ``results.md`` (percent table) into ``run_dir``."""
+    _, rule = protocol_rule(protocol)
+    run_dir = Path(run_dir)
+    payload = {
+        "protocol": protocol,
+        "fpr_rule": rule,
+        "score": score,
+        "weights": weights,
+        "benchmarks": {k: dict(v) for k, v in results.items()},
+        "skipped": list(skipped),
+    }
+    json_path, md_path = run_dir / "results.json", run_dir / "results.md"
+    _atomic_write(json_path, json.dumps(payload, indent=2) + "\n")
+    header = f"Weights: `{weights}`  \nScore: `{score}`  \nProtocol: `{protocol}` — {rule}\n\n"
+    footer = f"\n\nSkipped (benchmark folder missing): {', '.join(skipped)}\n" if skipped else "\n"
+    _atomic_write(md_path, header + results_table(results) + footer)
+    return json_path, md_path

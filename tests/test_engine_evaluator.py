@@ -1,0 +1,121 @@
+"""Evaluator on tiny benchmark trees: streamed metrics equal the metrics of the concatenated maps."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from lib.data.benchmarks import build_benchmark
+from lib.engine.evaluator import evaluate_benchmark, protocol_rule, results_table, write_results
+from lib.labels import NUM_CLASSES
+from lib.metrics import ConfusionMatrix, ood_metrics
+from lib.scores import get_score
+from tests.data_fixtures import write_all_flat_benchmarks, write_muad_like
+
+
+class PixelModel(nn.Module):
+    """Deterministic per-pixel model: logits = 1x1 conv of the image; anomaly = mean of channel 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.head = nn.Conv2d(3, NUM_CLASSES, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x[:, 0] * 2.0 + x[:, 1], self.head(x)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("datasets")
+    write_all_flat_benchmarks(root)
+    write_muad_like(root, "toy_shift", n=3)  # MUAD encoding; the nested MUAD folder trips the writer
+    return root
+
+
+def _reference(model, dataset, score):
+    scores, labels, cm = [], [], ConfusionMatrix()
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            item = dataset[i]
+            anomaly, logits = model(item["image"][None])
+            scores.append(get_score(score)(logits, anomaly)[0].flatten())
+            labels.append(item["ood_label"].flatten())
+            if "sem_label" in item:
+                cm.update(logits.argmax(1)[0], item["sem_label"])
+    return torch.cat(scores), torch.cat(labels), cm
+
+
+@pytest.mark.parametrize(
+    ("name", "score", "protocol"), [("RoadAnomaly21", "learned", "published"), ("toy_shift", "msp", "exact")]
+)
+def test_streamed_metrics_equal_concatenated(root, name, score, protocol):
+    model = PixelModel().eval()
+    dataset = build_benchmark(name, root=root)
+    result = evaluate_benchmark(
+        model,
+        dataset,
+        score_fn=get_score(score),
+        device=torch.device("cpu"),
+        protocol=protocol,
+        progress=False,
+    )
+    scores, labels, cm = _reference(model, dataset, score)
+    expected = ood_metrics(scores, labels, fpr_rule=protocol_rule(protocol)[0])
+    assert {k: result[k] for k in expected} == expected
+    assert result["images"] == len(dataset)
+    if name == "toy_shift":
+        semantic = cm.compute()
+        assert (result["mIoU"], result["mAcc"]) == (semantic["mIoU"], semantic["mAcc"])
+    else:
+        assert "mIoU" not in result
+
+
+def test_max_images_and_heatmaps(root, tmp_path, caplog):
+    model = PixelModel()
+    dataset = build_benchmark("toy_shift", root=root)
+    caplog.set_level("INFO", logger="lib.engine.evaluator")
+    result = evaluate_benchmark(
+        model,
+        dataset,
+        score_fn=get_score("learned"),
+        device=torch.device("cpu"),
+        max_images=2,
+        heatmap_dir=tmp_path / "maps",
+        num_heatmaps=1,
+        progress=False,
+    )
+    assert result["images"] == 2
+    assert "first 2 of 3 images" in caplog.text
+    first = dataset[0]
+    files = sorted(p.name for p in (tmp_path / "maps").iterdir())
+    assert files == [f"{first['name']}_heatmap.png", f"{first['name']}_pred.png"]
+    heat = np.asarray(Image.open(tmp_path / "maps" / files[0]))
+    assert heat.shape == (*first["ood_label"].shape, 3) and heat.dtype == np.uint8
+
+
+def test_results_files(tmp_path):
+    results = {
+        "RoadAnomaly": {"AUROC": 0.9, "AP": 0.5, "FPR95": 0.25, "images": 2},
+        "MUAD": {"AUROC": 0.8, "AP": 0.125, "FPR95": 0.5, "mIoU": 0.3, "mAcc": 0.75, "images": 3},
+    }
+    table = results_table(results)
+    assert table.splitlines()[0] == "| benchmark | AUROC | AP | FPR95 | mIoU | mAcc | images |"
+    assert "| RoadAnomaly | 90.00 | 50.00 | 25.00 | - | - | 2 |" in table
+    assert "| MUAD | 80.00 | 12.50 | 50.00 | 30.00 | 75.00 | 3 |" in table
+    json_path, md_path = write_results(
+        tmp_path, results, protocol="published", score="learned", weights="w.pth", skipped=["FS_Static"]
+    )
+    data = json.loads(json_path.read_text())
+    assert data["benchmarks"] == results and data["skipped"] == ["FS_Static"]
+    assert data["protocol"] == "published" and "recall closest to 0.95" in data["fpr_rule"]
+    text = md_path.read_text()
+    assert table in text and "recall closest to 0.95" in text and "FS_Static" in text
+
+
+def test_unknown_protocol():
+    with pytest.raises(ValueError, match="'smiyc'; expected one of published, exact"):
+        protocol_rule("smiyc")
