@@ -1,0 +1,133 @@
+"""Mask2Anomaly: Mask2Former with a global-mask-attention decoder and an OOD class head
+(Rai et al. 2023; used by MultiShiftSeg, Gao et al. 2024, Sec. 4 "Mask2Former").
+
+The model receives the already-normalised RGB image (ImageNet mean/std applied by the data
+pipeline; the published model does not normalise). It zero-pads the bottom/right to a multiple
+of 32, runs backbone -> pixel decoder -> transformer decoder, and in eval mode returns the common
+forward contract ``(anomaly_score [B, H, W], logits [B, 19, H, W])`` cropped to the input size.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lib.models.mask2former.backbone import ResNet
+from lib.models.mask2former.pixel_decoder import MSDeformAttnPixelDecoder
+from lib.models.mask2former.transformer_decoder import MaskedTransformerDecoderGMA
+
+logger = logging.getLogger(__name__)
+
+SIZE_DIVISIBILITY = 32
+MASK_STRIDE = 4
+_QUERY_CHUNK = 20
+
+UNUSED_CHECKPOINT_KEYS = re.compile(
+    r"^(sem_seg_head\.predictor\.transformer_cross_attention_layers\.\d+\.fusion_layer\.(weight|bias)"
+    r"|criterion\.empty_weight"
+    r"|backbone\..+\.norm\.num_batches_tracked)$"
+)
+"""Entries of published checkpoints that the forward never reads: the GMA decoder's unused
+``fusion_layer`` convs, the criterion's no-object weight, frozen backbone norms' counters."""
+
+
+def semantic_and_anomaly(
+    outputs: dict[str, torch.Tensor], image_size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Semantic scores and the mask-based anomaly score at the input resolution.
+
+    Mask logits ``[B, Q, h, w]`` (1/4 of the padded input) are upsampled bilinearly to the padded
+    size, cropped to ``image_size`` and passed through a sigmoid. Then
+
+    - ``logits[b, c] = Σ_q softmax(pred_logits)[b, q, c] · sigmoid(mask)[b, q]`` for the 19 known
+      classes (softmax over 19 + no-object, then the no-object column dropped). These are the
+      published ``sem_seg`` scores: neither logits nor probabilities, values in ``[0, Q]``;
+    - ``anomaly = 1 − max_c Σ_q softmax(pred_logits_ood)[b, q, c] · sigmoid(mask_ood)[b, q]``
+      (can be negative).
+
+    Returns ``(anomaly [B, H, W], logits [B, 19, H, W])``. Queries are processed in chunks so the
+    full-resolution masks never exist for all queries at once.
+    """
+    masks = outputs["pred_masks"]
+    if outputs["pred_masks_ood"] is not masks:
+        raise ValueError("pred_masks_ood must be pred_masks: the OOD head shares the mask embedding")
+    b, q, h, w = masks.shape
+    height, width = image_size
+    probs = torch.cat(
+        [outputs["pred_logits"].softmax(-1)[..., :-1], outputs["pred_logits_ood"].softmax(-1)[..., :-1]], -1
+    )  # [B, Q, 2K]
+    n_classes = probs.shape[-1] // 2
+    scores = masks.new_zeros(b, 2 * n_classes, height * width)
+    for start in range(0, q, _QUERY_CHUNK):
+        chunk = F.interpolate(
+            masks[:, start : start + _QUERY_CHUNK],
+            size=(h * MASK_STRIDE, w * MASK_STRIDE),
+            mode="bilinear",
+            align_corners=False,
+        )[:, :, :height, :width].sigmoid()
+        scores = scores + torch.bmm(probs[:, start : start + _QUERY_CHUNK].transpose(1, 2), chunk.flatten(2))
+    scores = scores.view(b, 2 * n_classes, height, width)
+    anomaly = 1 - scores[:, n_classes:].amax(1)
+    return anomaly, scores[:, :n_classes]
+
+
+class Mask2Anomaly(nn.Module):
+    """Composite model; parameter names follow detectron2's ``MaskFormer`` (``backbone.*``,
+    ``sem_seg_head.pixel_decoder.*``, ``sem_seg_head.predictor.*``).
+
+    ``forward(images [B, 3, H, W])``: in eval mode ``(anomaly_score [B, H, W], logits [B, 19, H, W])``
+    (see ``semantic_and_anomaly``); in training mode the decoder's raw outputs dict
+    (``pred_logits``, ``pred_masks``, ``pred_logits_ood``, ``pred_masks_ood``, ``aux_outputs``) at
+    1/4 of the padded size, which the set criterion and ``semantic_and_anomaly`` consume.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: ResNet,
+        pixel_decoder: MSDeformAttnPixelDecoder,
+        predictor: MaskedTransformerDecoderGMA,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.sem_seg_head = nn.ModuleDict({"pixel_decoder": pixel_decoder, "predictor": predictor})
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | dict[str, object]:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images [B, 3, H, W], got {tuple(images.shape)}")
+        height, width = images.shape[-2:]
+        pad_h = -height % SIZE_DIVISIBILITY
+        pad_w = -width % SIZE_DIVISIBILITY
+        padded = F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
+        mask_features, multi_scale = self.sem_seg_head.pixel_decoder(self.backbone(padded))
+        outputs = self.sem_seg_head.predictor(multi_scale, mask_features)
+        if self.training:
+            return outputs
+        return semantic_and_anomaly(outputs, (height, width))
+
+    def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Map a published Mask2Anomaly / MultiShiftSeg state dict onto this model's keys.
+
+        - drops exactly the entries named by ``UNUSED_CHECKPOINT_KEYS``;
+        - renames ``static_query`` to ``query_feat`` (older GMA checkpoints);
+        - initialises the OOD head ``class_embed2`` from ``class_embed`` when the checkpoint has
+          neither of its two entries (Mask2Anomaly's ``bt-f-xl.pth``), and logs it.
+        Everything else passes through for the strict load to judge.
+        """
+        adapted = {}
+        for key, value in state_dict.items():
+            if UNUSED_CHECKPOINT_KEYS.match(key):
+                continue
+            adapted[key.replace("predictor.static_query.", "predictor.query_feat.")] = value
+        prefix = "sem_seg_head.predictor."
+        ood = [f"{prefix}class_embed2.weight", f"{prefix}class_embed2.bias"]
+        cls = [f"{prefix}class_embed.weight", f"{prefix}class_embed.bias"]
+        if not any(k in adapted for k in ood) and all(k in adapted for k in cls):
+            for src, dst in zip(cls, ood):
+                adapted[dst] = adapted[src].clone()
+            logger.info("checkpoint has no OOD head: class_embed2 initialised from class_embed")
+        return adapted
