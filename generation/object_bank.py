@@ -5,7 +5,8 @@ maps to a 150-category index in the OOD list (``train`` or ``val``), as in the p
 
 ``index_ade20k.pkl`` is a pickle, and unpickling runs code named by the file. It is read with
 :class:`RestrictedUnpickler`, which admits only plain containers (dict, list, tuple, set, str,
-numbers) and numpy arrays/dtypes/scalars; any other global (a function, a class, ``os.system``...) is
+numbers) and numpy arrays/dtypes/scalars (plus ``_codecs.encode``, which protocol-2 pickles use to turn array
+bytes into ``bytes``); any other global (a function, a class, ``os.system``...) is
 refused with an error. The index is only used to list the images that hold a whole (not part-of) OOD
 object (row ``k - 1`` of ``objectPresence`` / ``objectIsPart`` is full class ``k``); that list can be
 cached in an ``.npz`` file so later start-ups do not read the pickle again.
@@ -30,6 +31,7 @@ _ALLOWED_GLOBALS = {
     ("builtins", "set"),
     ("builtins", "frozenset"),
     ("builtins", "bytearray"),
+    ("_codecs", "encode"),
     ("collections", "OrderedDict"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
@@ -44,7 +46,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that resolves only plain containers and numpy array/dtype/scalar constructors."""
 
     def find_class(self, module: str, name: str) -> object:
-        if (module, name) not in _ALLOWED_GLOBALS:
+        if (module.replace("__builtin__", "builtins"), name) not in _ALLOWED_GLOBALS:
             raise pickle.UnpicklingError(
                 f"refusing to load global {module}.{name}: the ADE20K index may only hold plain "
                 "containers and numpy arrays"
