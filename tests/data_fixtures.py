@@ -162,7 +162,7 @@ def write_flat_benchmark(
     """A flat image/label benchmark; ``unlabelled`` extra images have no label. Returns labelled stems."""
     stems = []
     for i in range(n + unlabelled):
-        stem = f"{folder}_{i:03d}"
+        stem = f"{Path(folder).name}_{i:03d}"
         img, lab = _ood_image_label(*size, values, seed=i)
         write_rgb(root / folder / image_dir / f"{stem}{image_ext}", img)
         if i < n:
@@ -221,7 +221,10 @@ ACDC_VALUES = [0, 7, 26, 1, 100, 124]
 
 
 def write_acdc_poc(
-    root: Path, *, domains: tuple[str, ...] = ("fog", "night"), size: tuple[int, int] = (24, 36)
+    root: Path,
+    *,
+    domains: tuple[str, ...] = ("fog", "night", "rain", "snow"),
+    size: tuple[int, int] = (24, 36),
 ) -> list[str]:
     """``root/acdc_poc`` with one sequence and one frame per domain (reconstructed .png images)."""
     stems = []

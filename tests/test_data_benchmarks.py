@@ -1,0 +1,159 @@
+"""Benchmarks on fixture trees in their released layouts: counts, label conversion, dtypes, errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from lib.data import BENCHMARKS, build_benchmark
+from lib.data.benchmarks import ACDC_POC, MUADLike
+from lib.data.io import read_rgb
+from lib.data.transforms import RandomCrop
+from lib.labels import IGNORE, OOD_IN, OOD_OUT, OOD_VOID
+from tests.data_fixtures import (
+    ACDC_VALUES,
+    write_acdc_poc,
+    write_all_flat_benchmarks,
+    write_gray,
+    write_muad_like,
+    write_rgb,
+)
+
+
+def _column_values(label):
+    """The fixture labels are vertical bands: one value per band, left to right."""
+    row = label[0].tolist()
+    return [v for i, v in enumerate(row) if i == 0 or row[i - 1] != v]
+
+
+def test_registry_names():
+    assert set(BENCHMARKS) == {
+        "RoadAnomaly",
+        "RoadAnomaly21",
+        "RoadObstacle21",
+        "FS_LostAndFound",
+        "FS_Static",
+        "ACDC_POC",
+        "MUAD",
+        "toy_anomaly",
+        "toy_shift",
+        "toy_covariate",
+    }
+    with pytest.raises(KeyError, match="known: RoadAnomaly"):
+        build_benchmark("RoadAnomaly2O")
+
+
+def test_flat_benchmarks(tmp_path):
+    written = write_all_flat_benchmarks(tmp_path)
+    for name, stems in written.items():
+        ds = build_benchmark(name, root=tmp_path)
+        assert [s[0] for s in ds.samples] == stems, name  # unlabelled SMIYC test images are left out
+        item = ds[0]
+        assert set(item) == {"image", "ood_label", "name"} and item["name"] == stems[0]
+        assert item["image"].dtype == torch.float32 and item["image"].shape == (3, 24, 40)
+        assert item["ood_label"].dtype == torch.uint8 and item["ood_label"].shape == (24, 40)
+        expected = [OOD_IN, OOD_OUT] if name == "RoadAnomaly" else [OOD_IN, OOD_OUT, OOD_VOID]
+        assert _column_values(item["ood_label"]) == expected
+
+
+def test_webp_images_decode(tmp_path):
+    write_all_flat_benchmarks(tmp_path)
+    ds = build_benchmark("RoadObstacle21", root=tmp_path)
+    assert ds.samples[0][1].suffix == ".webp"
+    assert ds[0]["image"].abs().sum() > 0
+
+
+def test_flat_benchmark_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"expected layout:(.|\n)*original/\{name\}.jpg"):
+        build_benchmark("RoadAnomaly", root=tmp_path)
+    write_all_flat_benchmarks(tmp_path)
+    bad = np.zeros((24, 40), np.uint8)
+    bad[0, 0] = IGNORE  # RoadAnomaly has no void
+    write_gray(tmp_path / "road_anomaly/labels/road_anomaly_000.png", bad)
+    with pytest.raises(ValueError, match=r"road_anomaly_000.png: invalid anomaly label value\(s\) \[255\]"):
+        build_benchmark("RoadAnomaly", root=tmp_path)[0]
+    bad[0, 0] = 2
+    write_gray(tmp_path / "fs_static/labels/fs_static_000.png", bad)
+    with pytest.raises(ValueError, match=r"fs_static_000.png: invalid anomaly label value\(s\) \[2\]"):
+        build_benchmark("FS_Static", root=tmp_path)[0]
+    write_gray(tmp_path / "fs_static/labels/lonely.png", bad)
+    with pytest.raises(FileNotFoundError, match="lonely.png has no matching image"):
+        build_benchmark("FS_Static", root=tmp_path)
+    write_rgb(tmp_path / "road_anomaly/original/extra.jpg", np.zeros((24, 40, 3), np.uint8))
+    with pytest.raises(FileNotFoundError, match="extra.jpg has no matching label"):
+        build_benchmark("RoadAnomaly", root=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "name,folder", [("MUAD", "MUAD_challenge/test_sets/test_OOD"), ("toy_shift", "toy_shift")]
+)
+def test_muad_encoding(tmp_path, name, folder):
+    stems = write_muad_like(tmp_path, folder)
+    ds = build_benchmark(name, root=tmp_path)
+    assert len(ds) == 2 and ds[1]["name"] == stems[1]
+    item = ds[0]
+    assert item["sem_label"].dtype == torch.int64 and item["ood_label"].dtype == torch.uint8
+    # written bands: 0, 5, 18, 19, 20, 255
+    assert _column_values(item["ood_label"]) == [OOD_IN, OOD_OUT, OOD_VOID]
+    assert _column_values(item["sem_label"]) == [0, 5, 18, IGNORE]
+    bad = np.full((24, 40), 21, np.uint8)
+    write_gray(tmp_path / folder / "leftLabel" / f"{stems[0]}.png", bad)
+    with pytest.raises(ValueError, match=rf"{stems[0]}.png: invalid label value\(s\) \[21\]"):
+        build_benchmark(name, root=tmp_path)[0]
+
+
+def test_toy_covariate_without_anomalies_loads(tmp_path):
+    folder = tmp_path / "toy_covariate"
+    write_rgb(folder / "leftImg8bit/scene_000.png", np.zeros((8, 8, 3), np.uint8))
+    write_gray(folder / "leftLabel/scene_000.png", np.full((8, 8), 3, np.uint8))
+    item = build_benchmark("toy_covariate", root=tmp_path)[0]
+    assert (item["ood_label"] == OOD_IN).all() and (item["sem_label"] == 3).all()
+
+
+def test_acdc_poc_conversion_and_domains(tmp_path):
+    stems = write_acdc_poc(tmp_path)
+    ds = build_benchmark("ACDC_POC", root=tmp_path)
+    assert sorted(s[0] for s in ds.samples) == sorted(stems)
+    item = ds[0]
+    # written bands: 0 (void), 7 road, 26 car, 1 ego vehicle, 100 and 124 inserted objects
+    assert ACDC_VALUES == [0, 7, 26, 1, 100, 124]
+    assert _column_values(item["ood_label"]) == [OOD_VOID, OOD_IN, OOD_OUT]
+    assert _column_values(item["sem_label"]) == [IGNORE, 0, 13, IGNORE]
+    assert len(ACDC_POC(tmp_path, domains=["night"])) == 1
+    with pytest.raises(ValueError, match="choose from"):
+        ACDC_POC(tmp_path, domains=["sandstorm"])
+    for p in (tmp_path / "acdc_poc/gt_trainval/gt/rain").rglob("*.png"):
+        p.unlink()
+    with pytest.raises(
+        FileNotFoundError, match=r"GOPR0002_frame_000001_rgb_anon_poc0.png has no matching label"
+    ):
+        ACDC_POC(tmp_path, domains=["rain"])
+
+
+def test_acdc_poc_npz_difference_images(tmp_path):
+    stems = write_acdc_poc(tmp_path, domains=("fog",))
+    png = next((tmp_path / "acdc_poc/rgb_anon_trainvaltest").rglob("*.png"))
+    poc = ACDC_POC(tmp_path, domains=["fog"])[0]["image"]
+    original = np.full((24, 36, 3), 200, np.uint8)
+    acdc = tmp_path / "acdc"
+    base = stems[0].split("_rgb_anon_")[0] + "_rgb_anon.png"
+    write_rgb(acdc / "rgb_anon/fog/val" / png.parent.name / base, original)
+    np.savez_compressed(
+        png.with_suffix(".npz"), img=read_rgb(png) - original
+    )  # uint8 wrap-around, as released
+    png.unlink()
+    with pytest.raises(FileNotFoundError, match="pass acdc_root"):
+        ACDC_POC(tmp_path, domains=["fog"])[0]
+    item = ACDC_POC(tmp_path, domains=["fog"], acdc_root=acdc)[0]
+    assert torch.allclose(item["image"], poc, atol=1e-6)
+
+
+def test_benchmark_joint_transform_crops_both_labels(tmp_path):
+    write_muad_like(tmp_path)
+    ds = MUADLike(tmp_path, RandomCrop((10, 12)), folder="MUAD_challenge/test_sets/test_OOD")
+    item = ds[0]
+    assert item["image"].shape == (3, 10, 12) and item["ood_label"].shape == item["sem_label"].shape == (
+        10,
+        12,
+    )
+    sem_void = item["sem_label"] == IGNORE
+    assert ((item["ood_label"] == OOD_IN) <= ~sem_void).all()
