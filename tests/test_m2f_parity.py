@@ -17,6 +17,7 @@ import torch
 
 from lib.labels import NUM_CLASSES
 from lib.models import build_model
+from lib.models.checkpoints import load_weights
 from lib.models.mask2former.backbone import FrozenBatchNorm2d
 from lib.models.mask2former.model import UNUSED_CHECKPOINT_KEYS
 from tests.m2f_reference import _shape, fill, layout, reference_state_dict
@@ -27,7 +28,8 @@ from tests.utils import load_fixture
 def model():
     torch.manual_seed(0)
     net = build_model("mask2anomaly_r50").eval()
-    net.load_state_dict(net.adapt_state_dict(reference_state_dict()), strict=True)
+    # the published layout with DataParallel's prefix and numpy values, through the generic loader
+    load_weights(net, {f"module.{k}": v.numpy() for k, v in reference_state_dict().items()})
     return net
 
 
