@@ -29,6 +29,8 @@ import torch.distributed as dist
 from lib.labels import IGNORE, NUM_CLASSES, OOD_IN, OOD_OUT, OOD_VOID
 
 FPR_RULES = ("published", "first_tpr_geq")
+PROTOCOLS = ("published", "exact", "smiyc")
+_FPR_RULE_OF_PROTOCOL = {"published": "published", "exact": "first_tpr_geq"}
 RECALL_LEVEL = 0.95
 _CHUNK = 1 << 22  # pixels validated and split at a time, which bounds the temporaries of a big input
 
@@ -54,8 +56,8 @@ def _check_pair(scores: np.ndarray, labels: np.ndarray) -> None:
         )
 
 
-def _split_chunk(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return (anomaly scores, inlier scores) of one flat chunk after checking its values."""
+def _class_masks(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(anomaly mask, inlier mask) of one flat chunk after checking its label and score values."""
     is_out = labels == OOD_OUT
     is_in = labels == OOD_IN
     n_void = np.count_nonzero(labels == OOD_VOID)
@@ -65,10 +67,29 @@ def _split_chunk(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np
             f"labels hold values {bad[:10].tolist()}; expected only {OOD_IN} (in), {OOD_OUT} (anomaly), "
             f"{OOD_VOID} (void)"
         )
-    pos, neg = scores[is_out], scores[is_in]
-    if scores.dtype.kind == "f" and not (np.isfinite(pos).all() and np.isfinite(neg).all()):
+    if scores.dtype.kind == "f" and not np.isfinite(scores[is_out | is_in]).all():
         raise ValueError("scores hold NaN or inf at non-void pixels")
-    return pos, neg
+    return is_out, is_in
+
+
+def _chunks(scores: np.ndarray, labels: np.ndarray):
+    """Yield flat (scores, labels, anomaly mask, inlier mask) chunks of a checked pair."""
+    s, lab = scores.reshape(-1), labels.reshape(-1)
+    for start in range(0, s.size, _CHUNK):
+        s_c, l_c = s[start : start + _CHUNK], lab[start : start + _CHUNK]
+        yield (s_c, *_class_masks(s_c, l_c))
+
+
+def as_score_label_pair(
+    scores: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """Numpy views of a score map and a 0/1/255 label map, checked as :func:`ood_metrics` does."""
+    s, lab = _to_numpy(scores), _to_numpy(labels)
+    _check_pair(s, lab)
+    flat_s, flat_l = s.reshape(-1), lab.reshape(-1)
+    for start in range(0, flat_s.size, _CHUNK):
+        _class_masks(flat_s[start : start + _CHUNK], flat_l[start : start + _CHUNK])
+    return s, lab
 
 
 @dataclass(frozen=True)
@@ -113,11 +134,9 @@ class OODMetricAccumulator:
         """Add one image (or any batch) of scores and 0/1/255 labels of the same shape."""
         s, lab = _to_numpy(scores), _to_numpy(labels)
         _check_pair(s, lab)
-        s, lab = s.reshape(-1), lab.reshape(-1)
-        for start in range(0, s.size, _CHUNK):
-            pos, neg = _split_chunk(s[start : start + _CHUNK], lab[start : start + _CHUNK])
-            self._pos.append(pos)
-            self._neg.append(neg)
+        for s_c, is_out, is_in in _chunks(s, lab):
+            self._pos.append(s_c[is_out])
+            self._neg.append(s_c[is_in])
         self._sorted = False
 
     def merge(self, other: OODMetricAccumulator) -> None:
@@ -317,3 +336,76 @@ class ConfusionMatrix:
             "pixel_accuracy": float(tp.sum() / h.sum()),
             "mAcc": float(acc.nanmean()),
         }
+
+
+class OODEvaluation:
+    """Anomaly metrics of one benchmark under a named protocol: ``update`` per image, one dict out.
+
+    ``protocol``: ``"published"`` (exact, pooled pixels, published FPR95 rule; the default),
+    ``"exact"`` (exact, pooled, FPR95 at the first TPR >= 0.95, as Fishyscapes), ``"smiyc"`` (the
+    official SegmentMeIfYouCan pixel and component protocol of ``track``, see :mod:`lib.smiyc`).
+    ``per_image`` also reports the mean of per-image AUROC / AP / FPR95 under the same protocol;
+    images without an anomaly or without an inlier pixel are skipped and counted. The result
+    always names its protocol.
+    """
+
+    def __init__(self, protocol: str = "published", *, per_image: bool = False, track: str = "AnomalyTrack"):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
+        self.protocol, self.per_image, self.track = protocol, per_image, track
+        if protocol == "smiyc":
+            from lib.smiyc import SMIYCAccumulator  # imported here: lib.smiyc builds on this module
+
+            self._pooled = SMIYCAccumulator(track)
+        else:
+            self._pooled = OODMetricAccumulator()
+        self._images: list[dict[str, float]] = []
+        self.n_images_skipped = 0
+
+    def reset(self) -> None:
+        self._pooled.reset()
+        self._images, self.n_images_skipped = [], 0
+
+    def _image_metrics(self, scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        if self.protocol == "smiyc":
+            from lib.smiyc import frame_bins, pixel_metrics
+
+            m = pixel_metrics([frame_bins(scores, labels)])
+            return {k: m[k] for k in ("AUROC", "AP", "FPR95")}
+        return ood_metrics(scores, labels, fpr_rule=_FPR_RULE_OF_PROTOCOL[self.protocol])
+
+    def update(self, scores: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor) -> None:
+        """Add one image: scores and 0/1/255 labels of the same shape (``[H, W]`` for smiyc)."""
+        s, lab = as_score_label_pair(scores, labels)
+        self._pooled.update(s, lab)
+        if self.per_image:
+            if np.any(lab == OOD_OUT) and np.any(lab == OOD_IN):
+                self._images.append(self._image_metrics(s, lab))
+            else:
+                self.n_images_skipped += 1
+
+    def reduce_from_all_processes(self) -> None:
+        """Gather every rank's data; a no-op without a process group."""
+        self._pooled.reduce_from_all_processes()
+        if self.per_image and dist.is_available() and dist.is_initialized():
+            gathered: list[tuple[list[dict[str, float]], int] | None] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, (self._images, self.n_images_skipped))
+            self._images = [m for images, _ in gathered for m in images]
+            self.n_images_skipped = sum(n for _, n in gathered)
+
+    def compute(self) -> dict[str, object]:
+        """``{"protocol", <metrics>}`` (+ ``"track"`` for smiyc, + ``"per_image"`` if asked)."""
+        out: dict[str, object] = {"protocol": self.protocol}
+        if self.protocol == "smiyc":
+            out["track"] = self.track
+            out.update(self._pooled.compute())
+        else:
+            out.update(self._pooled.compute(fpr_rule=_FPR_RULE_OF_PROTOCOL[self.protocol]))
+        if self.per_image:
+            if not self._images:
+                raise ValueError(
+                    f"per-image metrics: all {self.n_images_skipped} images lack an anomaly or inlier pixel"
+                )
+            means = {k: float(np.mean([m[k] for m in self._images])) for k in ("AUROC", "AP", "FPR95")}
+            out["per_image"] = {**means, "n_images": len(self._images), "n_skipped": self.n_images_skipped}
+        return out

@@ -1,0 +1,267 @@
+"""The official SegmentMeIfYouCan (SMIYC) evaluation protocol: pixel curve and component metrics.
+
+Follows the rules of the official ``road-anomaly-benchmark`` code (metrics ``PixBinaryClass`` and
+``SegEval-<track>``), reimplemented without that package.
+
+Pixel level, per frame (non-void pixels only): candidate thresholds are the score range widened
+by ``eps = max(1% of the range, 0.01)`` on both sides plus 384 quantiles of the anomaly and 384
+of the inlier scores (``np.quantile``, deduplicated); per-bin anomaly / inlier counts, where a
+score equal to a threshold counts as positive. Frames are pooled by sorting all their thresholds
+(descending) and summing the bins; repeated thresholds collapse to their last occurrence. Then
+AP by the step rule ``sum(diff(recall) * precision[1:])``, AUROC by the trapezoid rule, FPR95 at
+the first point with TPR >= 0.95, and the best pixel F1. ``best_f1_threshold`` is reported as
+the official code reports it and uses it: the curve index of the best F1 applied to the
+uncollapsed threshold list, which after the prepended curve origin usually lands two places
+lower than the threshold that achieved ``best_f1`` (clamped to the lowest threshold where the
+official code would index past the end).
+
+Component level at that threshold (prediction: ``score > threshold``, strict, void removed):
+8-connected components; predicted components smaller than the track's ``min_pred_size`` are
+dropped and ground-truth components smaller than ``min_gt_size`` become void. ``sIoU`` of a
+ground-truth component = intersection / (its size + the predicted pixels, outside any other
+ground-truth component, of the predicted components touching it); ``PPV`` of a predicted
+component = its pixels on any ground-truth component / its size. sIoU and PPV are averaged over
+all components of the dataset; ``F1_mean`` averages, over 11 thresholds ``tau`` in 0.25..0.75,
+the F1 of dataset counts TP = #(sIoU >= tau), FN = #(sIoU < tau), FP = #(PPV < tau). With no
+predicted component PPV is NaN, as in the official code.
+
+Streaming: the component pass needs the pixel threshold, which is known only after the last
+frame. :class:`SMIYCAccumulator` keeps, per frame, the pixel-curve bins (at most 770 thresholds
+and counts) and the frame itself (score map in its dtype plus the label map as uint8, about
+5 bytes/pixel for float32: 0.28 GB for 60 RoadAnomaly frames) rather than asking the caller for a
+second pass, which would run the model twice; measured at 1280x720 on 2 CPU cores, the pixel
+bins take about 0.12 s per frame and the component pass about 0.09 s, far below one model pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from scipy import ndimage
+
+from lib.labels import OOD_IN, OOD_OUT, OOD_VOID
+from lib.metrics import as_score_label_pair
+
+QUANTILES_PER_CLASS = 384
+SIOU_THRESHOLDS = np.linspace(0.25, 0.75, 11, endpoint=True)
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class SMIYCTrack:
+    """Component size filters of a track, in pixels."""
+
+    min_pred_size: int
+    min_gt_size: int
+
+
+TRACKS = {
+    "AnomalyTrack": SMIYCTrack(min_pred_size=500, min_gt_size=100),
+    "ObstacleTrack": SMIYCTrack(min_pred_size=50, min_gt_size=10),
+}
+
+
+def get_track(track: str) -> SMIYCTrack:
+    if track not in TRACKS:
+        raise ValueError(f"unknown SMIYC track {track!r}; expected one of {sorted(TRACKS)}")
+    return TRACKS[track]
+
+
+@dataclass(frozen=True)
+class FrameBins:
+    """Pixel-curve data of one frame: ``thresholds`` descending ``[K]``, anomaly and inlier
+    counts ``[K]`` (int64) in the bin starting at each threshold, and the class totals."""
+
+    thresholds: np.ndarray
+    tp_rel: np.ndarray
+    fp_rel: np.ndarray
+    n_pos: int
+    n_neg: int
+
+
+def frame_bins(scores: np.ndarray, labels: np.ndarray) -> FrameBins | None:
+    """Bins of one frame (``None`` if it has no non-void pixel); see the module doc."""
+    roi = labels != OOD_VOID
+    values = scores[roi]
+    if values.size == 0:
+        return None
+    is_pos = labels[roi] == OOD_OUT
+    pos, neg = values[is_pos], values[~is_pos]
+    vmin, vmax = np.min(values), np.max(values)
+    eps = np.maximum((vmax - vmin) * 1e-2, 1e-2)
+    parts = [[vmin - eps, vmax + eps]]
+    for cls in (pos, neg):
+        if cls.size:
+            parts.append(np.quantile(cls, np.linspace(0, 1, min(QUANTILES_PER_CLASS, cls.size))))
+    edges = np.unique(np.concatenate(parts))
+    tp_rel, _ = np.histogram(pos, bins=edges)
+    fp_rel, _ = np.histogram(neg, bins=edges)
+    return FrameBins(
+        thresholds=edges[:-1][::-1],
+        tp_rel=tp_rel[::-1].astype(np.int64),
+        fp_rel=fp_rel[::-1].astype(np.int64),
+        n_pos=int(pos.size),
+        n_neg=int(neg.size),
+    )
+
+
+def pixel_metrics(frames: Sequence[FrameBins]) -> dict[str, float]:
+    """Pooled ``{"AP", "AUROC", "FPR95", "best_f1", "best_f1_threshold"}`` of per-frame bins."""
+    n_pos = sum(f.n_pos for f in frames)
+    n_neg = sum(f.n_neg for f in frames)
+    if n_pos == 0:
+        raise ValueError(f"no anomaly pixel (label {OOD_OUT}) in {len(frames)} frames")
+    if n_neg == 0:
+        raise ValueError(f"no in-distribution pixel (label {OOD_IN}) in {len(frames)} frames")
+    thresholds = np.concatenate([f.thresholds for f in frames])
+    order = np.argsort(thresholds)[::-1]
+    thresholds = thresholds[order]
+    tp = np.cumsum(np.concatenate([f.tp_rel for f in frames])[order].astype(np.float64))
+    fp = np.cumsum(np.concatenate([f.fp_rel for f in frames])[order].astype(np.float64))
+    keep = np.concatenate([[0], np.nonzero(thresholds[:-1] != thresholds[1:])[0], [tp.size - 1]])
+    tp, fp = tp[keep], fp[keep]
+    if tp[0] != 0 or fp[0] != 0:
+        tp, fp = np.concatenate([[0.0], tp]), np.concatenate([[0.0], fp])
+    if tp[-1] != n_pos or fp[-1] != n_neg:
+        tp, fp = np.concatenate([tp, [n_pos]]), np.concatenate([fp, [n_neg]])
+    tpr, fpr = tp / n_pos, fp / n_neg
+    n_pred = tp + fp
+    precision = np.ones(tp.size)
+    precision[n_pred > 0] = tp[n_pred > 0] / n_pred[n_pred > 0]
+    f1 = 2 * tp / (2 * tp + fp + (n_pos - tp))
+    at95 = int(np.searchsorted(tpr, 0.95))
+    best = int(np.nanargmax(f1))
+    return {
+        "AP": float(np.sum(np.diff(tpr) * precision[1:])),
+        "AUROC": float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0)),
+        "FPR95": float(fpr[at95]) if at95 < tpr.size else 1.0,
+        "best_f1": float(f1[best]),
+        "best_f1_threshold": float(thresholds[min(best, thresholds.size - 1)]),
+    }
+
+
+@dataclass(frozen=True)
+class FrameComponents:
+    """Component scores of one frame: sIoU per ground-truth and PPV per predicted component."""
+
+    siou: np.ndarray
+    ppv: np.ndarray
+
+
+def frame_components(
+    scores: np.ndarray, labels: np.ndarray, threshold: float, track: SMIYCTrack
+) -> FrameComponents:
+    """sIoU / PPV of one ``[H, W]`` frame at ``threshold`` (``score > threshold``); module doc."""
+    pred_mask = (scores > threshold) & (labels != OOD_VOID)
+    gt_inst, n_gt = ndimage.label(labels == OOD_OUT, structure=_EIGHT_CONNECTED)
+    pred_inst, n_pred = ndimage.label(pred_mask, structure=_EIGHT_CONNECTED)
+    pred_size = np.bincount(pred_inst.ravel(), minlength=n_pred + 1)
+    kept = pred_size >= track.min_pred_size
+    kept[0] = False
+    relabel = np.zeros(n_pred + 1, dtype=np.int64)
+    relabel[kept] = np.arange(1, np.count_nonzero(kept) + 1)
+    n_pred = int(np.count_nonzero(kept))
+    gt_size = np.bincount(gt_inst.ravel(), minlength=n_gt + 1)
+    roi = labels != OOD_VOID
+    roi &= gt_size[gt_inst] >= np.where(gt_inst > 0, track.min_gt_size, 0)
+    g = gt_inst[roi].astype(np.int64)
+    p = relabel[pred_inst[roi]]
+    # Contingency table over the region of interest: row = gt component (0: none), col = pred.
+    table = np.bincount(g * (n_pred + 1) + p, minlength=(n_gt + 1) * (n_pred + 1)).reshape(
+        n_gt + 1, n_pred + 1
+    )
+    gt_roi, pred_roi = table.sum(1), table.sum(0)
+    gt_ids = np.flatnonzero(gt_roi[1:] > 0) + 1
+    pred_ids = np.flatnonzero(pred_roi[1:] > 0) + 1
+    touching = table[gt_ids][:, 1:] > 0
+    union = gt_roi[gt_ids] + touching @ table[0, 1:]
+    siou = (gt_roi[gt_ids] - table[gt_ids, 0]) / union
+    ppv = (pred_roi[pred_ids] - table[0, pred_ids]) / pred_roi[pred_ids]
+    return FrameComponents(siou=siou, ppv=ppv)
+
+
+def component_metrics(frames: Sequence[FrameComponents]) -> dict[str, float]:
+    """Dataset ``{"sIoU", "PPV", "F1_mean"}`` from per-frame component scores."""
+    n_gt = sum(f.siou.size for f in frames)
+    if n_gt == 0:
+        raise ValueError("no ground-truth anomaly component survives the track's size filter")
+    n_pred = sum(f.ppv.size for f in frames)
+    siou = np.concatenate([f.siou for f in frames])
+    ppv = np.concatenate([f.ppv for f in frames])
+    f1 = []
+    for tau in SIOU_THRESHOLDS:
+        tp = int(np.count_nonzero(siou >= tau))
+        fn = n_gt - tp
+        fp = int(np.count_nonzero(ppv < tau))
+        f1.append(2 * tp / (2 * tp + fn + fp))
+    return {
+        "sIoU": sum(float(np.sum(f.siou)) for f in frames) / n_gt,
+        "PPV": sum(float(np.sum(f.ppv)) for f in frames) / n_pred if n_pred else float("nan"),
+        "F1_mean": sum(f1) / len(f1),
+    }
+
+
+class SMIYCAccumulator:
+    """Streaming SMIYC protocol: ``update`` per ``[H, W]`` frame, ``compute`` at the end.
+
+    Keeps each frame's pixel-curve bins and the frame itself for the component pass (module doc
+    says why). Frames without any non-void pixel are skipped and counted in ``n_skipped``.
+    """
+
+    def __init__(self, track: str = "AnomalyTrack") -> None:
+        self.track_name = track
+        self.track = get_track(track)
+        self.reset()
+
+    def reset(self) -> None:
+        self._bins: list[FrameBins] = []
+        self._frames: list[tuple[np.ndarray, np.ndarray]] = []
+        self.n_skipped = 0
+
+    def update(self, scores: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor) -> None:
+        s, lab = as_score_label_pair(scores, labels)
+        if s.ndim != 2:
+            raise ValueError(f"SMIYC frames must be [H, W] maps, got shape {s.shape}")
+        bins = frame_bins(s, lab)
+        if bins is None:
+            self.n_skipped += 1
+            return
+        self._bins.append(bins)
+        self._frames.append((s.copy(), lab.astype(np.uint8)))
+
+    def reduce_from_all_processes(self) -> None:
+        """Gather every rank's frames; a no-op without a process group."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        gathered: list[tuple[list, list, int] | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, (self._bins, self._frames, self.n_skipped))
+        self._bins = [b for bins, _, _ in gathered for b in bins]
+        self._frames = [f for _, frames, _ in gathered for f in frames]
+        self.n_skipped = sum(n for _, _, n in gathered)
+
+    def compute(self) -> dict[str, float]:
+        """``{"AP", "FPR95", "AUROC", "best_f1", "best_f1_threshold", "sIoU", "PPV", "F1_mean"}``."""
+        out = pixel_metrics(self._bins)
+        threshold = out["best_f1_threshold"]
+        out.update(
+            component_metrics([frame_components(s, lab, threshold, self.track) for s, lab in self._frames])
+        )
+        return out
+
+
+def smiyc_metrics(
+    scores: Sequence[np.ndarray | torch.Tensor],
+    labels: Sequence[np.ndarray | torch.Tensor],
+    track: str = "AnomalyTrack",
+) -> dict[str, float]:
+    """The SMIYC protocol over per-frame ``[H, W]`` score maps and 0/1/255 label maps."""
+    if len(scores) != len(labels):
+        raise ValueError(f"{len(scores)} score frames but {len(labels)} label frames")
+    acc = SMIYCAccumulator(track)
+    for s, lab in zip(scores, labels):
+        acc.update(s, lab)
+    return acc.compute()
