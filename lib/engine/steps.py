@@ -1,0 +1,91 @@
+"""Per-family train steps: one batch in, the named loss terms out; selected by ``cfg.loss.name``.
+
+A step owns the family-specific part of training — how the paired batch enters the model and
+which criterion scores the outputs — so the trainer stays generic. The contract:
+
+``step(model, batch, stage=StageSpec) -> dict[str, Tensor]`` with scalar terms, ``"loss"`` being
+the total to back-propagate; every term is logged by name. ``batch`` is the training collate's
+dict already on the device: ``image``/``aug_image`` ``[B,3,H,W]`` (B originals and their B generated
+twins) and ``label``/``aug_label`` ``[B,H,W]`` (trainIds, ``ANOMALY``, ``IGNORE``). A step may behave
+differently per stage (Mask2Former switches criterion in stage 2). ``find_unused_parameters`` tells
+DDP whether some trainable parameters may get no gradient in a step.
+
+New families register a builder ``builder(cfg) -> TrainStep`` with :func:`register_step`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+import torch.nn as nn
+
+from lib.config import Config
+from lib.engine.stages import StageSpec
+
+
+class TrainStep(Protocol):
+    find_unused_parameters: bool
+
+    def __call__(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], *, stage: StageSpec
+    ) -> dict[str, torch.Tensor]: ...
+
+
+StepBuilder = Callable[[Config], TrainStep]
+_STEPS: dict[str, StepBuilder] = {}
+
+
+def register_step(name: str) -> Callable[[StepBuilder], StepBuilder]:
+    """Decorator: make ``builder(cfg) -> TrainStep`` selectable as ``loss.name = name``."""
+
+    def wrap(builder: StepBuilder) -> StepBuilder:
+        if name in _STEPS and _STEPS[name] is not builder:
+            raise KeyError(f"train step {name!r} is registered twice")
+        _STEPS[name] = builder
+        return builder
+
+    return wrap
+
+
+def build_train_step(cfg: Config) -> TrainStep:
+    """The train step registered under ``cfg.loss.name``; an unknown name lists the known ones."""
+    name = cfg.loss.name
+    if name not in _STEPS:
+        close = difflib.get_close_matches(name, list(_STEPS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise KeyError(f"unknown loss.name {name!r}.{hint} Known train steps: {', '.join(sorted(_STEPS))}")
+    return _STEPS[name](cfg)
+
+
+class PairedRCLStep:
+    """DeepLab: one forward on ``cat([image, aug_image])``, then the relative contrastive loss terms.
+
+    Originals come first and generated twins second, the order the loss expects. Outputs are cast to
+    float32 before the loss so that mixed-precision training computes the terms at full precision.
+    """
+
+    find_unused_parameters = False
+
+    def __init__(self, *, criterion: Callable[..., dict[str, torch.Tensor]]) -> None:
+        self.criterion = criterion
+
+    def __call__(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], *, stage: StageSpec
+    ) -> dict[str, torch.Tensor]:
+        images = torch.cat([batch["image"], batch["aug_image"]])
+        targets = torch.cat([batch["label"], batch["aug_label"]]).long()
+        anomaly_score, logits = model(images)
+        return self.criterion(logits.float(), anomaly_score.float(), targets)
+
+
+@register_step("rcl")
+def _paired_rcl(cfg: Config) -> PairedRCLStep:
+    from lib.losses import RelContrastiveLoss
+
+    loss = RelContrastiveLoss(
+        margins=cfg.loss.margins, ce_weights=cfg.loss.ce_weights, selection_ratio=cfg.loss.selection_ratio
+    )
+    return PairedRCLStep(criterion=loss.terms)

@@ -1,0 +1,404 @@
+"""The two-stage trainer (paper Sec. 4, "Training"): plain functions over built objects.
+
+:func:`fit` runs the epochs of :func:`~lib.engine.stages.stages_from_config`: at each stage start it
+freezes everything but the stage's parameters, builds the stage's optimizer and (under ``torchrun``)
+wraps the model in DDP again; each epoch is :func:`train_one_epoch` then, every
+``train.val_interval`` epochs, validation on ``data.val_ds`` with the streaming evaluator. Rank 0
+keeps ``last.pth`` (every epoch) and ``best_AP.pth`` (best validation AP), both written atomically
+with the resolved config, the stage, the optimizer and every rank's RNG state, so that ``resume``
+continues exactly where the run stopped. The family-specific part of a step (how the batch
+enters the model, which criterion) is a :class:`~lib.engine.steps.TrainStep`.
+
+``train.batch_size`` is the global number of (original, generated) pairs per step; under DDP
+each of the ``world_size`` processes takes ``batch_size / world_size`` of them.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from lib.config import Config, config_to_dict, save_config
+from lib.data.collate import collate_items
+from lib.engine.distributed import DistInfo, barrier, wrap_ddp
+from lib.engine.evaluator import evaluate_benchmark
+from lib.engine.logging_utils import ScalarWriter, get_logger
+from lib.engine.optim import build_optimizer
+from lib.engine.precision import autocast, make_grad_scaler, resolve_amp_dtype
+from lib.engine.stages import StageSpec, apply_stage, set_train_mode, stage_at, stages_from_config
+from lib.engine.steps import TrainStep
+from lib.models.checkpoints import load_weights, save_checkpoint
+from lib.scores import get_score
+
+LAST = "last.pth"
+BEST = "best_AP.pth"
+CONFIG_FILE = "config.yaml"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and every GPU)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, object]:
+    """This process's RNG states as checkpoint-safe values (tensors, ints, strings)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, object] = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos},
+        "numpy_gauss": [has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` captured."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    has_gauss, cached = state["numpy_gauss"]
+    keys = np_state["keys"].numpy().astype(np.uint32)
+    np.random.set_state((np_state["kind"], keys, np_state["pos"], has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _gather_rng_states() -> list[dict]:
+    mine = rng_state()
+    if not dist.is_initialized():
+        return [mine]
+    states: list[dict | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def move_batch(batch: dict, device: torch.device, *, channels_last: bool = False) -> dict:
+    """Tensors of ``batch`` to ``device`` (images ``[B,3,H,W]`` channels-last if asked); others as is."""
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if channels_last and value.ndim == 4:
+                value = value.contiguous(memory_format=torch.channels_last)
+        out[key] = value
+    return out
+
+
+def check_finite(terms: dict[str, torch.Tensor], where: str) -> None:
+    """Stop with a message naming every non-finite loss term."""
+    if bool(torch.isfinite(terms["loss"]).all()):
+        return
+    bad = {k: float(v.detach().float().mean()) for k, v in terms.items() if not bool(torch.isfinite(v).all())}
+    raise FloatingPointError(f"non-finite loss {where}: {', '.join(f'{k}={v}' for k, v in bad.items())}")
+
+
+def _trainable(params: Iterable[nn.Parameter]) -> list[nn.Parameter]:
+    return [p for p in params if p.requires_grad]
+
+
+def train_one_epoch(
+    model: nn.Module,
+    step: TrainStep,
+    loader: Iterable[dict],
+    optimizer: torch.optim.Optimizer,
+    *,
+    stage: StageSpec,
+    epoch: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    max_iters: int = 0,
+    channels_last: bool = False,
+    log_interval: int = 20,
+    writer: ScalarWriter | None = None,
+    global_step: int = 0,
+    progress: bool = True,
+) -> tuple[dict[str, float], int]:
+    """One pass over ``loader`` (at most ``max_iters`` steps if > 0); returns (mean terms, global step).
+
+    Each step: forward + loss terms under autocast, a finite check, backward (scaled for fp16),
+    optional gradient-norm clipping over the trainable parameters, optimizer step.
+    """
+    logger = get_logger()
+    total = len(loader) if hasattr(loader, "__len__") else None
+    if max_iters > 0:
+        total = max_iters if total is None else min(total, max_iters)
+    sums: dict[str, float] = defaultdict(float)
+    window: dict[str, float] = defaultdict(float)
+    n = n_window = 0
+    params = _trainable(model.parameters())
+    bar = tqdm(loader, total=total, desc=f"epoch {epoch} {stage.name}", disable=not progress, leave=False)
+    for it, batch in enumerate(bar):
+        if total is not None and it >= total:
+            break
+        batch = move_batch(batch, device, channels_last=channels_last)
+        with autocast(device, amp_dtype):
+            terms = step(model, batch, stage=stage)
+        check_finite(terms, f"at epoch {epoch}, iteration {it} ({stage.name})")
+        optimizer.zero_grad(set_to_none=True)
+        loss = terms["loss"]
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if stage.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, stage.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if stage.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, stage.grad_clip)
+            optimizer.step()
+        values = {k: float(v.detach().float().mean()) for k, v in terms.items()}
+        for k, v in values.items():
+            sums[k] += v
+            window[k] += v
+        n, n_window, global_step = n + 1, n_window + 1, global_step + 1
+        bar.set_postfix(loss=f"{values['loss']:.4g}")
+        if n_window == log_interval or (total is not None and it + 1 == total):
+            means = {k: v / n_window for k, v in window.items()}
+            lr = optimizer.param_groups[0]["lr"]
+            logger.info(
+                "epoch %d it %d/%s %s lr %.3g %s",
+                epoch,
+                it + 1,
+                total if total is not None else "?",
+                stage.name,
+                lr,
+                " ".join(f"{k} {v:.4g}" for k, v in means.items()),
+            )
+            if writer is not None:
+                writer.add_scalars({**means, "lr": lr}, global_step, prefix="train")
+            window.clear()
+            n_window = 0
+    if n == 0:
+        raise RuntimeError(
+            f"epoch {epoch}: the training loader yielded no batch (dataset smaller than a batch?)"
+        )
+    return {k: v / n for k, v in sums.items()}, global_step
+
+
+def _config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += _config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return diffs
+
+
+def _train_loader(cfg: Config, dataset: Dataset, info: DistInfo) -> tuple[DataLoader, DistributedSampler]:
+    if cfg.train.batch_size % info.world_size:
+        raise ValueError(
+            f"train.batch_size {cfg.train.batch_size} is not divisible by the {info.world_size} processes"
+        )
+    per_rank = cfg.train.batch_size // info.world_size
+    if len(dataset) < per_rank * info.world_size:
+        raise ValueError(
+            f"training set has {len(dataset)} items, fewer than one batch of {cfg.train.batch_size}"
+        )
+    sampler = DistributedSampler(
+        dataset,
+        num_replicas=info.world_size,
+        rank=info.rank,
+        shuffle=True,
+        seed=cfg.train.seed,
+        drop_last=True,
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=per_rank,
+        sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        collate_fn=collate_items,
+        pin_memory=info.device.type == "cuda",
+        drop_last=True,
+        generator=torch.Generator(),
+    )
+    return loader, sampler
+
+
+def fit(
+    cfg: Config,
+    *,
+    model: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    step: TrainStep,
+    info: DistInfo,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, object]:
+    """Train ``model`` per ``cfg`` into ``cfg.run_dir``; returns ``{"best_AP", "last_metrics", "epoch"}``.
+
+    ``model`` holds its starting weights (the caller loaded ``model.weight_path``). With ``resume``,
+    weights, epoch, stage, optimizer, scaler, best AP and RNG states come from ``run_dir/last.pth``.
+    """
+    logger = get_logger()
+    run_dir = Path(cfg.run_dir)
+    stages = stages_from_config(cfg)
+    device = info.device
+    amp_dtype = resolve_amp_dtype(cfg.train.amp_dtype, device)
+    channels_last = device.type == "cuda"
+    score_fn = get_score(cfg.eval.score)
+
+    start_epoch, best_ap, global_step, resumed = 0, -math.inf, 0, None
+    if resume:
+        path = run_dir / LAST
+        if not path.is_file():
+            raise FileNotFoundError(f"--resume: no {LAST} in {run_dir}; start the run without --resume")
+        resumed = load_weights(model, path)
+        for diff in _config_differences(resumed["config"], config_to_dict(cfg)):
+            logger.warning("resume: config differs from the checkpoint's: %s", diff)
+        start_epoch = int(resumed["epoch"]) + 1
+        extra = resumed["extra"]
+        best_ap, global_step = float(extra["best_AP"]), int(extra["global_step"])
+        states = extra["rng"]
+        if len(states) == info.world_size:
+            set_rng_state(states[info.rank])
+        else:
+            logger.warning(
+                "resume: %d RNG states saved for %d processes; reseeding", len(states), info.world_size
+            )
+            seed_everything(cfg.train.seed + info.rank + start_epoch)
+        logger.info("resumed from %s: epoch %d done, best AP %.4f", path, start_epoch - 1, best_ap)
+    else:
+        seed_everything(cfg.train.seed + info.rank)
+    if info.is_main:
+        save_config(cfg, run_dir / CONFIG_FILE)
+    if start_epoch >= cfg.train.epochs:
+        logger.info("nothing to train: %d of %d epochs done", start_epoch, cfg.train.epochs)
+        return {"best_AP": best_ap, "last_metrics": {}, "epoch": start_epoch - 1}
+
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    loader, sampler = _train_loader(cfg, train_set, info)
+    writer = ScalarWriter(run_dir / "tensorboard", enabled=info.is_main)
+    logger.info("TensorBoard scalars: %s", "on" if writer.active else "off (tensorboard not installed)")
+    stage, optimizer, scaler, train_model = None, None, None, model
+    metrics: dict[str, float | int] = {}
+    try:
+        for epoch in range(start_epoch, cfg.train.epochs):
+            if stage is None or stage_at(stages, epoch) is not stage:
+                stage = stage_at(stages, epoch)
+                names = apply_stage(model, stage)
+                logger.info(
+                    "%s from epoch %d: %s at lr %g trains %d tensors (%d parameters) matching %s",
+                    stage.name,
+                    epoch,
+                    stage.optimizer,
+                    stage.lr,
+                    len(names),
+                    sum(p.numel() for p in model.parameters() if p.requires_grad),
+                    list(stage.patterns),
+                )
+                optimizer = build_optimizer(model, stage)
+                scaler = make_grad_scaler(device, amp_dtype)
+                if resumed is not None and epoch == start_epoch and int(resumed["stage"]) == stage.index:
+                    optimizer.load_state_dict(resumed["optimizer"])
+                    if scaler is not None and resumed["scaler"] is not None:
+                        scaler.load_state_dict(resumed["scaler"])
+                train_model = wrap_ddp(model, info, find_unused_parameters=step.find_unused_parameters)
+            set_train_mode(model, bn_train_mode=cfg.model.bn_train_mode)
+            sampler.set_epoch(epoch)
+            if hasattr(train_set, "set_epoch"):
+                train_set.set_epoch(epoch)
+            loader.generator.manual_seed(cfg.train.seed * 100003 + epoch)
+            start = time.perf_counter()
+            means, global_step = train_one_epoch(
+                train_model,
+                step,
+                loader,
+                optimizer,
+                stage=stage,
+                epoch=epoch,
+                device=device,
+                amp_dtype=amp_dtype,
+                scaler=scaler,
+                max_iters=cfg.train.iters_per_epoch,
+                channels_last=channels_last,
+                log_interval=cfg.train.log_interval,
+                writer=writer,
+                global_step=global_step,
+                progress=progress and info.is_main,
+            )
+            logger.info(
+                "epoch %d done in %.1f s: %s",
+                epoch,
+                time.perf_counter() - start,
+                " ".join(f"{k} {v:.4g}" for k, v in means.items()),
+            )
+            writer.add_scalars(means, epoch, prefix="epoch")
+            last_epoch = epoch == cfg.train.epochs - 1
+            validate = val_set is not None and cfg.train.val_interval > 0
+            validate = validate and ((epoch + 1) % cfg.train.val_interval == 0 or last_epoch)
+            metrics = {}
+            if validate:
+                metrics = evaluate_benchmark(
+                    model,
+                    val_set,
+                    score_fn=score_fn,
+                    device=device,
+                    amp_dtype=amp_dtype,
+                    protocol=cfg.eval.protocol,
+                    max_images=cfg.data.val_max_images,
+                    channels_last=channels_last,
+                    mean=cfg.data.mean,
+                    std=cfg.data.std,
+                    desc=f"val {cfg.data.val_ds}",
+                    progress=progress and info.is_main,
+                )
+                logger.info(
+                    "epoch %d validation on %s (%d images, %s): %s",
+                    epoch,
+                    cfg.data.val_ds,
+                    metrics["images"],
+                    cfg.eval.protocol,
+                    " ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items() if k != "images"),
+                )
+                writer.add_scalars({k: v for k, v in metrics.items() if k != "images"}, epoch, prefix="val")
+            improved = bool(metrics) and metrics["AP"] > best_ap
+            if improved:
+                best_ap = float(metrics["AP"])
+            states = _gather_rng_states()
+            if info.is_main:
+                saved = dict(
+                    model=model,
+                    optimizer=optimizer,
+                    scaler=scaler,
+                    epoch=epoch,
+                    stage=stage.index,
+                    config=config_to_dict(cfg),
+                    model_name=cfg.model.name,
+                    model_kwargs=cfg.model.kwargs,
+                    metrics={k: float(v) for k, v in metrics.items()},
+                    extra={"best_AP": best_ap, "global_step": global_step, "rng": states},
+                )
+                if improved:
+                    save_checkpoint(run_dir / BEST, **saved)
+                    logger.info("new best AP %.2f: saved %s", 100 * best_ap, run_dir / BEST)
+                save_checkpoint(run_dir / LAST, **saved)
+            barrier()
+    finally:
+        writer.close()
+    return {"best_AP": best_ap, "last_metrics": metrics, "epoch": cfg.train.epochs - 1}

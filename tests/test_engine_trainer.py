@@ -1,0 +1,164 @@
+"""Two-stage trainer on tiny fixture data with the light DeepLab: loss goes down, checkpoints resume
+exactly (same weights and optimizer state as an uninterrupted run, within and across stages)."""
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lib.config import Config, load_config
+from lib.data.benchmarks import build_benchmark
+from lib.data.collate import collate_items
+from lib.data.multishift import MultiShiftPairs
+from lib.engine.distributed import DistInfo
+from lib.engine.logging_utils import setup_logging
+from lib.engine.trainer import BEST, CONFIG_FILE, LAST, check_finite, fit
+from lib.labels import IGNORE
+from lib.models import build_model
+from tests.data_fixtures import write_all_flat_benchmarks, write_cityscapes, write_multishift
+
+CPU = DistInfo(0, 1, torch.device("cpu"))
+
+
+class PairedCEStep:
+    """A minimal step: CE on originals and twins (anomaly pixels ignored) + a term on the OOD head."""
+
+    find_unused_parameters = False
+
+    def __call__(self, model, batch, *, stage):
+        images = torch.cat([batch["image"], batch["aug_image"]])
+        targets = torch.cat([batch["label"], batch["aug_label"]]).long()
+        anomaly, logits = model(images)
+        targets = torch.where(targets >= logits.shape[1], IGNORE, targets)
+        ce = F.cross_entropy(logits, targets, ignore_index=IGNORE)
+        head = F.relu(anomaly + 5.0).mean()
+        return {"loss": ce + head, "ce": ce, "head": head}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("datasets")
+    stems = write_cityscapes(root, per_city=2, size=(24, 48))
+    write_multishift(root, stems, variants=2, size=(24, 48))
+    write_all_flat_benchmarks(root)
+    return root
+
+
+def _cfg(root, out, run_id, *overrides):
+    return load_config(
+        Config,
+        "exp/DeepLab.yaml",
+        [
+            f"data.root={root}",
+            f"output_root={out}",
+            f"id={run_id}",
+            "model.name=deeplab_wrn_light",
+            "train.batch_size=2",
+            "train.epochs=3",
+            "train.warmup_epoch=1",
+            "train.lr=1e-2",
+            "train.lr_update=1e-2",
+            "train.log_interval=1",
+            "data.num_workers=0",
+            *overrides,
+        ],
+    )
+
+
+def _train_set(root):
+    return MultiShiftPairs(root / "cityscapes", root / "multishift_cityscapes", mixup_max=0.3, seed=0)
+
+
+def _run(cfg, root, *, resume=False, step=None, model=None):
+    torch.manual_seed(0)
+    model = build_model("deeplab_wrn_light") if model is None else model
+    val = build_benchmark(cfg.data.val_ds, root=root) if cfg.data.val_ds else None
+    setup_logging(cfg.run_dir)
+    summary = fit(
+        cfg,
+        model=model,
+        train_set=_train_set(root),
+        val_set=val,
+        step=step or PairedCEStep(),
+        info=CPU,
+        resume=resume,
+        progress=False,
+    )
+    return model, summary
+
+
+def _fixed_batch_loss(model, batch):
+    model = copy.deepcopy(model).train()
+    with torch.no_grad():
+        return float(PairedCEStep()(model, batch, stage=None)["loss"])
+
+
+@pytest.fixture(scope="module")
+def full_run(root, tmp_path_factory):
+    """An uninterrupted 3-epoch run (stage 1 = epoch 0, stage 2 = epochs 1-2) with validation."""
+    out = tmp_path_factory.mktemp("runs")
+    cfg = _cfg(root, out, "full")
+    torch.manual_seed(0)
+    model = build_model("deeplab_wrn_light")
+    start = copy.deepcopy(model.state_dict())
+    data = _train_set(root)
+    batch = collate_items([data[0], data[1]])
+    before = _fixed_batch_loss(model, batch)
+    model, summary = _run(cfg, root, model=model)
+    return {"cfg": cfg, "model": model, "summary": summary, "start": start, "batch": batch, "before": before}
+
+
+def test_fit_lowers_loss_trains_both_stages_and_writes_checkpoints(full_run):
+    model, cfg, start = full_run["model"], full_run["cfg"], full_run["start"]
+    assert _fixed_batch_loss(model, full_run["batch"]) < full_run["before"]
+    end = model.state_dict()
+    changed = {k.split(".")[0] for k in start if k.endswith("weight") and not torch.equal(start[k], end[k])}
+    # Stage 2 trains aspp/bot_*/ood_head; the trunk and classifier weights stay (BN stats move).
+    assert changed == {"aspp", "bot_fine", "bot_aspp", "ood_head"}
+    assert torch.equal(start["final.6.weight"], end["final.6.weight"])
+    run = cfg.run_dir
+    assert (run / CONFIG_FILE).is_file() and (run / BEST).is_file() and (run / "log.txt").is_file()
+    last = torch.load(run / LAST, weights_only=True)
+    assert (last["epoch"], last["stage"], last["model_name"]) == (2, 2, "deeplab_wrn_light")
+    assert last["config"]["train"]["warmup_epoch"] == 1
+    assert set(last["metrics"]) == {"AUROC", "AP", "FPR95", "images"}
+    assert last["extra"]["best_AP"] == pytest.approx(full_run["summary"]["best_AP"])
+    best = torch.load(run / BEST, weights_only=True)
+    assert best["metrics"]["AP"] == pytest.approx(full_run["summary"]["best_AP"])
+    log = (run / "log.txt").read_text()
+    assert (
+        "stage1 from epoch 0" in log and "stage2 from epoch 1" in log and "validation on RoadAnomaly21" in log
+    )
+
+
+@pytest.mark.parametrize("split_after", [1, 2], ids=["resume-at-stage-change", "resume-within-stage2"])
+def test_resume_matches_uninterrupted_run(root, tmp_path, full_run, split_after):
+    _run(_cfg(root, tmp_path, "split", f"train.epochs={split_after}"), root)
+    first = torch.load(tmp_path / "split" / LAST, weights_only=True)
+    assert (first["epoch"], first["stage"]) == (split_after - 1, 1 if split_after == 1 else 2)
+    resumed, _ = _run(_cfg(root, tmp_path, "split"), root, resume=True)
+    a, b = full_run["model"].state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    full_last = torch.load(full_run["cfg"].run_dir / LAST, weights_only=True)
+    split_last = torch.load(tmp_path / "split" / LAST, weights_only=True)
+    opt_a, opt_b = full_last["optimizer"], split_last["optimizer"]
+    assert opt_a["param_groups"] == opt_b["param_groups"]
+    for k, state in opt_a["state"].items():
+        assert all(torch.equal(state[n], opt_b["state"][k][n]) for n in state)
+    assert split_last["extra"]["best_AP"] == full_last["extra"]["best_AP"]
+    log = (tmp_path / "split" / "log.txt").read_text()
+    assert f"resumed from {tmp_path / 'split' / LAST}: epoch {split_after - 1} done" in log
+
+
+def test_resume_without_checkpoint(root, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no last.pth in"):
+        _run(_cfg(root, tmp_path, "none", "data.val_ds="), root, resume=True)
+
+
+def test_non_finite_loss_names_the_term():
+    terms = {"loss": torch.tensor(math.nan), "ce": torch.tensor(1.0), "rcl": torch.tensor(math.inf)}
+    with pytest.raises(FloatingPointError, match=r"at epoch 3, iteration 7: loss=nan, rcl=inf"):
+        check_finite(terms, "at epoch 3, iteration 7")
+    check_finite({"loss": torch.tensor(2.0)}, "anywhere")
