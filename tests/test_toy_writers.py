@@ -65,8 +65,9 @@ def test_outlier_bank_layout_and_loader(tmp_path):
         mask = _read(out / f"ood_seg_train2017/{i:012d}_{i + 1}.png")
         assert image.ndim == 3 and mask.shape == image.shape[:2] and mask.dtype == np.uint8
         assert set(np.unique(mask)) == {0, ANOMALY, IGNORE}
-        near_object = cv2.dilate((mask == ANOMALY).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-        assert near_object[mask == IGNORE].all()
+        near_background = cv2.dilate((mask == 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        assert near_background[mask == IGNORE].all(), "the IGNORE band must lie on the object's edge"
+        assert (mask == ANOMALY).sum() > (mask == IGNORE).sum() / 2
     bank = OutlierObjects(out)
     assert len(bank) == 5
     rgb, mask = bank[0]
