@@ -115,7 +115,7 @@ def _rain(img: np.ndarray, domain: Domain, rng: np.random.Generator) -> np.ndarr
     """Slanted rain streaks (sparse drops smeared along a line kernel) over a duller image."""
     h, w = img.shape[:2]
     drops = np.zeros((h, w), dtype=np.float32)
-    n = int(domain.rain * h * w / 90)
+    n = int(domain.rain * h * w / 60)
     drops[rng.integers(h, size=n), rng.integers(w, size=n)] = rng.uniform(0.4, 1.0, size=n)
     length = max(int(h / 10), 3)
     kernel = np.zeros((length, length), dtype=np.float32)
@@ -125,7 +125,7 @@ def _rain(img: np.ndarray, domain: Domain, rng: np.random.Generator) -> np.ndarr
     kernel[ys, xs] = 1.0 / length * 2.5
     streaks = np.clip(cv2.filter2D(drops, -1, kernel), 0, 1)[..., None]
     img = img * (1.0 - 0.25 * domain.rain)
-    return img + streaks * 0.55 * (np.array([0.85, 0.87, 0.9], dtype=np.float32) - img)
+    return img + streaks * 0.7 * (np.array([0.85, 0.87, 0.9], dtype=np.float32) - img)
 
 
 def _snow(img: np.ndarray, label: np.ndarray, domain: Domain, rng: np.random.Generator) -> np.ndarray:
