@@ -8,12 +8,22 @@ from __future__ import annotations
 
 from lib.labels import NUM_CLASSES
 from lib.models.mask2former.backbone import ResNet
+from lib.models.mask2former.criterion import SetCriterion, semantic_targets
+from lib.models.mask2former.matcher import HungarianMatcher
 from lib.models.mask2former.model import Mask2Anomaly, semantic_and_anomaly
 from lib.models.mask2former.pixel_decoder import MSDeformAttnPixelDecoder
 from lib.models.mask2former.transformer_decoder import MaskedTransformerDecoderGMA
 from lib.models.registry import register_model
 
-__all__ = ["Mask2Anomaly", "semantic_and_anomaly", "build_mask2anomaly_r50", "build_mask2anomaly_tiny"]
+__all__ = [
+    "HungarianMatcher",
+    "Mask2Anomaly",
+    "SetCriterion",
+    "build_mask2anomaly_r50",
+    "build_mask2anomaly_tiny",
+    "semantic_and_anomaly",
+    "semantic_targets",
+]
 
 
 @register_model("mask2anomaly_r50")
