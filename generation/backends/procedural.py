@@ -1,8 +1,8 @@
 """The ``procedural`` backend: CG-Aug on a CPU in milliseconds with the ToyShift renderer.
 
 It reads the condition map back into a ToyShift label: ADE20K colours of the correspondence table ->
-Cityscapes trainIds (where two classes share an ADE20K category, the lower trainId: rider -> person,
-train -> bus, motorcycle -> bicycle), the colour of a ToyShift training anomaly family ->
+Cityscapes trainIds (where two classes share an ADE20K category, the one of the same name: rider ->
+person, train -> bus, motorcycle -> bicycle), the colour of a ToyShift training anomaly family ->
 ``ANOMALY`` drawn as that family, anything else -> ``IGNORE``. The prompt selects the ToyShift domain
 (weather, time, place) and ``seed`` the texture noise. Its object bank, :class:`ToyFamilyBank`, is
 ToyShift's training anomaly families, so it needs no ADE20K download.
@@ -11,16 +11,16 @@ ToyShift's training anomaly families, so it needs no ADE20K download.
 from __future__ import annotations
 
 import numpy as np
-from lib.toy.render import render as render_toy
 
 from generation.ade20k import ade150
 from generation.backends import register_backend
-from generation.condition import ade_color_of
+from generation.condition import CITYSCAPES_TO_ADE, ade_color_of
 from generation.config import GenerationConfig
 from generation.object_bank import AnomalyObject
 from lib.labels import ANOMALY, IGNORE, NUM_CLASSES, TRAIN_LABELS
 from lib.toy.anomalies import FAMILY_ADE_INDEX, TRAIN_FAMILIES, sample_anomaly_mask
 from lib.toy.domains import domain_from_prompt
+from lib.toy.render import render as render_toy
 
 FAMILY_MASK_SIZE = 256
 
@@ -40,8 +40,9 @@ def condition_to_toy_label(condition: np.ndarray) -> tuple[np.ndarray, str | Non
     keys = _key(condition)
     uniq, inverse = np.unique(keys.ravel(), return_inverse=True)
     values = np.full(uniq.shape, IGNORE, dtype=np.uint8)
-    for train_id in reversed(range(NUM_CLASSES)):
-        values[uniq == _key(ade_color_of(TRAIN_LABELS[train_id].name))] = train_id
+    names = [lb.name for lb in TRAIN_LABELS]
+    for train_id in sorted(range(NUM_CLASSES), key=lambda t: CITYSCAPES_TO_ADE[names[t]] == names[t]):
+        values[uniq == _key(ade_color_of(names[train_id]))] = train_id
     counts = np.bincount(inverse, minlength=len(uniq))
     family, best = None, 0
     for name, color in family_colors().items():
