@@ -20,7 +20,9 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
+from functools import partial
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -35,6 +37,7 @@ Pair = tuple[Tensor, Tensor]
 JointTransform = Callable[..., Pair]
 
 _GREY = (0.299, 0.587, 0.114)
+_SHARPNESS_KERNEL = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13.0
 
 
 class ToTensor:
@@ -165,34 +168,16 @@ def _blend(a: Tensor, b: Tensor, factor: float) -> Tensor:
     return (factor * a + (1.0 - factor) * b).clamp_(0.0, 1.0)
 
 
-def _rgb_to_hsv(img: Tensor) -> Tensor:
-    r, g, b = img.unbind(1)
-    maxc, _ = img.max(1)
-    minc, _ = img.min(1)
-    delta = maxc - minc
-    s = delta / torch.where(maxc == 0, torch.ones_like(maxc), maxc)
-    dsafe = torch.where(delta == 0, torch.ones_like(delta), delta)
-    rc, gc, bc = (maxc - r) / dsafe, (maxc - g) / dsafe, (maxc - b) / dsafe
-    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
-    h = torch.where(delta == 0, torch.zeros_like(h), (h / 6.0) % 1.0)
-    return torch.stack((h, s, maxc), 1)
+def _per_image(images: Tensor, fn: Callable[[np.ndarray], np.ndarray]) -> Tensor:
+    """Apply an OpenCV function to each ``[H, W, 3]`` float32 image (much faster than torch convs on CPU)."""
+    out = [torch.from_numpy(fn(np.ascontiguousarray(im.permute(1, 2, 0).numpy()))) for im in images]
+    return torch.stack(out).permute(0, 3, 1, 2).contiguous()
 
 
-def _hsv_to_rgb(hsv: Tensor) -> Tensor:
-    h, s, v = hsv.unbind(1)
-    i = torch.floor(h * 6.0)
-    f = h * 6.0 - i
-    i = i.long() % 6
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    table = torch.stack(
-        (
-            torch.stack((v, q, p, p, t, v), 1),
-            torch.stack((t, v, v, q, p, p), 1),
-            torch.stack((p, p, t, v, v, q), 1),
-        ),
-        1,
-    )  # [N, 3, 6, H, W]
-    return table.gather(2, i[:, None, None].expand(-1, 3, 1, -1, -1))[:, :, 0]
+def _shift_hue(rgb: np.ndarray, shift: float) -> np.ndarray:
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)  # float32: H in [0, 360)
+    hsv[..., 0] = (hsv[..., 0] + shift * 360.0) % 360.0
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
 class ColorJitter:
@@ -222,9 +207,7 @@ class ColorJitter:
                 images = _blend(images, _grey(images), f)
             elif op == 3 and self.hue > 0:
                 shift = random.uniform(-self.hue, self.hue)
-                hsv = _rgb_to_hsv(images)
-                hsv[:, 0] = (hsv[:, 0] + shift) % 1.0
-                images = _hsv_to_rgb(hsv)
+                images = _per_image(images, lambda im, s=shift: _shift_hue(im, s)).clamp_(0.0, 1.0)
         return images, labels
 
 
@@ -238,14 +221,11 @@ class GaussianBlur:
 
     def __call__(self, images: Tensor, labels: Tensor) -> Pair:
         sigma = random.uniform(*self.sigma)
-        half = self.kernel_size // 2
-        x = torch.arange(-half, half + 1, dtype=torch.float32)
-        k = torch.exp(-0.5 * (x / sigma) ** 2)
-        k = k / k.sum()
-        n, c, h, w = images.shape
-        flat = F.pad(images.reshape(n * c, 1, h, w), (half, half, half, half), mode="reflect")
-        flat = F.conv2d(F.conv2d(flat, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
-        return flat.view(n, c, h, w), labels
+        k = self.kernel_size
+        blur = partial(
+            cv2.GaussianBlur, ksize=(k, k), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101
+        )
+        return _per_image(images, blur), labels
 
 
 class RandomSharpness:
@@ -253,14 +233,12 @@ class RandomSharpness:
 
     def __call__(self, images: Tensor, labels: Tensor) -> Pair:
         factor = random.uniform(0.0, 2.0)
-        kernel = torch.ones(3, 3)
-        kernel[1, 1] = 5.0
-        kernel = (kernel / kernel.sum()).view(1, 1, 3, 3)
-        n, c, h, w = images.shape
-        smooth = images.clone()
-        if h > 2 and w > 2:
-            inner = F.conv2d(images.reshape(n * c, 1, h, w), kernel).view(n, c, h - 2, w - 2)
-            smooth[..., 1:-1, 1:-1] = inner
+        h, w = images.shape[-2:]
+        if h <= 2 or w <= 2:
+            return images, labels
+        smooth = _per_image(images, lambda im: cv2.filter2D(im, -1, _SHARPNESS_KERNEL))
+        smooth[..., 0, :], smooth[..., -1, :] = images[..., 0, :], images[..., -1, :]
+        smooth[..., :, 0], smooth[..., :, -1] = images[..., :, 0], images[..., :, -1]
         return _blend(images, smooth, factor), labels
 
 
