@@ -9,10 +9,17 @@ import torch.nn as nn
 from PIL import Image
 
 from lib.data.benchmarks import build_benchmark
-from lib.engine.evaluator import evaluate_benchmark, protocol_rule, results_table, write_results
+from lib.engine.evaluator import (
+    evaluate_benchmark,
+    protocol_rule,
+    results_table,
+    smiyc_track,
+    write_results,
+)
 from lib.labels import NUM_CLASSES
 from lib.metrics import ConfusionMatrix, ood_metrics
 from lib.scores import get_score
+from lib.smiyc import smiyc_metrics
 from tests.data_fixtures import write_all_flat_benchmarks, write_muad_like
 
 
@@ -64,14 +71,46 @@ def test_streamed_metrics_equal_concatenated(root, name, score, protocol):
         progress=False,
     )
     scores, labels, cm = _reference(model, dataset, score)
-    expected = ood_metrics(scores, labels, fpr_rule=protocol_rule(protocol)[0])
+    expected = ood_metrics(
+        scores, labels, fpr_rule={"published": "published", "exact": "first_tpr_geq"}[protocol]
+    )
     assert {k: result[k] for k in expected} == expected
+    assert result["protocol"] == protocol
     assert result["images"] == len(dataset)
     if name == "toy_shift":
         semantic = cm.compute()
         assert (result["mIoU"], result["mAcc"]) == (semantic["mIoU"], semantic["mAcc"])
     else:
         assert "mIoU" not in result
+
+
+def test_smiyc_protocol_and_per_image_means(root):
+    model = PixelModel().eval()
+    dataset = build_benchmark("RoadObstacle21", root=root)
+    result = evaluate_benchmark(
+        model,
+        dataset,
+        score_fn=get_score("learned"),
+        device=torch.device("cpu"),
+        protocol="smiyc",
+        per_image=True,
+        track=smiyc_track("RoadObstacle21"),
+        progress=False,
+    )
+    frames, labels = [], []
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            item = dataset[i]
+            frames.append(model(item["image"][None])[0][0])
+            labels.append(item["ood_label"])
+    expected = smiyc_metrics(frames, labels, track="ObstacleTrack")
+    assert (result["protocol"], result["track"]) == ("smiyc", "ObstacleTrack")
+    assert {k: result[k] for k in expected} == expected
+    assert result["per_image"]["n_images"] == len(dataset)
+    table = results_table({"RoadObstacle21": result})
+    assert table.splitlines()[0] == (
+        "| benchmark | AUROC | AP | FPR95 | sIoU | PPV | F1_mean | img AUROC | img AP | img FPR95 | images |"
+    )
 
 
 def test_max_images_and_heatmaps(root, tmp_path, caplog):
@@ -117,5 +156,5 @@ def test_results_files(tmp_path):
 
 
 def test_unknown_protocol():
-    with pytest.raises(ValueError, match="'smiyc'; expected one of published, exact"):
-        protocol_rule("smiyc")
+    with pytest.raises(ValueError, match="'fishy'; expected one of published, exact, smiyc"):
+        protocol_rule("fishy")

@@ -123,7 +123,7 @@ def test_fit_lowers_loss_trains_both_stages_and_writes_checkpoints(full_run):
     last = torch.load(run / LAST, weights_only=True)
     assert (last["epoch"], last["stage"], last["model_name"]) == (2, 2, "deeplab_wrn_light")
     assert last["config"]["train"]["warmup_epoch"] == 1
-    assert set(last["metrics"]) == {"AUROC", "AP", "FPR95", "images"}
+    assert set(last["metrics"]) == {"AUROC", "AP", "FPR95"}
     assert last["extra"]["best_AP"] == pytest.approx(full_run["summary"]["best_AP"])
     best = torch.load(run / BEST, weights_only=True)
     assert best["metrics"]["AP"] == pytest.approx(full_run["summary"]["best_AP"])

@@ -27,34 +27,37 @@ from tqdm import tqdm
 from lib.data.collate import collate_items
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lib.engine.precision import autocast
-from lib.metrics import ConfusionMatrix, OODMetricAccumulator
+from lib.metrics import ConfusionMatrix, OODEvaluation
 from lib.scores import ScoreFn
 from lib.viz import colorize_segmentation, denormalize, heatmap_overlay, save_png
 
 logger = logging.getLogger(__name__)
 
-PROTOCOLS = {
-    "published": (
-        "published",
-        "pooled pixels, exact AUROC/AP; FPR95 at the recall closest to 0.95 "
-        "(published fpr_and_fdr_at_recall rule)",
-    ),
-    "exact": (
-        "first_tpr_geq",
-        "pooled pixels, exact AUROC/AP; FPR95 at the first threshold with TPR >= 0.95",
-    ),
+PROTOCOL_RULES = {
+    "published": "pooled pixels, exact AUROC/AP; FPR95 at the recall closest to 0.95 "
+    "(published fpr_and_fdr_at_recall rule)",
+    "exact": "pooled pixels, exact AUROC/AP; FPR95 at the first threshold with TPR >= 0.95",
+    "smiyc": "official SegmentMeIfYouCan protocol: per-frame binned pixel curves pooled over frames, "
+    "FPR95 at the first TPR >= 0.95, component sIoU/PPV/mean F1 at the best-F1 threshold",
 }
-"""``eval.protocol`` -> (``fpr_rule`` of :mod:`lib.metrics`, the sentence printed with the results)."""
+"""``eval.protocol`` -> the sentence printed and saved with the results."""
 
 OOD_COLUMNS = ("AUROC", "AP", "FPR95")
+COMPONENT_COLUMNS = ("sIoU", "PPV", "F1_mean")
 SEMANTIC_COLUMNS = ("mIoU", "mAcc")
+SMIYC_OBSTACLE_BENCHMARKS = ("RoadObstacle21",)
 
 
-def protocol_rule(protocol: str) -> tuple[str, str]:
-    """``(fpr_rule, description)`` of ``eval.protocol``."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown eval.protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
-    return PROTOCOLS[protocol]
+def protocol_rule(protocol: str) -> str:
+    """The description of ``eval.protocol`` (an unknown protocol is an error listing the known ones)."""
+    if protocol not in PROTOCOL_RULES:
+        raise ValueError(f"unknown eval.protocol {protocol!r}; expected one of {', '.join(PROTOCOL_RULES)}")
+    return PROTOCOL_RULES[protocol]
+
+
+def smiyc_track(benchmark: str) -> str:
+    """The SMIYC track whose component size filters apply to ``benchmark``."""
+    return "ObstacleTrack" if benchmark in SMIYC_OBSTACLE_BENCHMARKS else "AnomalyTrack"
 
 
 def _rank_share(dataset: Dataset, limit: int) -> tuple[Dataset, int]:
@@ -73,6 +76,8 @@ def evaluate_benchmark(
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
     protocol: str = "published",
+    per_image: bool = False,
+    track: str = "AnomalyTrack",
     max_images: int = 0,
     num_workers: int = 0,
     channels_last: bool = False,
@@ -82,17 +87,18 @@ def evaluate_benchmark(
     std: Sequence[float] = IMAGENET_STD,
     desc: str = "eval",
     progress: bool = True,
-) -> dict[str, float | int]:
+) -> dict[str, object]:
     """Metrics of ``model`` on ``dataset`` (items: ``image [3,H,W]``, ``ood_label [H,W]``,
-    optional ``sem_label [H,W]``, ``name``): ``{"AUROC", "AP", "FPR95", "images"}`` plus
-    ``{"mIoU", "mAcc"}`` with semantic labels.
+    optional ``sem_label [H,W]``, ``name``): ``{"protocol", "AUROC", "AP", "FPR95", "images"}``,
+    plus the component metrics of ``track`` under ``protocol="smiyc"``, ``"per_image"`` means if
+    asked, and ``{"mIoU", "mAcc"}`` with semantic labels.
 
     ``max_images`` > 0 evaluates only the first ``max_images`` images. The first ``num_heatmaps``
     images get ``<name>_heatmap.png`` (anomaly map over the image) and ``<name>_pred.png``
     (colourised prediction) in ``heatmap_dir``. The model is put in eval mode; the caller
     restores train mode.
     """
-    fpr_rule, _ = protocol_rule(protocol)
+    protocol_rule(protocol)
     share, total = _rank_share(dataset, max_images)
     if max_images > 0 and total < len(dataset):
         logger.info("%s: evaluating the first %d of %d images (max_images)", desc, total, len(dataset))
@@ -105,7 +111,8 @@ def evaluate_benchmark(
         pin_memory=device.type == "cuda",
     )
     model.eval()
-    ood, confusion, with_semantics = OODMetricAccumulator(), ConfusionMatrix(), None
+    ood = OODEvaluation(protocol, per_image=per_image, track=track)
+    confusion, with_semantics = ConfusionMatrix(), None
     indices = share.indices
     for position, batch in enumerate(tqdm(loader, desc=desc, disable=not progress, leave=False)):
         image = batch["image"].to(device, non_blocking=True)
@@ -114,7 +121,7 @@ def evaluate_benchmark(
         with autocast(device, amp_dtype):
             anomaly_score, logits = model(image)
         score = score_fn(logits, anomaly_score)
-        ood.update(score.float().cpu(), batch["ood_label"])
+        ood.update(score[0].float().cpu(), batch["ood_label"][0])
         has_sem = "sem_label" in batch
         if with_semantics is None:
             with_semantics = has_sem
@@ -128,7 +135,7 @@ def evaluate_benchmark(
     flags = torch.tensor([bool(with_semantics)], dtype=torch.int64)
     if dist.is_initialized():
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    result: dict[str, float | int] = dict(ood.compute(fpr_rule=fpr_rule))
+    result: dict[str, object] = ood.compute()
     result["images"] = total
     if flags.item():
         confusion.reduce_from_all_processes()
@@ -151,19 +158,32 @@ def _save_pictures(
     save_png(folder / f"{name}_pred.png", colorize_segmentation(logits.argmax(0)))
 
 
-def results_table(results: Mapping[str, Mapping[str, float | int]]) -> str:
-    """Markdown table, one row per benchmark, metrics in percent (``-`` where not computed)."""
-    columns = list(OOD_COLUMNS)
-    if any(k in r for r in results.values() for k in SEMANTIC_COLUMNS):
-        columns += list(SEMANTIC_COLUMNS)
+def results_table(results: Mapping[str, Mapping[str, object]]) -> str:
+    """Markdown table, one row per benchmark, metrics in percent (``-`` where not computed).
+
+    Component metrics (smiyc), per-image means (``img AP`` ...) and mIoU/mAcc get columns when any
+    benchmark has them.
+    """
+    rows = {}
+    for name, r in results.items():
+        row = {c: r[c] for c in (*OOD_COLUMNS, *COMPONENT_COLUMNS, *SEMANTIC_COLUMNS) if c in r}
+        row |= {f"img {c}": v for c, v in dict(r.get("per_image", {})).items() if c in OOD_COLUMNS}
+        rows[name] = (row, r["images"])
+    order = [*OOD_COLUMNS, *COMPONENT_COLUMNS, *(f"img {c}" for c in OOD_COLUMNS), *SEMANTIC_COLUMNS]
+    columns = [c for c in order if any(c in row for row, _ in rows.values())]
     lines = [
         "| benchmark | " + " | ".join(columns) + " | images |",
         "| --- | " + " | ".join("---:" for _ in columns) + " | ---: |",
     ]
-    for name, r in results.items():
-        cells = [f"{100.0 * r[c]:.2f}" if c in r else "-" for c in columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['images']} |")
+    for name, (row, images) in rows.items():
+        cells = [f"{100.0 * row[c]:.2f}" if c in row else "-" for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {images} |")
     return "\n".join(lines)
+
+
+def metric_summary(result: Mapping[str, object]) -> dict[str, float]:
+    """The scalar metrics of one :func:`evaluate_benchmark` result (for logs, TensorBoard, checkpoints)."""
+    return {k: float(v) for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -176,7 +196,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def write_results(
     run_dir: str | Path,
-    results: Mapping[str, Mapping[str, float | int]],
+    results: Mapping[str, Mapping[str, object]],
     *,
     protocol: str,
     score: str,
@@ -184,7 +204,7 @@ def write_results(
     skipped: Sequence[str] = (),
 ) -> tuple[Path, Path]:
     """Write ``results.json`` (fractions) and ``results.md`` (percent table) into ``run_dir``."""
-    _, rule = protocol_rule(protocol)
+    rule = protocol_rule(protocol)
     run_dir = Path(run_dir)
     payload = {
         "protocol": protocol,

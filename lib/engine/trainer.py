@@ -32,7 +32,7 @@ from tqdm import tqdm
 from lib.config import Config, config_to_dict, save_config
 from lib.data.collate import collate_items
 from lib.engine.distributed import DistInfo, barrier, wrap_ddp
-from lib.engine.evaluator import evaluate_benchmark
+from lib.engine.evaluator import evaluate_benchmark, metric_summary, smiyc_track
 from lib.engine.logging_utils import ScalarWriter, get_logger
 from lib.engine.optim import build_optimizer
 from lib.engine.precision import autocast, make_grad_scaler, resolve_amp_dtype
@@ -296,7 +296,7 @@ def fit(
     writer = ScalarWriter(run_dir / "tensorboard", enabled=info.is_main)
     logger.info("TensorBoard scalars: %s", "on" if writer.active else "off (tensorboard not installed)")
     stage, optimizer, scaler, train_model = None, None, None, model
-    metrics: dict[str, float | int] = {}
+    metrics: dict[str, float] = {}
     try:
         for epoch in range(start_epoch, cfg.train.epochs):
             if stage is None or stage_at(stages, epoch) is not stage:
@@ -352,15 +352,17 @@ def fit(
             last_epoch = epoch == cfg.train.epochs - 1
             validate = val_set is not None and cfg.train.val_interval > 0
             validate = validate and ((epoch + 1) % cfg.train.val_interval == 0 or last_epoch)
-            metrics = {}
+            metrics: dict[str, float] = {}
             if validate:
-                metrics = evaluate_benchmark(
+                result = evaluate_benchmark(
                     model,
                     val_set,
                     score_fn=score_fn,
                     device=device,
                     amp_dtype=amp_dtype,
                     protocol=cfg.eval.protocol,
+                    per_image=cfg.eval.per_image,
+                    track=smiyc_track(cfg.data.val_ds),
                     max_images=cfg.data.val_max_images,
                     channels_last=channels_last,
                     mean=cfg.data.mean,
@@ -368,15 +370,17 @@ def fit(
                     desc=f"val {cfg.data.val_ds}",
                     progress=progress and info.is_main,
                 )
+                metrics = metric_summary(result)
+                images = int(metrics.pop("images"))
                 logger.info(
-                    "epoch %d validation on %s (%d images, %s): %s",
+                    "epoch %d validation on %s (%d images, protocol %s): %s",
                     epoch,
                     cfg.data.val_ds,
-                    metrics["images"],
+                    images,
                     cfg.eval.protocol,
-                    " ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items() if k != "images"),
+                    " ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()),
                 )
-                writer.add_scalars({k: v for k, v in metrics.items() if k != "images"}, epoch, prefix="val")
+                writer.add_scalars(metrics, epoch, prefix="val")
             improved = bool(metrics) and metrics["AP"] > best_ap
             if improved:
                 best_ap = float(metrics["AP"])
@@ -391,7 +395,7 @@ def fit(
                     config=config_to_dict(cfg),
                     model_name=cfg.model.name,
                     model_kwargs=cfg.model.kwargs,
-                    metrics={k: float(v) for k, v in metrics.items()},
+                    metrics=metrics,
                     extra={"best_AP": best_ap, "global_step": global_step, "rng": states},
                 )
                 if improved:

@@ -1,0 +1,119 @@
+"""train_deeplab.py and test_deeplab.py end to end on tiny fixture trees with the light DeepLab.
+
+Training starts from a closed-world checkpoint in NVIDIA's layout (``state_dict`` wrapper,
+``module.`` prefixes, no OOD head), pastes COCO outliers, runs both stages with the relative
+contrastive loss and resumes; testing reads the run's best checkpoint.
+"""
+
+import json
+
+import pytest
+import torch
+
+import test_deeplab
+import train_deeplab
+from lib.data.coco_ood import write_mask_bank
+from lib.models import build_model
+from tests.data_fixtures import write_all_flat_benchmarks, write_cityscapes, write_coco, write_multishift
+
+LIGHT = [
+    "model.name=deeplab_wrn_light",
+    "data.num_workers=0",
+    "data.crop_size=24",
+    "data.scale_range=[0.75,1.0]",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("datasets")
+    out = tmp_path_factory.mktemp("outputs")
+    stems = write_cityscapes(root, per_city=2, size=(24, 48))
+    write_multishift(root, stems, variants=1, size=(24, 48))
+    write_all_flat_benchmarks(root)
+    write_coco(root)
+    write_mask_bank(root / "coco", min_size=1)
+    closed = build_model("deeplab_wrn_light").state_dict()
+    weights = tmp_path_factory.mktemp("weights") / "closed_world.pth"
+    torch.save(
+        {"state_dict": {f"module.{k}": v for k, v in closed.items() if k != "ood_head.weight"}}, weights
+    )
+    overrides = [
+        f"data.root={root}",
+        f"output_root={out}",
+        "train.batch_size=2",
+        "train.epochs=2",
+        "train.warmup_epoch=1",
+        *LIGHT,
+    ]
+    argv = ["--cfg", "exp/DeepLab.yaml", "--id", "run", "--weight_path", str(weights), "--no_progress"]
+    summary = train_deeplab.main(train_deeplab.get_args_parser().parse_args([*argv, *overrides]))
+    return {
+        "root": root,
+        "out": out,
+        "closed": closed,
+        "summary": summary,
+        "argv": argv,
+        "overrides": overrides,
+    }
+
+
+def test_train_writes_checkpoints_from_closed_world_weights(trained):
+    run = trained["out"] / "run"
+    last = torch.load(run / "last.pth", weights_only=True)
+    assert (last["epoch"], last["stage"]) == (1, 2)
+    assert last["config"]["model"]["name"] == "deeplab_wrn_light"
+    assert (run / "best_AP.pth").is_file() and (run / "config.yaml").is_file()
+    log = (run / "log.txt").read_text()
+    assert "OOD head initialised as a copy of the classifier" in log
+    for term in ("ce_orig", "ce_gen", "rcl_in", "rcl_aug", "rcl_pair"):
+        assert f" {term} " in log
+    # Stage 1 started from the classifier copy; the trunk is untouched by both stages.
+    assert torch.equal(last["model"]["mod1.conv1.weight"], trained["closed"]["mod1.conv1.weight"])
+    assert not torch.equal(last["model"]["ood_head.weight"], trained["closed"]["final.6.weight"])
+
+
+def test_train_resume_continues_at_the_next_epoch(trained):
+    overrides = [o if o != "train.epochs=2" else "train.epochs=3" for o in trained["overrides"]]
+    args = train_deeplab.get_args_parser().parse_args(["--resume", *trained["argv"], *overrides])
+    train_deeplab.main(args)
+    last = torch.load(trained["out"] / "run" / "last.pth", weights_only=True)
+    assert (last["epoch"], last["stage"]) == (2, 2)
+    log = (trained["out"] / "run" / "log.txt").read_text()
+    assert "resumed from" in log and "epoch 2 done" in log
+
+
+def test_test_script_all_benchmarks_with_heatmaps(trained, capsys, caplog):
+    argv = ["--cfg", "exp/DeepLab.yaml", "--id", "run", "--save_heatmaps", "1", "--no_progress"]
+    args = test_deeplab.get_args_parser().parse_intermixed_args([*argv, *trained["overrides"]])
+    results = test_deeplab.main(args)
+    run = trained["out"] / "run"
+    available = ["RoadAnomaly", "RoadAnomaly21", "RoadObstacle21", "FS_LostAndFound", "FS_Static"]
+    assert list(results) == available
+    data = json.loads((run / "results.json").read_text())
+    assert data["weights"] == str(run / "best_AP.pth") and data["skipped"] == ["ACDC_POC", "MUAD"]
+    assert set(data["benchmarks"]["RoadAnomaly"]) == {"protocol", "AUROC", "AP", "FPR95", "images"}
+    assert all(0.0 <= data["benchmarks"][b]["AP"] <= 1.0 for b in available)
+    table = (run / "results.md").read_text()
+    assert "| RoadAnomaly21 |" in table and "recall closest to 0.95" in table
+    assert "| benchmark | AUROC | AP | FPR95 | images |" in capsys.readouterr().out
+    for name in available:
+        assert len(list((run / "heatmaps" / name).glob("*_heatmap.png"))) == 1
+    log = (run / "test_log.txt").read_text()
+    assert "skipping ACDC_POC: dataset folder not found" in log
+
+
+def test_test_script_named_benchmark(trained):
+    base = ["--cfg", "exp/DeepLab.yaml", "--id", "named", "--no_progress", *trained["overrides"]]
+    weights = str(trained["out"] / "run" / "last.pth")
+    args = test_deeplab.get_args_parser().parse_intermixed_args(
+        [*base, "--weight_path", weights, "--test_dataset", "RoadAnomaly", "eval.score=msp"]
+    )
+    results = test_deeplab.main(args)
+    assert list(results) == ["RoadAnomaly"]
+    assert json.loads((trained["out"] / "named" / "results.json").read_text())["score"] == "msp"
+    args = test_deeplab.get_args_parser().parse_intermixed_args(
+        [*base, "--weight_path", weights, "--test_dataset", "MUAD"]
+    )
+    with pytest.raises(FileNotFoundError, match="MUAD_challenge"):
+        test_deeplab.main(args)
