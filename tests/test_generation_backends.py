@@ -55,6 +55,9 @@ def build_tiny_sd_controlnet(folder: Path) -> None:
             num_attention_heads=2,
             max_position_embeddings=77,
             projection_dim=32,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
         )
     )
     unet = UNet2DConditionModel(
