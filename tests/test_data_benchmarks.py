@@ -13,6 +13,7 @@ from tests.data_fixtures import (
     ACDC_VALUES,
     write_acdc_poc,
     write_all_flat_benchmarks,
+    write_flat_benchmark,
     write_gray,
     write_muad_like,
     write_rgb,
@@ -157,3 +158,9 @@ def test_benchmark_joint_transform_crops_both_labels(tmp_path):
     )
     sem_void = item["sem_label"] == IGNORE
     assert ((item["ood_label"] == OOD_IN) <= ~sem_void).all()
+
+
+def test_published_folder_names_are_accepted(tmp_path):
+    stems = write_flat_benchmark(tmp_path, "fs_LostAndFound", "original", "labels", ".png", ".png", [0, 1])
+    ds = build_benchmark("FS_LostAndFound", root=tmp_path)
+    assert ds.root.name == "fs_LostAndFound" and [ds[i]["name"] for i in range(len(ds))] == stems

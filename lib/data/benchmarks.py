@@ -49,6 +49,8 @@ class AnomalyBenchmark(Dataset, ABC):
     """Base class: a list of ``(name, image, label)`` files and a label decoder per subclass."""
 
     folder: str = ""
+    folder_aliases: tuple[str, ...] = ()
+    """Other folder names in use (the published README's), accepted when ``folder`` is absent."""
     tree: str = ""
     has_semantics: bool = False
 
@@ -60,7 +62,8 @@ class AnomalyBenchmark(Dataset, ABC):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
-        self.root = Path(root) / self.folder
+        candidates = [Path(root) / name for name in (self.folder, *self.folder_aliases)]
+        self.root = next((path for path in candidates if path.is_dir()), candidates[0])
         if not self.root.is_dir():
             raise expected_tree_error(self.root, self.expected_tree())
         self.transform = transform
@@ -166,6 +169,7 @@ class FS_LostAndFound(_FlatPairs):
     """Fishyscapes Lost & Found validation, Synboost's preprocessed release."""
 
     folder, image_dir, label_dir = "fs_lost_and_found", "original", "labels"
+    folder_aliases = ("fs_LostAndFound",)
     tree = "  original/{name}.png\n  labels/{name}.png            0 / 1 anomaly / 255 void\n"
 
 
@@ -236,6 +240,7 @@ class ACDC_POC(AnomalyBenchmark):
     """
 
     folder = "acdc_poc"
+    folder_aliases = ("acdc_ood",)
     has_semantics = True
     tree = (
         "  rgb_anon_trainvaltest/rgb_anon/{domain}/val/{seq}/{name}.png   (or the release's .npz)\n"
