@@ -18,7 +18,7 @@ from lib.engine.evaluator import (
 )
 from lib.labels import NUM_CLASSES
 from lib.metrics import ConfusionMatrix, ood_metrics
-from lib.scores import get_score
+from lib.scores import get_score, postprocess_score
 from lib.smiyc import smiyc_metrics
 from tests.data_fixtures import write_all_flat_benchmarks, write_muad_like
 
@@ -113,6 +113,27 @@ def test_smiyc_protocol_and_per_image_means(root):
     )
 
 
+def test_postprocess_blurs_each_map_before_scoring(root):
+    model = PixelModel().eval()
+    dataset = build_benchmark("RoadAnomaly", root=root)
+    result = evaluate_benchmark(
+        model,
+        dataset,
+        score_fn=get_score("learned"),
+        device=torch.device("cpu"),
+        postprocess="gaussian_blur",
+        progress=False,
+    )
+    scores, labels = [], []
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            item = dataset[i]
+            scores.append(postprocess_score("gaussian_blur", model(item["image"][None])[0]).flatten())
+            labels.append(item["ood_label"].flatten())
+    expected = ood_metrics(torch.cat(scores), torch.cat(labels))
+    assert {k: result[k] for k in expected} == expected and result["postprocess"] == "gaussian_blur"
+
+
 def test_max_images_and_heatmaps(root, tmp_path, caplog):
     model = PixelModel()
     dataset = build_benchmark("toy_shift", root=root)
@@ -151,6 +172,7 @@ def test_results_files(tmp_path):
     data = json.loads(json_path.read_text())
     assert data["benchmarks"] == results and data["skipped"] == ["FS_Static"]
     assert data["protocol"] == "published" and "recall closest to 0.95" in data["fpr_rule"]
+    assert data["postprocess"] == "none"
     text = md_path.read_text()
     assert table in text and "recall closest to 0.95" in text and "FS_Static" in text
 

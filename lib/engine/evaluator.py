@@ -28,7 +28,7 @@ from lib.data.collate import collate_items
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lib.engine.precision import autocast
 from lib.metrics import ConfusionMatrix, OODEvaluation
-from lib.scores import ScoreFn
+from lib.scores import POSTPROCESS, ScoreFn, postprocess_score
 from lib.viz import colorize_segmentation, denormalize, heatmap_overlay, save_png
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ def evaluate_benchmark(
     protocol: str = "published",
     per_image: bool = False,
     track: str = "AnomalyTrack",
+    postprocess: str = "none",
     max_images: int = 0,
     num_workers: int = 0,
     channels_last: bool = False,
@@ -91,7 +92,8 @@ def evaluate_benchmark(
     """Metrics of ``model`` on ``dataset`` (items: ``image [3,H,W]``, ``ood_label [H,W]``,
     optional ``sem_label [H,W]``, ``name``): ``{"protocol", "AUROC", "AP", "FPR95", "images"}``,
     plus the component metrics of ``track`` under ``protocol="smiyc"``, ``"per_image"`` means if
-    asked, and ``{"mIoU", "mAcc"}`` with semantic labels.
+    asked, and ``{"mIoU", "mAcc"}`` with semantic labels. ``postprocess`` smooths each anomaly map
+    (see :func:`lib.scores.postprocess_score`) before it is scored.
 
     ``max_images`` > 0 evaluates only the first ``max_images`` images. The first ``num_heatmaps``
     images get ``<name>_heatmap.png`` (anomaly map over the image) and ``<name>_pred.png``
@@ -99,6 +101,10 @@ def evaluate_benchmark(
     restores train mode.
     """
     protocol_rule(protocol)
+    if postprocess not in POSTPROCESS:
+        raise ValueError(
+            f"unknown eval.postprocess {postprocess!r}; expected one of {', '.join(POSTPROCESS)}"
+        )
     share, total = _rank_share(dataset, max_images)
     if max_images > 0 and total < len(dataset):
         logger.info("%s: evaluating the first %d of %d images (max_images)", desc, total, len(dataset))
@@ -120,7 +126,7 @@ def evaluate_benchmark(
             image = image.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp_dtype):
             anomaly_score, logits = model(image)
-        score = score_fn(logits, anomaly_score)
+        score = postprocess_score(postprocess, score_fn(logits, anomaly_score))
         ood.update(score[0].float().cpu(), batch["ood_label"][0])
         has_sem = "sem_label" in batch
         if with_semantics is None:
@@ -136,6 +142,8 @@ def evaluate_benchmark(
     if dist.is_initialized():
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
     result: dict[str, object] = ood.compute()
+    if postprocess != "none":
+        result["postprocess"] = postprocess
     result["images"] = total
     if flags.item():
         confusion.reduce_from_all_processes()
@@ -201,6 +209,7 @@ def write_results(
     protocol: str,
     score: str,
     weights: str,
+    postprocess: str = "none",
     skipped: Sequence[str] = (),
 ) -> tuple[Path, Path]:
     """Write ``results.json`` (fractions) and ``results.md`` (percent table) into ``run_dir``."""
@@ -210,13 +219,17 @@ def write_results(
         "protocol": protocol,
         "fpr_rule": rule,
         "score": score,
+        "postprocess": postprocess,
         "weights": weights,
         "benchmarks": {k: dict(v) for k, v in results.items()},
         "skipped": list(skipped),
     }
     json_path, md_path = run_dir / "results.json", run_dir / "results.md"
     _atomic_write(json_path, json.dumps(payload, indent=2) + "\n")
-    header = f"Weights: `{weights}`  \nScore: `{score}`  \nProtocol: `{protocol}` — {rule}\n\n"
+    header = (
+        f"Weights: `{weights}`  \nScore: `{score}` (postprocess: {postprocess})  \n"
+        f"Protocol: `{protocol}` — {rule}\n\n"
+    )
     footer = f"\n\nSkipped (benchmark folder missing): {', '.join(skipped)}\n" if skipped else "\n"
     _atomic_write(md_path, header + results_table(results) + footer)
     return json_path, md_path

@@ -51,7 +51,13 @@ def run_benchmarks(
     channels_last = info.device.type == "cuda"
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    logger.info("testing %s (%s) with score %r", weights, cfg.model.name, cfg.eval.score)
+    logger.info(
+        "testing %s (%s) with score %r, postprocess %r",
+        weights,
+        cfg.model.name,
+        cfg.eval.score,
+        cfg.eval.postprocess,
+    )
     logger.info("protocol %s: %s", cfg.eval.protocol, rule)
     results: dict[str, dict[str, object]] = {}
     skipped: list[str] = []
@@ -73,6 +79,7 @@ def run_benchmarks(
             protocol=cfg.eval.protocol,
             per_image=cfg.eval.per_image,
             track=smiyc_track(name),
+            postprocess=cfg.eval.postprocess,
             num_workers=cfg.data.num_workers,
             channels_last=channels_last,
             heatmap_dir=Path(cfg.run_dir) / "heatmaps" / name if heatmaps > 0 else None,
@@ -95,6 +102,7 @@ def run_benchmarks(
             protocol=cfg.eval.protocol,
             score=cfg.eval.score,
             weights=str(weights),
+            postprocess=cfg.eval.postprocess,
             skipped=skipped,
         )
         print(f"\nProtocol {cfg.eval.protocol}: {rule}\n\n{results_table(results)}\n")

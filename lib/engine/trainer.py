@@ -363,6 +363,7 @@ def fit(
                     protocol=cfg.eval.protocol,
                     per_image=cfg.eval.per_image,
                     track=smiyc_track(cfg.data.val_ds),
+                    postprocess=cfg.eval.postprocess,
                     max_images=cfg.data.val_max_images,
                     channels_last=channels_last,
                     mean=cfg.data.mean,
