@@ -19,7 +19,7 @@ import torch  # noqa: E402
 from generation.backends import build_backend  # noqa: E402
 from generation.condition import condition_from_train_ids  # noqa: E402
 from generation.config import GenerationConfig  # noqa: E402
-from tests.test_generation_backends import build_tiny_sd_controlnet  # noqa: E402
+from generation.tiny_models import save_tiny_sd_controlnet  # noqa: E402
 
 
 def street_label(h: int, w: int) -> np.ndarray:
@@ -44,7 +44,7 @@ def main() -> None:
     rate = time_backend(proc, condition_from_train_ids(street_label(1024, 2048)), 3)
     print(f"procedural  cpu   1024x2048            {rate:8.2f} images/s")
     with tempfile.TemporaryDirectory() as tmp:
-        build_tiny_sd_controlnet(Path(tmp))
+        save_tiny_sd_controlnet(Path(tmp))
         cfg = GenerationConfig(device=device)
         cfg.controlnet.base_model, cfg.controlnet.controlnet = f"{tmp}/base", f"{tmp}/controlnet"
         cfg.controlnet.steps, cfg.controlnet.resolution, cfg.controlnet.dtype = 2, 64, "fp32"
