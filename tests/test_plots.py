@@ -1,0 +1,99 @@
+"""ROC/PR curve points from the exact accumulator (areas equal the exact metrics and scikit-learn,
+ties included) and the PNGs drawn from them."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from lib.labels import OOD_IN, OOD_OUT, OOD_VOID
+from lib.metrics import OODEvaluation, OODMetricAccumulator
+from lib.plots import CurvePoints, curve_points, curve_points_from_sorted, save_benchmark_curves, save_curves
+
+
+def _two_images(seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Scores rounded to 0.1 (many ties across classes), anomalies higher on average, some void."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(2):
+        labels = rng.choice([OOD_IN, OOD_OUT, OOD_VOID], size=(40, 50), p=[0.8, 0.15, 0.05]).astype(np.uint8)
+        scores = np.round(rng.normal(labels == OOD_OUT, 1.0), 1).astype(np.float32)
+        images.append((scores, labels))
+    return images
+
+
+def test_curve_areas_equal_exact_metrics_and_sklearn():
+    acc = OODMetricAccumulator()
+    images = _two_images()
+    for s, lab in images:
+        acc.update(s, lab)
+    points = curve_points(acc)
+    metrics = acc.compute()
+    s = np.concatenate([s[lab != OOD_VOID] for s, lab in images])
+    y = np.concatenate([lab[lab != OOD_VOID] for _, lab in images]) == OOD_OUT
+    assert points.auroc == pytest.approx(metrics["AUROC"], abs=1e-12)
+    assert points.ap == pytest.approx(metrics["AP"], abs=1e-12)
+    assert points.auroc == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert points.ap == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    assert points.positive_rate == pytest.approx(y.mean())
+    assert (points.fpr[0], points.tpr[0], points.fpr[-1], points.tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert np.all(np.diff(points.fpr) >= 0) and np.all(np.diff(points.tpr) >= 0)
+    assert np.all(np.diff(points.recall) > 0) and points.recall[-1] == 1.0
+    assert np.all((points.precision > 0) & (points.precision <= 1))
+
+
+def test_hand_made_curve_with_a_tie():
+    # anomalies 3, 2, 1; inliers 2, 0: the tie at 2 is one diagonal step.
+    points = curve_points_from_sorted(np.array([1.0, 2.0, 3.0]), np.array([0.0, 2.0]), grid=1000)
+    np.testing.assert_allclose(points.tpr, [0, 1 / 3, 2 / 3, 1, 1])
+    np.testing.assert_allclose(points.fpr, [0, 0, 0.5, 0.5, 1])
+    np.testing.assert_allclose(points.recall, [1 / 3, 2 / 3, 1])
+    np.testing.assert_allclose(points.precision, [1, 2 / 3, 3 / 4])
+    assert points.auroc == pytest.approx(4.5 / 6)  # Mann-Whitney: 4 wins and one tie in 6 pairs
+    assert points.ap == pytest.approx((1 + 2 / 3 + 3 / 4) / 3)
+
+
+def test_thinning_bounds_the_points():
+    rng = np.random.default_rng(1)
+    pos, neg = np.sort(rng.normal(1, 1, 20_000)), np.sort(rng.normal(0, 1, 200_000))
+    fine, coarse = curve_points_from_sorted(pos, neg), curve_points_from_sorted(pos, neg, grid=20)
+    assert fine.auroc == coarse.auroc and fine.ap == coarse.ap
+    assert coarse.fpr.size <= 2 * 20 + 2 and fine.fpr.size <= 2 * 1000 + 2
+    assert (coarse.fpr[-1], coarse.tpr[-1]) == (1.0, 1.0)
+    # Thinned points lie on the fine curve.
+    assert np.all(np.abs(np.interp(coarse.fpr, fine.fpr, fine.tpr) - coarse.tpr) < 0.05)
+
+
+def test_evaluation_sources_and_errors():
+    ev = OODEvaluation("exact")
+    for s, lab in _two_images(2):
+        ev.update(s, lab)
+    assert curve_points(ev).auroc == pytest.approx(ev.compute()["AUROC"], abs=1e-12)
+    with pytest.raises(ValueError, match="protocol 'smiyc' does not keep one"):
+        curve_points(OODEvaluation("smiyc"))
+    with pytest.raises(ValueError, match="got 0 and 3"):
+        curve_points_from_sorted(np.array([]), np.array([1.0, 2.0, 3.0]))
+
+
+def test_pngs_are_written(tmp_path):
+    acc = OODMetricAccumulator()
+    for s, lab in _two_images(3):
+        acc.update(s, lab)
+    points = curve_points(acc)
+    other = CurvePoints(
+        fpr=np.array([0.0, 1.0]), tpr=np.array([0.0, 1.0]), recall=np.array([1.0]),
+        precision=np.array([0.2]), auroc=0.5, ap=0.2, positive_rate=0.2,
+    )  # fmt: skip
+    path = save_curves(
+        tmp_path / "sub" / "both.png", {"learned": points, "random": other}, title="RoadAnomaly"
+    )
+    paths = save_benchmark_curves(tmp_path, {"RoadAnomaly": points, "FS_Static": points}, label="run")
+    assert paths == [tmp_path / "curves_RoadAnomaly.png", tmp_path / "curves_FS_Static.png"]
+    for p in (path, *paths):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(p) as im:
+            assert im.size == (1000, 460)
+            rgb = np.asarray(im.convert("RGB"))
+        assert rgb.std() > 10  # something was drawn
+    with pytest.raises(ValueError, match="no curves to draw for 'x'"):
+        save_curves(tmp_path / "x.png", {}, title="x")
