@@ -5,7 +5,7 @@ import torch
 
 from lib.config import Config, load_config
 from lib.engine.stages import stages_from_config
-from lib.engine.steps import PairedRCLStep, build_train_step
+from lib.engine.steps import ClosedWorldCEStep, PairedRCLStep, build_train_step
 from lib.labels import ANOMALY, IGNORE
 from lib.losses import RelContrastiveLoss
 from lib.models import build_model
@@ -51,3 +51,17 @@ def test_unknown_loss_name_lists_the_steps():
     cfg = load_config(Config, "exp/DeepLab.yaml", ["loss.name=rlc"])
     with pytest.raises(KeyError, match="'rlc'. Did you mean 'rcl'.*Known train steps: .*rcl"):
         build_train_step(cfg)
+
+
+def test_closed_world_ce_step_ignores_unknown_pixels():
+    step = build_train_step(load_config(Config, "exp/DeepLab.yaml", ["loss.name=ce"]))
+    assert isinstance(step, ClosedWorldCEStep)
+    model = build_model("deeplab_wrn_light").eval()
+    batch = _batch()
+    terms = step(model, {"image": batch["image"], "label": batch["label"]}, stage=None)
+    _, logits = model(batch["image"])
+    target = batch["label"].clone()
+    target[target == ANOMALY] = IGNORE
+    expected = torch.nn.functional.cross_entropy(logits, target, ignore_index=IGNORE)
+    torch.testing.assert_close(terms["loss"], expected)
+    assert terms["ce"] is terms["loss"]

@@ -127,7 +127,9 @@ def test_fit_lowers_loss_trains_both_stages_and_writes_checkpoints(full_run):
     assert last["extra"]["best_AP"] == pytest.approx(full_run["summary"]["best_AP"])
     best = torch.load(run / BEST, weights_only=True)
     assert best["metrics"]["AP"] == pytest.approx(full_run["summary"]["best_AP"])
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     log = (run / "log.txt").read_text()
+    assert "TensorBoard scalars: on" in log
     assert (
         "stage1 from epoch 0" in log and "stage2 from epoch 1" in log and "validation on RoadAnomaly21" in log
     )

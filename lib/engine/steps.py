@@ -21,9 +21,11 @@ from typing import Protocol
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from lib.config import Config
 from lib.engine.stages import StageSpec
+from lib.labels import IGNORE
 
 
 class TrainStep(Protocol):
@@ -89,3 +91,27 @@ def _paired_rcl(cfg: Config) -> PairedRCLStep:
         margins=cfg.loss.margins, ce_weights=cfg.loss.ce_weights, selection_ratio=cfg.loss.selection_ratio
     )
     return PairedRCLStep(criterion=loss.terms)
+
+
+class ClosedWorldCEStep:
+    """Closed-world training: per-pixel cross-entropy of the logits on ``image``/``label`` batches.
+
+    Pixels that are not one of the model's classes (``IGNORE``, ``ANOMALY``) are ignored. Used to
+    pretrain the segmenter the method starts from (e.g. on ToyShift).
+    """
+
+    find_unused_parameters = True
+
+    def __call__(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], *, stage: StageSpec
+    ) -> dict[str, torch.Tensor]:
+        _, logits = model(batch["image"])
+        label = batch["label"].long()
+        target = torch.where(label < logits.shape[1], label, IGNORE)
+        ce = F.cross_entropy(logits.float(), target, ignore_index=IGNORE)
+        return {"loss": ce, "ce": ce}
+
+
+@register_step("ce")
+def _closed_world_ce(cfg: Config) -> ClosedWorldCEStep:
+    return ClosedWorldCEStep()
