@@ -1,0 +1,118 @@
+"""``lib.report``: two fake run folders (one written by the evaluator's own ``write_results``) merged
+into one Markdown table; CLI output file; clear errors for bad inputs."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lib.engine.evaluator import write_results
+from lib.report import get_args_parser, load_run, main, merge_table
+
+
+def _make_runs(tmp_path):
+    run_a, run_b = tmp_path / "a" / "deeplab_learned", tmp_path / "b" / "m2f_rba"
+    write_results(
+        run_a,
+        {
+            "RoadAnomaly": {"protocol": "published", "AUROC": 0.9, "AP": 0.71234, "FPR95": 0.2, "images": 60},
+            "ACDC_POC": {
+                "protocol": "published", "AUROC": 0.95, "AP": 0.5, "FPR95": 0.1, "images": 10,
+                "mIoU": 0.612, "mAcc": 0.7,
+            },
+        },
+        protocol="published",
+        score="learned",
+        weights="/w/deeplab.pth",
+    )  # fmt: skip
+    run_b.mkdir(parents=True)
+    payload = {
+        "protocol": "smiyc",
+        "fpr_rule": "official SMIYC",
+        "score": "rba",
+        "weights": "/w/m2f.pth",
+        "benchmarks": {
+            "RoadAnomaly21": {
+                "protocol": "smiyc", "track": "AnomalyTrack", "AUROC": 0.97, "AP": 0.9, "FPR95": 0.05,
+                "best_f1": 0.8, "best_f1_threshold": 3.5, "sIoU": 0.5, "PPV": float("nan"), "F1_mean": 0.4,
+                "per_image": {"AUROC": 0.96, "AP": 0.85, "FPR95": 0.07, "n_images": 9, "n_skipped": 1},
+                "images": 10,
+            },
+            "RoadAnomaly": {"protocol": "smiyc", "AUROC": 0.91, "AP": 0.8, "FPR95": 0.3, "images": 60},
+        },
+        "skipped": [],
+    }  # fmt: skip
+    (run_b / "results.json").write_text(json.dumps(payload))
+    return run_a, run_b
+
+
+def test_merge_two_runs(tmp_path):
+    run_a, run_b = _make_runs(tmp_path)
+    table = merge_table([load_run(run_a), load_run(run_b / "results.json")])
+    header = "benchmark run score protocol AUROC AP FPR95 best_f1 sIoU PPV F1_mean img_AUROC img_AP img_FPR95"
+    no = ["-"]
+    rows = [
+        [c.replace("_", " ") if c.startswith("img") else c for c in (header + " mIoU mAcc images").split()],
+        ["---"] * 4 + ["---:"] * 13,
+        ["RoadAnomaly", "deeplab_learned", "learned", "published", "90.00", "71.23", "20.00", *no * 9, "60"],
+        ["RoadAnomaly", "m2f_rba", "rba", "smiyc", "91.00", "80.00", "30.00", *no * 9, "60"],
+        ["ACDC_POC", "deeplab_learned", "learned", "published", "95.00", "50.00", "10.00", *no * 7]
+        + ["61.20", "70.00", "10"],
+        ["RoadAnomaly21", "m2f_rba", "rba", "smiyc", "97.00", "90.00", "5.00", "80.00", "50.00", "NaN"]
+        + ["40.00", "96.00", "85.00", "7.00", "-", "-", "10"],
+    ]
+    expected_rows = ["| " + " | ".join(row) + " |" for row in rows]
+    lines = table.splitlines()
+    assert lines[: len(expected_rows)] == expected_rows
+    assert lines[len(expected_rows)] == ""
+    assert lines[len(expected_rows) + 1].startswith(
+        "- `deeplab_learned`: weights `/w/deeplab.pth`, score `learned`"
+    )
+    assert "protocol `smiyc` (official SMIYC)" in lines[len(expected_rows) + 2]
+    assert "**Warning:** the runs use different protocols (published, smiyc)" in table
+
+
+def test_metric_selection_and_same_name_runs(tmp_path):
+    run_a, _ = _make_runs(tmp_path)
+    twin = tmp_path / "c" / "deeplab_learned"
+    twin.mkdir(parents=True)
+    (twin / "results.json").write_text((run_a / "results.json").read_text())
+    table = merge_table([load_run(run_a), load_run(twin)], metrics=["AP", "mIoU"])
+    assert table.splitlines()[0] == "| benchmark | run | score | protocol | AP | mIoU | images |"
+    assert f"| RoadAnomaly | {run_a} | learned | published | 71.23 | - | 60 |" in table
+    assert f"| ACDC_POC | {twin} | learned | published | 50.00 | 61.20 | 10 |" in table
+    assert "Warning" not in table
+    with pytest.raises(ValueError, match=r"unknown metrics \['AUPR'\]"):
+        merge_table([load_run(run_a)], metrics=["AUPR"])
+
+
+def test_cli_writes_file(tmp_path):
+    run_a, run_b = _make_runs(tmp_path)
+    out = tmp_path / "out" / "table.md"
+    main(get_args_parser().parse_args([str(run_a), str(run_b), "--out", str(out)]))
+    assert out.read_text() == merge_table([load_run(run_a), load_run(run_b)])
+    done = subprocess.run(
+        [sys.executable, "-m", "lib.report", str(run_a)], capture_output=True, text=True, check=True
+    )
+    assert done.stdout == merge_table([load_run(run_a)])
+
+
+def test_bad_inputs_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no results file"):
+        load_run(tmp_path)
+    bad = tmp_path / "results.json"
+    bad.write_text(json.dumps({"protocol": "published", "benchmarks": {"RoadAnomaly": {"AP": 71.2}}}))
+    with pytest.raises(
+        ValueError, match=r"RoadAnomaly: AP = 71.2 is not a fraction in \[0, 1\] \(percent\?\)"
+    ):
+        load_run(bad)
+    bad.write_text(json.dumps({"benchmarks": {}}))
+    with pytest.raises(ValueError, match="missing 'protocol'"):
+        load_run(bad)
+    bad.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="expected a JSON object with a 'benchmarks' mapping"):
+        load_run(bad)
+    bad.write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_run(bad)
