@@ -6,10 +6,6 @@ own head (the energy of the OOD head for DeepLab, the mask-based score for Mask2
 are the classic baselines computed from the classifier logits alone, so any model can be scored
 with them (Hendrycks & Gimpel's MSP, Hendrycks et al.'s max-logit, entropy, Liu et al.'s energy).
 Logits are cast to float32 first so bf16/fp16 inference gives the same ranking as float32.
-
-``eval.postprocess`` optionally smooths the map afterwards: ``gaussian_blur`` is the 7x7,
-sigma 1 Gaussian (reflect padding, as torchvision's ``GaussianBlur``) that several DeepLab-based
-anomaly papers apply before evaluation; off (``none``) by default and named in the results.
 """
 
 from __future__ import annotations
@@ -18,7 +14,6 @@ import difflib
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -88,34 +83,3 @@ def entropy(logits: torch.Tensor, anomaly_score: torch.Tensor) -> torch.Tensor:
 def energy(logits: torch.Tensor, anomaly_score: torch.Tensor) -> torch.Tensor:
     """``-logsumexp_c logits_c`` of the classifier (the free energy at temperature 1)."""
     return -torch.logsumexp(_check_logits(logits), dim=1)
-
-
-POSTPROCESS = ("none", "gaussian_blur")
-BLUR_KERNEL_SIZE = 7
-BLUR_SIGMA = 1.0
-
-
-def gaussian_blur(
-    score: torch.Tensor, kernel_size: int = BLUR_KERNEL_SIZE, sigma: float = BLUR_SIGMA
-) -> torch.Tensor:
-    """Separable Gaussian smoothing of ``[B,H,W]`` maps with reflect padding (float32 out)."""
-    if score.ndim != 3:
-        raise ValueError(f"expected a score map [B,H,W], got shape {tuple(score.shape)}")
-    half = (kernel_size - 1) / 2
-    x = torch.linspace(-half, half, kernel_size, device=score.device)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    pad = kernel_size // 2
-    out = F.pad(score.float()[:, None], (pad, pad, pad, pad), mode="reflect")
-    out = F.conv2d(out, kernel.view(1, 1, 1, -1))
-    out = F.conv2d(out, kernel.view(1, 1, -1, 1))
-    return out[:, 0]
-
-
-def postprocess_score(name: str, score: torch.Tensor) -> torch.Tensor:
-    """Apply ``eval.postprocess`` (``none`` | ``gaussian_blur``) to an anomaly map ``[B,H,W]``."""
-    if name == "none":
-        return score
-    if name == "gaussian_blur":
-        return gaussian_blur(score)
-    raise ValueError(f"unknown eval.postprocess {name!r}; expected one of {', '.join(POSTPROCESS)}")

@@ -18,7 +18,8 @@ from lib.engine.evaluator import (
 )
 from lib.labels import NUM_CLASSES
 from lib.metrics import ConfusionMatrix, ood_metrics
-from lib.scores import get_score, postprocess_score
+from lib.postprocess import apply_postprocess
+from lib.scores import get_score
 from lib.smiyc import smiyc_metrics
 from tests.data_fixtures import write_all_flat_benchmarks, write_muad_like
 
@@ -128,7 +129,7 @@ def test_postprocess_blurs_each_map_before_scoring(root):
     with torch.no_grad():
         for i in range(len(dataset)):
             item = dataset[i]
-            scores.append(postprocess_score("gaussian_blur", model(item["image"][None])[0]).flatten())
+            scores.append(apply_postprocess("gaussian_blur", model(item["image"][None])[0]).flatten())
             labels.append(item["ood_label"].flatten())
     expected = ood_metrics(torch.cat(scores), torch.cat(labels))
     assert {k: result[k] for k in expected} == expected and result["postprocess"] == "gaussian_blur"

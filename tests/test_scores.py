@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lib.scores import get_score, postprocess_score, score_names
+from lib.scores import get_score, score_names
 
 # Two pixels of a 3-class map: a confident one and a uniform one.
 LOGITS = torch.tensor([[math.log(8.0), 0.0, 0.0], [1.0, 1.0, 1.0]]).T.reshape(1, 3, 1, 2)
@@ -60,20 +60,3 @@ def test_unknown_name_lists_the_known_ones():
 def test_bad_shape_is_an_error():
     with pytest.raises(ValueError, match=r"\[B,C,H,W\]"):
         get_score("msp")(LOGITS[0], ANOMALY)
-
-
-def test_gaussian_blur_impulse_and_constant():
-    weights = [math.exp(-0.5 * x * x) for x in range(-3, 4)]
-    k = [w / sum(weights) for w in weights]
-    impulse = torch.zeros(1, 15, 15)
-    impulse[0, 7, 7] = 1.0
-    out = postprocess_score("gaussian_blur", impulse)
-    torch.testing.assert_close(out[0, 7, 7], torch.tensor(k[3] ** 2))
-    torch.testing.assert_close(out[0, 5, 10], torch.tensor(k[1] * k[6]))
-    assert out[0, 7, 11] == 0.0 and out.sum().item() == pytest.approx(1.0)
-    torch.testing.assert_close(
-        postprocess_score("gaussian_blur", torch.full((2, 5, 9), 3.0)), torch.full((2, 5, 9), 3.0)
-    )
-    assert postprocess_score("none", impulse) is impulse
-    with pytest.raises(ValueError, match="'blur'; expected one of none, gaussian_blur"):
-        postprocess_score("blur", impulse)

@@ -28,7 +28,8 @@ from lib.data.collate import collate_items
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lib.engine.precision import autocast
 from lib.metrics import ConfusionMatrix, OODEvaluation
-from lib.scores import POSTPROCESS, ScoreFn, postprocess_score
+from lib.postprocess import POSTPROCESS, apply_postprocess
+from lib.scores import ScoreFn
 from lib.viz import colorize_segmentation, denormalize, heatmap_overlay, save_png
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def evaluate_benchmark(
     optional ``sem_label [H,W]``, ``name``): ``{"protocol", "AUROC", "AP", "FPR95", "images"}``,
     plus the component metrics of ``track`` under ``protocol="smiyc"``, ``"per_image"`` means if
     asked, and ``{"mIoU", "mAcc"}`` with semantic labels. ``postprocess`` smooths each anomaly map
-    (see :func:`lib.scores.postprocess_score`) before it is scored.
+    (see :func:`lib.postprocess.apply_postprocess`) before it is scored.
 
     ``max_images`` > 0 evaluates only the first ``max_images`` images. The first ``num_heatmaps``
     images get ``<name>_heatmap.png`` (anomaly map over the image) and ``<name>_pred.png``
@@ -126,7 +127,7 @@ def evaluate_benchmark(
             image = image.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp_dtype):
             anomaly_score, logits = model(image)
-        score = postprocess_score(postprocess, score_fn(logits, anomaly_score))
+        score = apply_postprocess(postprocess, score_fn(logits, anomaly_score))
         ood.update(score[0].float().cpu(), batch["ood_label"][0])
         has_sem = "sem_label" in batch
         if with_semantics is None:
