@@ -70,7 +70,11 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation schedule: stage 1 (OOD head) until ``warmup_epoch``, stage 2 after."""
+    """Optimisation schedule: stage 1 (OOD head) until ``warmup_epoch``, stage 2 after.
+
+    Stage 2 uses ``lr_update`` and, where set, ``optimizer_update`` / ``weight_decay_update``
+    (``None``: the same as stage 1); ``backbone_lr_mult`` and ``grad_clip`` apply to both stages.
+    """
 
     epochs: int = 50
     warmup_epoch: int = 10
@@ -80,6 +84,8 @@ class TrainConfig:
     lr: float = 1e-4
     lr_update: float = 1e-6
     weight_decay: float = 0.0
+    optimizer_update: str | None = None
+    weight_decay_update: float | None = None
     backbone_lr_mult: float = 1.0
     grad_clip: float = 0.0
     amp_dtype: str = "bf16"

@@ -95,3 +95,14 @@ def test_published_script_arguments():
     assert (cfg.id, cfg.model.weight_path, cfg.train.seed) == ("run1", "w.pth", 3)
     assert cfg.eval.datasets == ["MUAD"]
     assert cfg.train.epochs == 1 and str(cfg.run_dir).endswith("run1")
+
+
+def test_stage_two_optimizer_settings_default_to_stage_one():
+    from lib.engine.stages import stages_from_config
+
+    stage1, stage2 = stages_from_config(load_config(Config, "exp/M2F.yaml"))
+    assert (stage1.optimizer, stage1.lr, stage1.weight_decay) == ("adam", 1e-4, 0.0)
+    assert (stage2.optimizer, stage2.lr, stage2.weight_decay) == ("adamw", 1e-5, 0.05)
+    stage1, stage2 = stages_from_config(load_config(Config, "exp/DeepLab.yaml"))
+    assert (stage2.optimizer, stage2.weight_decay) == (stage1.optimizer, stage1.weight_decay) == ("adam", 0.0)
+    assert (stage1.first_epoch, stage1.last_epoch, stage2.last_epoch) == (0, 10, 50)

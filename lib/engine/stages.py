@@ -51,16 +51,31 @@ def stages_from_config(cfg: Config) -> list[StageSpec]:
         raise ValueError(f"train.warmup_epoch must be >= 0, got {t.warmup_epoch}")
     if t.epochs < 1:
         raise ValueError(f"train.epochs must be >= 1, got {t.epochs}")
-    common = dict(
-        optimizer=t.optimizer,
-        weight_decay=t.weight_decay,
-        backbone_lr_mult=t.backbone_lr_mult,
-        grad_clip=t.grad_clip,
-    )
+    common = dict(backbone_lr_mult=t.backbone_lr_mult, grad_clip=t.grad_clip)
+    stage2_optimizer = t.optimizer if t.optimizer_update is None else t.optimizer_update
+    stage2_decay = t.weight_decay if t.weight_decay_update is None else t.weight_decay_update
     warmup = min(t.warmup_epoch, t.epochs)
     stages = [
-        StageSpec(1, 0, warmup, tuple(m.trainable_params_name), lr=t.lr, **common),
-        StageSpec(2, warmup, t.epochs, tuple(m.trainable_params_name_update), lr=t.lr_update, **common),
+        StageSpec(
+            1,
+            0,
+            warmup,
+            tuple(m.trainable_params_name),
+            optimizer=t.optimizer,
+            lr=t.lr,
+            weight_decay=t.weight_decay,
+            **common,
+        ),
+        StageSpec(
+            2,
+            warmup,
+            t.epochs,
+            tuple(m.trainable_params_name_update),
+            optimizer=stage2_optimizer,
+            lr=t.lr_update,
+            weight_decay=stage2_decay,
+            **common,
+        ),
     ]
     return [s for s in stages if s.first_epoch < s.last_epoch]
 
