@@ -1,0 +1,147 @@
+"""Run a model on your own images: ``python -m lib.predict --cfg exp/DeepLab.yaml --weight_path W
+--input PATH... --out DIR [section.key=value ...]``.
+
+Inputs are image files or folders (searched recursively for ``.png .jpg .jpeg .webp``). Each
+image runs at full resolution, normalised with ``data.mean``/``data.std``, through the model of
+``model.name``/``model.kwargs`` with the weights ``W`` (any layout
+:func:`lib.models.checkpoints.load_weights` reads), scored by ``eval.score`` and
+``eval.postprocess``. For an image ``<stem>`` (a folder's images keep their path inside the
+folder) it writes ``<stem>_pred.png`` (colourised trainId prediction), ``<stem>_heatmap.png``
+(anomaly map over the image, 1st..99th percentile of that image) and ``<stem>_anomaly.npy``
+(float32 ``[H, W]`` raw scores, higher = more anomalous). Runs on CPU when no GPU is present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from lib.config import Config, load_config
+from lib.data.io import IMAGE_EXTENSIONS, read_rgb
+from lib.models import build_model
+from lib.models.checkpoints import load_weights
+from lib.postprocess import POSTPROCESS, apply_postprocess
+from lib.scores import ScoreFn, get_score
+from lib.viz import colorize_segmentation, heatmap_overlay, save_png
+
+
+def find_images(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
+    """``(image file, output stem)`` for every input file and every image under input folders.
+
+    A file's stem is its name without suffix; a folder's images keep their relative path. Two
+    inputs that would write the same outputs are an error naming both.
+    """
+    found: list[tuple[Path, Path]] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                raise FileNotFoundError(f"{item}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+            found += [(p, p.relative_to(item).with_suffix("")) for p in files]
+        elif item.is_file():
+            if item.suffix.lower() not in IMAGE_EXTENSIONS:
+                raise ValueError(f"{item}: not an image file (expected {', '.join(IMAGE_EXTENSIONS)})")
+            found.append((item, Path(item.stem)))
+        else:
+            raise FileNotFoundError(f"{item}: no such file or folder")
+    seen: dict[Path, Path] = {}
+    for source, stem in found:
+        if stem in seen:
+            raise ValueError(f"{seen[stem]} and {source} would both write outputs named {stem}_*")
+        seen[stem] = source
+    return found
+
+
+@torch.no_grad()
+def predict_image(
+    model: nn.Module,
+    rgb: np.ndarray,
+    *,
+    score_fn: ScoreFn,
+    postprocess: str,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(trainId prediction [H, W] uint8, anomaly score [H, W] float32)`` of one ``[H, W, 3]`` uint8
+    RGB image."""
+    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    image = ((image - m) / s).unsqueeze(0).to(device)
+    anomaly_score, logits = model(image)
+    score = apply_postprocess(postprocess, score_fn(logits, anomaly_score))
+    pred = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+    return pred, score[0].float().cpu().numpy()
+
+
+def load_model(cfg: Config, weight_path: str | Path, device: torch.device) -> nn.Module:
+    """Build ``cfg.model`` and load ``weight_path`` strictly; eval mode on ``device``."""
+    model = build_model(cfg.model.name, **cfg.model.kwargs)
+    load_weights(model, weight_path)
+    return model.to(device).eval()
+
+
+_OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=")
+
+
+def split_overrides(inputs: Sequence[str], overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Move ``section.key=value`` words that ``--input PATH...`` swallowed (and that are not existing
+    paths) to the overrides: ``(inputs, overrides)``."""
+    moved = [t for t in inputs if _OVERRIDE.match(t) and not Path(t).exists()]
+    return [t for t in inputs if t not in moved], [*moved, *overrides]
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Segmentation and anomaly maps for your own images.")
+    parser.add_argument("--cfg", required=True, help="experiment YAML, e.g. exp/DeepLab.yaml")
+    parser.add_argument("--weight_path", required=True, help="checkpoint to load")
+    parser.add_argument("--input", nargs="+", required=True, metavar="PATH", help="image files or folders")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
+    return parser
+
+
+def main(args: argparse.Namespace) -> list[Path]:
+    """Predict every input image; returns the written ``_anomaly.npy`` paths."""
+    inputs, overrides = split_overrides(args.input, args.overrides)
+    cfg = load_config(Config, args.cfg, overrides)
+    images = find_images(inputs)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    score_fn = get_score(cfg.eval.score)
+    if cfg.eval.postprocess not in POSTPROCESS:
+        raise ValueError(
+            f"unknown eval.postprocess {cfg.eval.postprocess!r}; expected one of {', '.join(POSTPROCESS)}"
+        )
+    model = load_model(cfg, args.weight_path, device)
+    out = Path(args.out)
+    written = []
+    for source, stem in tqdm(images, desc="predict", unit="img"):
+        rgb = read_rgb(source)
+        pred, score = predict_image(
+            model,
+            rgb,
+            score_fn=score_fn,
+            postprocess=cfg.eval.postprocess,
+            mean=cfg.data.mean,
+            std=cfg.data.std,
+            device=device,
+        )
+        base = out / stem
+        save_png(f"{base}_pred.png", colorize_segmentation(pred))
+        save_png(f"{base}_heatmap.png", heatmap_overlay(rgb, score))
+        np.save(f"{base}_anomaly.npy", score)
+        written.append(Path(f"{base}_anomaly.npy"))
+    return written
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
