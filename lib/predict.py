@@ -31,6 +31,9 @@ from lib.postprocess import POSTPROCESS, apply_postprocess
 from lib.scores import ScoreFn, get_score
 from lib.viz import colorize_segmentation, heatmap_overlay, save_png
 
+_OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=")
+"""A ``section.key=value`` config override word."""
+
 
 def find_images(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
     """``(image file, output stem)`` for every input file and every image under input folders.
@@ -87,9 +90,6 @@ def load_model(cfg: Config, weight_path: str | Path, device: torch.device) -> nn
     model = build_model(cfg.model.name, **cfg.model.kwargs)
     load_weights(model, weight_path)
     return model.to(device).eval()
-
-
-_OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=")
 
 
 def split_overrides(inputs: Sequence[str], overrides: Sequence[str]) -> tuple[list[str], list[str]]:
