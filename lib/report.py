@@ -4,8 +4,9 @@ Each ``RUN`` is a run folder holding ``results.json`` (as written by
 :func:`lib.engine.evaluator.write_results`) or the file itself. The table has one row per
 (benchmark, run), benchmarks in order of first appearance, runs in the order given; metrics are
 fractions in the files and printed as percentages with two decimals (``-`` where a run did not
-compute one). Below it, every run is listed with its weights, score and protocol, and a warning
-is printed when the runs do not share one protocol, as their numbers are then not comparable.
+compute one); a score with ``eval.postprocess`` shows it (``learned + gaussian_blur``). Below the
+table every run is listed with its weights, score and protocol, and a warning is printed when the
+runs do not share one protocol, as their numbers are then not comparable.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class RunResults:
     protocol: str
     fpr_rule: str
     score: str
+    postprocess: str
     weights: str
     model: str
     benchmarks: dict[str, dict[str, float]]
@@ -86,6 +88,7 @@ def load_run(path: str | Path) -> RunResults:
         protocol=str(data["protocol"]),
         fpr_rule=str(data.get("fpr_rule", "")),
         score=str(data.get("score", "")),
+        postprocess=str(data.get("postprocess", "none")),
         weights=str(data.get("weights", "")),
         model=str(data.get("model", "")),
         benchmarks=benchmarks,
@@ -97,6 +100,11 @@ def run_labels(runs: Sequence[RunResults]) -> list[str]:
     """Run folder names, or the paths as given where two folders share a name."""
     names = [r.path.parent.name if r.path.name == RESULTS_FILE else r.path.name for r in runs]
     return [str(r.path) if names.count(n) > 1 else n for r, n in zip(runs, names)]
+
+
+def _score_label(run: RunResults) -> str:
+    """The score name, with its post-processing when there is one (``learned + gaussian_blur``)."""
+    return run.score if run.postprocess == "none" else f"{run.score} + {run.postprocess}"
 
 
 def _cell(value: float | None) -> str:
@@ -128,13 +136,15 @@ def merge_table(runs: Sequence[RunResults], *, metrics: Sequence[str] | None = N
             cells = [_cell(run.benchmarks[name].get(m)) for m in columns]
             count = run.images.get(name, "-")
             lines.append(
-                f"| {name} | {label} | {run.score} | {run.protocol} | " + " | ".join(cells) + f" | {count} |"
+                f"| {name} | {label} | {_score_label(run)} | {run.protocol} | "
+                + " | ".join(cells)
+                + f" | {count} |"
             )
     lines.append("")
     for run, label in zip(runs, labels):
         model = f", model `{run.model}`" if run.model else ""
         rule = f" ({run.fpr_rule})" if run.fpr_rule else ""
-        what = f"score `{run.score}`, protocol `{run.protocol}`{rule}"
+        what = f"score `{_score_label(run)}`, protocol `{run.protocol}`{rule}"
         lines.append(f"- `{label}`: weights `{run.weights}`{model}, {what}")
     protocols = sorted({r.protocol for r in runs})
     if len(protocols) > 1:

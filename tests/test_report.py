@@ -83,6 +83,14 @@ def test_metric_selection_and_same_name_runs(tmp_path):
     assert f"| RoadAnomaly | {run_a} | learned | published | 71.23 | - | 60 |" in table
     assert f"| ACDC_POC | {twin} | learned | published | 50.00 | 61.20 | 10 |" in table
     assert "Warning" not in table
+    blurred = tmp_path / "d" / "blurred"
+    write_results(
+        blurred, {"RoadAnomaly": {"AP": 0.5, "images": 3}}, protocol="published", score="energy",
+        weights="w", postprocess="gaussian_blur",
+    )  # fmt: skip
+    assert "| RoadAnomaly | blurred | energy + gaussian_blur | published | 50.00 | - | 3 |" in merge_table(
+        [load_run(blurred)], metrics=["AP", "mIoU"]
+    )
     with pytest.raises(ValueError, match=r"unknown metrics \['AUPR'\]"):
         merge_table([load_run(run_a)], metrics=["AUPR"])
 
