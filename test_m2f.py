@@ -1,0 +1,52 @@
+"""Test a MultiShiftSeg Mask2Former (Mask2Anomaly R50) on the anomaly-segmentation benchmarks.
+
+    python test_m2f.py --cfg exp/M2F.yaml --id X --weight_path W [--test_dataset RoadAnomaly]
+
+Without ``--test_dataset`` every benchmark of ``eval.datasets`` whose folder exists under
+``data.root`` is tested (missing ones are skipped with a warning). Without ``--weight_path`` the
+run's own ``output_root/id/best_AP.pth`` is used. Prints a Markdown table and writes
+``results.json`` and ``results.md`` (and heat maps with ``--save_heatmaps N``) to ``output_root/id``.
+
+``eval.score=learned`` (default) is the OOD head's mask-based score
+``1 - max_c Σ_q softmax(class_ood) · sigmoid(mask)``. The model's "logits" are the closed-world
+head's mask-classification scores ``s_c`` (values in ``[0, Q]``), so ``eval.score=maxlogit`` ranks
+pixels exactly as Mask2Anomaly's mask-confidence score ``1 - max_c s_c``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from lib.config import add_experiment_args, config_from_args
+from lib.engine.distributed import cleanup, init_distributed
+from lib.engine.logging_utils import setup_logging
+from lib.engine.testing import run_benchmarks
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Test MultiShiftSeg Mask2Former on anomaly benchmarks.")
+    add_experiment_args(parser)
+    parser.add_argument(
+        "--save_heatmaps", type=int, default=None, metavar="N", help="overlays of the first N"
+    )
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(args: argparse.Namespace) -> dict[str, dict]:
+    cfg = config_from_args(args)
+    if args.save_heatmaps is not None:
+        cfg.eval.save_heatmaps = args.save_heatmaps
+    info = init_distributed(args.device)
+    setup_logging(cfg.run_dir, is_main=info.is_main, filename="test_log.txt")
+    try:
+        return run_benchmarks(
+            cfg, info=info, named=args.test_dataset is not None, progress=not args.no_progress
+        )
+    finally:
+        cleanup()
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_intermixed_args())
