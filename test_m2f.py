@@ -9,8 +9,9 @@ run's own ``output_root/id/best_AP.pth`` is used. Prints a Markdown table and wr
 
 ``eval.score=learned`` (default) is the OOD head's mask-based score
 ``1 - max_c Σ_q softmax(class_ood) · sigmoid(mask)``. The model's "logits" are the closed-world
-head's mask-classification scores ``s_c`` (values in ``[0, Q]``), so ``eval.score=maxlogit`` ranks
-pixels exactly as Mask2Anomaly's mask-confidence score ``1 - max_c s_c``.
+head's mask-classification scores ``s_c`` (values in ``[0, Q]``), so ``eval.score=mask_confidence``
+is Mask2Anomaly's score ``1 - max_c s_c`` and ``eval.score=rba`` is RbA's ``-Σ_c tanh(s_c)``
+(see :mod:`lib.scores_m2f`).
 """
 
 from __future__ import annotations

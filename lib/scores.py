@@ -5,6 +5,9 @@ one ``[B,H,W]`` float32 map where a higher value means "more anomalous". ``learn
 own head (the energy of the OOD head for DeepLab, the mask-based score for Mask2Former); the others
 are the classic baselines computed from the classifier logits alone, so any model can be scored
 with them (Hendrycks & Gimpel's MSP, Hendrycks et al.'s max-logit, entropy, Liu et al.'s energy).
+``mask_confidence`` and ``rba`` are for mask-classification models (Mask2Former) only: there the
+eval-mode "logits" are the per-class mask scores ``s_c = Σ_q softmax · sigmoid`` and the formulas
+of :mod:`lib.scores_m2f` apply to them; on a per-pixel classifier's logits they mean nothing.
 Logits are cast to float32 first so bf16/fp16 inference gives the same ranking as float32.
 """
 
@@ -14,6 +17,8 @@ import difflib
 from collections.abc import Callable
 
 import torch
+
+from lib.scores_m2f import confidence_from_class_scores, rba_from_class_scores
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -83,3 +88,17 @@ def entropy(logits: torch.Tensor, anomaly_score: torch.Tensor) -> torch.Tensor:
 def energy(logits: torch.Tensor, anomaly_score: torch.Tensor) -> torch.Tensor:
     """``-logsumexp_c logits_c`` of the classifier (the free energy at temperature 1)."""
     return -torch.logsumexp(_check_logits(logits), dim=1)
+
+
+@register_score("mask_confidence")
+def mask_confidence(logits: torch.Tensor, anomaly_score: torch.Tensor) -> torch.Tensor:
+    """``1 - max_c s_c`` of Mask2Former's per-class mask scores ``s`` (its eval-mode logits);
+    Mask2Anomaly's score. Only meaningful for mask-classification models."""
+    return confidence_from_class_scores(_check_logits(logits))
+
+
+@register_score("rba")
+def rba(logits: torch.Tensor, anomaly_score: torch.Tensor) -> torch.Tensor:
+    """``-Σ_c tanh(s_c)`` of Mask2Former's per-class mask scores ``s`` (its eval-mode logits);
+    "Rejected by All". Only meaningful for mask-classification models."""
+    return rba_from_class_scores(_check_logits(logits))

@@ -11,6 +11,12 @@ not in ``[0, 1]``. Two anomaly scores build on it, both higher = more anomalous:
 - :func:`rba`: "Rejected by All" (Nayal et al. 2023), ``−Σ_c tanh(s_c)``: a pixel that no class
   claims scores near 0, one claimed by any class near −1 or lower.
 
+The formulas on ``s`` live in :func:`confidence_from_class_scores` and :func:`rba_from_class_scores`
+(the one place; :mod:`lib.scores` registers them as ``eval.score = mask_confidence | rba`` on the
+model's eval-mode "logits", which for Mask2Former are exactly ``s``). They only make sense for
+mask-classification models: on a per-pixel classifier's logits (DeepLab) ``s`` is unbounded and
+neither score has its meaning.
+
 Callers pass the mask logits at the resolution to be scored (upsampled and cropped as the model
 does). Queries are folded in chunks, so only ``[B, chunk, H, W]`` sigmoid maps exist at once
 next to the ``[B, K, H, W]`` result.
@@ -48,11 +54,27 @@ def mask_class_scores(pred_logits: torch.Tensor, pred_masks: torch.Tensor) -> to
     return scores
 
 
+def _check_class_scores(scores: torch.Tensor) -> torch.Tensor:
+    if scores.ndim != 4:
+        raise ValueError(f"expected per-class mask scores s [B,K,H,W], got shape {tuple(scores.shape)}")
+    return scores.float()
+
+
+def confidence_from_class_scores(scores: torch.Tensor) -> torch.Tensor:
+    """``1 − max_c s_c`` ``[B, H, W]`` (float32) from per-class mask scores ``s [B, K, H, W]``."""
+    return 1.0 - _check_class_scores(scores).amax(dim=1)
+
+
+def rba_from_class_scores(scores: torch.Tensor) -> torch.Tensor:
+    """``−Σ_c tanh(s_c)`` ``[B, H, W]`` (float32) from per-class mask scores ``s [B, K, H, W]``."""
+    return -torch.tanh(_check_class_scores(scores)).sum(dim=1)
+
+
 def mask_confidence(pred_logits: torch.Tensor, pred_masks: torch.Tensor) -> torch.Tensor:
     """``1 − max_c s_c`` ``[B, H, W]``: low mask-classification confidence is anomalous."""
-    return 1.0 - mask_class_scores(pred_logits, pred_masks).amax(dim=1)
+    return confidence_from_class_scores(mask_class_scores(pred_logits, pred_masks))
 
 
 def rba(pred_logits: torch.Tensor, pred_masks: torch.Tensor) -> torch.Tensor:
     """``−Σ_c tanh(s_c)`` ``[B, H, W]``: rejected by all known classes is anomalous."""
-    return -torch.tanh(mask_class_scores(pred_logits, pred_masks)).sum(dim=1)
+    return rba_from_class_scores(mask_class_scores(pred_logits, pred_masks))

@@ -6,6 +6,9 @@ import pytest
 import torch
 
 from lib.scores import get_score, score_names
+from lib.scores_m2f import mask_class_scores
+from lib.scores_m2f import mask_confidence as m2f_mask_confidence
+from lib.scores_m2f import rba as m2f_rba
 
 # Two pixels of a 3-class map: a confident one and a uniform one.
 LOGITS = torch.tensor([[math.log(8.0), 0.0, 0.0], [1.0, 1.0, 1.0]]).T.reshape(1, 3, 1, 2)
@@ -13,7 +16,7 @@ ANOMALY = torch.tensor([[[0.25, -3.0]]])
 
 
 def test_names():
-    assert score_names() == ["energy", "entropy", "learned", "maxlogit", "msp"]
+    assert score_names() == ["energy", "entropy", "learned", "mask_confidence", "maxlogit", "msp", "rba"]
 
 
 def test_learned_passes_the_model_score_through_as_float32():
@@ -60,3 +63,36 @@ def test_unknown_name_lists_the_known_ones():
 def test_bad_shape_is_an_error():
     with pytest.raises(ValueError, match=r"\[B,C,H,W\]"):
         get_score("msp")(LOGITS[0], ANOMALY)
+
+
+# Mask2Former "logits" = per-class mask scores s_c in [0, Q]: one pixel claimed twice by class 0
+# (s = 1.5, 0.25, 0), one claimed by nobody (s = 0, 0, 0).
+CLASS_SCORES = torch.tensor([[1.5, 0.25, 0.0], [0.0, 0.0, 0.0]]).T.reshape(1, 3, 1, 2)
+
+
+def test_mask_confidence_by_hand():
+    out = get_score("mask_confidence")(CLASS_SCORES.half(), ANOMALY)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.tensor([[[1.0 - 1.5, 1.0]]]))
+
+
+def test_rba_by_hand():
+    out = get_score("rba")(CLASS_SCORES, ANOMALY)
+    torch.testing.assert_close(out, torch.tensor([[[-(math.tanh(1.5) + math.tanh(0.25)), 0.0]]]))
+
+
+def test_mask_scores_equal_lib_scores_m2f_on_query_outputs():
+    """Registry entries on the model's class scores == the query-level functions of lib.scores_m2f."""
+    torch.manual_seed(0)
+    pred_logits, pred_masks = torch.randn(2, 5, 4), torch.randn(2, 5, 3, 6)
+    s = mask_class_scores(pred_logits, pred_masks)
+    torch.testing.assert_close(
+        get_score("mask_confidence")(s, ANOMALY), m2f_mask_confidence(pred_logits, pred_masks)
+    )
+    torch.testing.assert_close(get_score("rba")(s, ANOMALY), m2f_rba(pred_logits, pred_masks))
+
+
+@pytest.mark.parametrize("name", ["mask_confidence", "rba"])
+def test_mask_scores_need_class_score_maps(name):
+    with pytest.raises(ValueError, match=r"\[B,C,H,W\]"):
+        get_score(name)(CLASS_SCORES[0], ANOMALY)
