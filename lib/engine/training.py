@@ -1,0 +1,55 @@
+"""Training an experiment from its config: what ``train_*.py`` runs.
+
+Builds the model (with its starting weights, or bare when resuming: :func:`~lib.engine.trainer.fit`
+then restores ``last.pth``), the paired training set, the validation benchmark ``data.val_ds`` and
+the train step ``loss.name``, then runs :func:`~lib.engine.trainer.fit`. The entry scripts only parse
+arguments, set up distributed state and logging, and call :func:`run_training`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from lib.config import Config
+from lib.data.benchmarks import build_benchmark
+from lib.engine.builders import build_paired_train_set, build_training_model
+from lib.engine.distributed import DistInfo
+from lib.engine.logging_utils import get_logger
+from lib.engine.steps import build_train_step
+from lib.engine.trainer import fit
+from lib.models import build_model
+
+
+def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The train scripts' own arguments, after :func:`~lib.config.add_experiment_args`'s."""
+    parser.add_argument("--resume", action="store_true", help="continue from output_root/id/last.pth")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--no_progress", action="store_true", help="no progress bars (log files only)")
+    return parser
+
+
+def run_training(
+    cfg: Config, *, info: DistInfo, resume: bool = False, progress: bool = True
+) -> dict[str, object]:
+    """Train per ``cfg`` into ``cfg.run_dir``; returns :func:`~lib.engine.trainer.fit`'s summary.
+
+    ``resume``: continue from ``run_dir/last.pth`` (the starting weights and the OOD-head
+    initialisation are skipped: the checkpoint holds the trained model).
+    """
+    get_logger().info("run %s on %s (%d process(es))", cfg.run_dir, info.device, info.world_size)
+    step = build_train_step(cfg)
+    if resume:
+        model = build_model(cfg.model.name, **cfg.model.kwargs)
+    else:
+        model = build_training_model(cfg)
+    val_set = build_benchmark(cfg.data.val_ds, root=cfg.data.root) if cfg.data.val_ds else None
+    return fit(
+        cfg,
+        model=model,
+        train_set=build_paired_train_set(cfg),
+        val_set=val_set,
+        step=step,
+        info=info,
+        resume=resume,
+        progress=progress,
+    )
