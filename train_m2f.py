@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 
-import lib.engine.m2f_step  # noqa: F401  (registers the "m2f_rcl" train step)
 from lib.config import add_experiment_args, config_from_args
 from lib.engine.distributed import cleanup, init_distributed
 from lib.engine.logging_utils import setup_logging

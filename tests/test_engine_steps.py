@@ -1,5 +1,8 @@
 """Train-step registry and the DeepLab paired RCL step."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -65,3 +68,16 @@ def test_closed_world_ce_step_ignores_unknown_pixels():
     expected = torch.nn.functional.cross_entropy(logits, target, ignore_index=IGNORE)
     torch.testing.assert_close(terms["loss"], expected)
     assert terms["ce"] is terms["loss"]
+
+
+def test_every_step_module_registers_without_side_effect_imports():
+    code = (
+        "import sys\n"
+        "from lib.config import Config, load_config\n"
+        "from lib.engine.steps import STEP_MODULES, build_train_step, step_names\n"
+        "assert not any(m in sys.modules for m in STEP_MODULES), 'imported eagerly'\n"
+        "step = build_train_step(load_config(Config, 'exp/M2F.yaml', ['loss.num_points=16']))\n"
+        "print(type(step).__name__, ' '.join(step_names()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["Mask2AnomalyRCLStep", "ce", "m2f_rcl", "oe", "rcl"]

@@ -10,12 +10,15 @@ twins) and ``label``/``aug_label`` ``[B,H,W]`` (trainIds, ``ANOMALY``, ``IGNORE`
 differently per stage (Mask2Former switches criterion in stage 2). ``find_unused_parameters`` tells
 DDP whether some trainable parameters may get no gradient in a step.
 
-New families register a builder ``builder(cfg) -> TrainStep`` with :func:`register_step`.
+New families register a builder ``builder(cfg) -> TrainStep`` with :func:`register_step` in a module
+listed in ``STEP_MODULES``; :func:`build_train_step` imports those lazily (as
+:func:`lib.models.build_model` does for models), so no caller needs an import for its side effect.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable
 from typing import Protocol
 
@@ -38,6 +41,8 @@ class TrainStep(Protocol):
 
 StepBuilder = Callable[[Config], TrainStep]
 _STEPS: dict[str, StepBuilder] = {}
+STEP_MODULES = ("lib.engine.m2f_step", "lib.engine.baseline_steps")
+"""Modules that register train steps besides this one (imported on first use)."""
 
 
 def register_step(name: str) -> Callable[[StepBuilder], StepBuilder]:
@@ -52,8 +57,20 @@ def register_step(name: str) -> Callable[[StepBuilder], StepBuilder]:
     return wrap
 
 
+def _import_step_modules() -> None:
+    for module in STEP_MODULES:
+        importlib.import_module(module)
+
+
+def step_names() -> list[str]:
+    """All registered train-step names (``loss.name`` values), sorted."""
+    _import_step_modules()
+    return sorted(_STEPS)
+
+
 def build_train_step(cfg: Config) -> TrainStep:
     """The train step registered under ``cfg.loss.name``; an unknown name lists the known ones."""
+    _import_step_modules()
     name = cfg.loss.name
     if name not in _STEPS:
         close = difflib.get_close_matches(name, list(_STEPS), n=1)
