@@ -5,8 +5,11 @@ already keeps; nothing is copied per pixel) and takes every count at the distinc
 scores with ``searchsorted``, as :mod:`lib.metrics` does, so the area under the unthinned ROC
 staircase is the exact AUROC and the step sum under the PR points is the exact AP. For drawing,
 points are thinned to the last point in each cell of a ``grid x grid`` raster, which moves no
-point by more than one cell. :func:`save_curves` draws one or several labelled curves with
-matplotlib's Agg canvas (no pyplot, no global backend change), ROC left and PR right.
+point by more than one cell. Under the ``smiyc`` protocol the curve is the official binned one
+(:meth:`lib.smiyc.SMIYCAccumulator.pixel_curve`), with that protocol's trapezoid AUROC and
+step-rule AP, so the legend repeats the table's numbers. :func:`save_curves` draws one or
+several labelled curves with matplotlib's Agg canvas (no pyplot, no global backend change), ROC
+left and PR right.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from matplotlib.figure import Figure
 
 from lib.labels import OOD_IN, OOD_OUT
 from lib.metrics import RECALL_LEVEL, OODEvaluation, OODMetricAccumulator
+from lib.smiyc import PixelCurve, SMIYCAccumulator
 
 DEFAULT_GRID = 1000
 
@@ -88,19 +92,37 @@ def curve_points_from_sorted(pos: np.ndarray, neg: np.ndarray, *, grid: int = DE
     )
 
 
-def curve_points(source: OODMetricAccumulator | OODEvaluation, *, grid: int = DEFAULT_GRID) -> CurvePoints:
-    """Curves of everything an accumulator (or a ``published``/``exact`` evaluation) has seen.
+def curve_points_from_pixel_curve(curve: PixelCurve, *, grid: int = DEFAULT_GRID) -> CurvePoints:
+    """Curves of the SMIYC protocol's pooled binned curve; AUROC by the trapezoid rule and AP by
+    the step rule over the bins, as :func:`lib.smiyc.pixel_metrics` reports them."""
+    if grid < 1:
+        raise ValueError(f"grid must be positive, got {grid}")
+    tpr, fpr, precision = curve.tpr, curve.fpr, curve.precision
+    keep_roc = _thin(fpr, tpr, grid)
+    keep_pr = _thin(tpr, precision, grid)
+    return CurvePoints(
+        fpr=fpr[keep_roc],
+        tpr=tpr[keep_roc],
+        recall=tpr[keep_pr],
+        precision=precision[keep_pr],
+        auroc=float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0)),
+        ap=float(np.sum(np.diff(tpr) * precision[1:])),
+        positive_rate=curve.n_pos / (curve.n_pos + curve.n_neg),
+    )
 
-    Call after ``reduce_from_all_processes`` under DDP. The ``smiyc`` protocol keeps binned frames
-    instead of sorted scores and has no exact curve here.
+
+def curve_points(
+    source: OODMetricAccumulator | SMIYCAccumulator | OODEvaluation, *, grid: int = DEFAULT_GRID
+) -> CurvePoints:
+    """Curves of everything an accumulator or an :class:`~lib.metrics.OODEvaluation` has seen:
+    exact for ``published``/``exact``, the official binned curve for ``smiyc``.
+
+    Call after ``reduce_from_all_processes`` under DDP.
     """
     if isinstance(source, OODEvaluation):
-        if not isinstance(source._pooled, OODMetricAccumulator):
-            raise ValueError(
-                f"curves need the exact pooled accumulator; protocol {source.protocol!r} does not keep one "
-                "(use 'published' or 'exact')"
-            )
         source = source._pooled
+    if isinstance(source, SMIYCAccumulator):
+        return curve_points_from_pixel_curve(source.pixel_curve(), grid=grid)
     pos, neg = source._sorted_scores()
     return curve_points_from_sorted(pos, neg, grid=grid)
 

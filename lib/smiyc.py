@@ -109,8 +109,37 @@ def frame_bins(scores: np.ndarray, labels: np.ndarray) -> FrameBins | None:
     )
 
 
-def pixel_metrics(frames: Sequence[FrameBins]) -> dict[str, float]:
-    """Pooled ``{"AP", "AUROC", "FPR95", "best_f1", "best_f1_threshold"}`` of per-frame bins."""
+@dataclass(frozen=True)
+class PixelCurve:
+    """The pooled pixel curve of a set of frames: cumulative anomaly / inlier counts ``tp``, ``fp``
+    (float64 ``[N]``, from ``(0, 0)`` to ``(n_pos, n_neg)``) at descending thresholds, and the
+    uncollapsed sorted ``thresholds`` that :func:`pixel_metrics` reads ``best_f1_threshold`` from."""
+
+    tp: np.ndarray
+    fp: np.ndarray
+    thresholds: np.ndarray
+    n_pos: int
+    n_neg: int
+
+    @property
+    def tpr(self) -> np.ndarray:
+        return self.tp / self.n_pos
+
+    @property
+    def fpr(self) -> np.ndarray:
+        return self.fp / self.n_neg
+
+    @property
+    def precision(self) -> np.ndarray:
+        """``tp / (tp + fp)``, 1 where nothing is predicted yet (the curve origin)."""
+        n_pred = self.tp + self.fp
+        out = np.ones(self.tp.size)
+        out[n_pred > 0] = self.tp[n_pred > 0] / n_pred[n_pred > 0]
+        return out
+
+
+def pixel_curve(frames: Sequence[FrameBins]) -> PixelCurve:
+    """Pool per-frame bins into one curve (module doc): sort all thresholds, sum the bins."""
     n_pos = sum(f.n_pos for f in frames)
     n_neg = sum(f.n_neg for f in frames)
     if n_pos == 0:
@@ -128,11 +157,14 @@ def pixel_metrics(frames: Sequence[FrameBins]) -> dict[str, float]:
         tp, fp = np.concatenate([[0.0], tp]), np.concatenate([[0.0], fp])
     if tp[-1] != n_pos or fp[-1] != n_neg:
         tp, fp = np.concatenate([tp, [n_pos]]), np.concatenate([fp, [n_neg]])
-    tpr, fpr = tp / n_pos, fp / n_neg
-    n_pred = tp + fp
-    precision = np.ones(tp.size)
-    precision[n_pred > 0] = tp[n_pred > 0] / n_pred[n_pred > 0]
-    f1 = 2 * tp / (2 * tp + fp + (n_pos - tp))
+    return PixelCurve(tp=tp, fp=fp, thresholds=thresholds, n_pos=n_pos, n_neg=n_neg)
+
+
+def pixel_metrics(frames: Sequence[FrameBins]) -> dict[str, float]:
+    """Pooled ``{"AP", "AUROC", "FPR95", "best_f1", "best_f1_threshold"}`` of per-frame bins."""
+    curve = pixel_curve(frames)
+    tp, fp, tpr, fpr, precision = curve.tp, curve.fp, curve.tpr, curve.fpr, curve.precision
+    f1 = 2 * tp / (2 * tp + fp + (curve.n_pos - tp))
     at95 = int(np.searchsorted(tpr, 0.95))
     best = int(np.nanargmax(f1))
     return {
@@ -140,7 +172,7 @@ def pixel_metrics(frames: Sequence[FrameBins]) -> dict[str, float]:
         "AUROC": float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0)),
         "FPR95": float(fpr[at95]) if at95 < tpr.size else 1.0,
         "best_f1": float(f1[best]),
-        "best_f1_threshold": float(thresholds[min(best, thresholds.size - 1)]),
+        "best_f1_threshold": float(curve.thresholds[min(best, curve.thresholds.size - 1)]),
     }
 
 
@@ -242,6 +274,10 @@ class SMIYCAccumulator:
         self._bins = [b for bins, _, _ in gathered for b in bins]
         self._frames = [f for _, frames, _ in gathered for f in frames]
         self.n_skipped = sum(n for _, _, n in gathered)
+
+    def pixel_curve(self) -> PixelCurve:
+        """The pooled pixel curve of every frame seen (what ``AP``/``AUROC``/``FPR95`` are read from)."""
+        return pixel_curve(self._bins)
 
     def compute(self) -> dict[str, float]:
         """``{"AP", "FPR95", "AUROC", "best_f1", "best_f1_threshold", "sIoU", "PPV", "F1_mean"}``."""

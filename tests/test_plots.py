@@ -69,10 +69,27 @@ def test_evaluation_sources_and_errors():
     for s, lab in _two_images(2):
         ev.update(s, lab)
     assert curve_points(ev).auroc == pytest.approx(ev.compute()["AUROC"], abs=1e-12)
-    with pytest.raises(ValueError, match="protocol 'smiyc' does not keep one"):
+    with pytest.raises(ValueError, match="no anomaly pixel"):
         curve_points(OODEvaluation("smiyc"))
     with pytest.raises(ValueError, match="got 0 and 3"):
         curve_points_from_sorted(np.array([]), np.array([1.0, 2.0, 3.0]))
+
+
+def test_smiyc_curve_repeats_the_protocol_numbers():
+    """Under smiyc the pooled binned curve is drawn; its areas are the table's AUROC and AP."""
+    ev = OODEvaluation("smiyc", track="ObstacleTrack")  # small size filters: random blobs survive
+    for s, lab in _two_images(4):
+        ev.update(s, lab)
+    result, points = ev.compute(), curve_points(ev, grid=10_000)
+    assert points.auroc == pytest.approx(result["AUROC"], abs=1e-12)
+    assert points.ap == pytest.approx(result["AP"], abs=1e-12)
+    assert (points.fpr[0], points.tpr[0], points.fpr[-1], points.tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert np.all(np.diff(points.recall) >= 0) and np.all(np.diff(points.fpr) >= 0)
+    # On many distinct scores the binned curve is close to the exact one, not equal to it.
+    exact = OODEvaluation("exact")
+    for s, lab in _two_images(4):
+        exact.update(s, lab)
+    assert points.auroc == pytest.approx(exact.compute()["AUROC"], abs=0.01)
 
 
 def test_pngs_are_written(tmp_path):

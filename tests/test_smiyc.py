@@ -16,6 +16,7 @@ from lib.smiyc import (
     component_metrics,
     frame_bins,
     frame_components,
+    pixel_curve,
     pixel_metrics,
     smiyc_metrics,
 )
@@ -41,6 +42,14 @@ def test_pixel_curve_hand_case():
     # The official curve index (origin prepended, first point doubled) applied to the
     # uncollapsed threshold list: two places below 0.5.
     assert out["best_f1_threshold"] == pytest.approx(0.1)
+    # The pooled curve: origin, the points above with the first one doubled, the end (3, 4) again.
+    curve = pixel_curve([bins])
+    assert curve.tp.tolist() == [0, 1, 1, 1, 2, 3, 3, 3, 3]
+    assert curve.fp.tolist() == [0, 0, 0, 1, 1, 2, 3, 4, 4]
+    assert curve.precision.tolist() == pytest.approx([1, 1, 1, 1 / 2, 2 / 3, 3 / 5, 1 / 2, 3 / 7, 3 / 7])
+    acc = SMIYCAccumulator()
+    acc.update(HAND_SCORES, HAND_LABELS)
+    assert acc.pixel_curve().fp.tolist() == curve.fp.tolist()
 
 
 def _tied_frames(seed: int, n_frames: int = 4) -> tuple[list[np.ndarray], list[np.ndarray]]:
