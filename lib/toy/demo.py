@@ -1,0 +1,328 @@
+"""`make demo`: the paper's claim in miniature on ToyShift, generate -> train -> test on a CPU.
+
+    python -m lib.toy.demo --out outputs/demo [--stage NAME] [--fresh]
+
+Stages, in order (each shows progress bars, is skipped when its record ``stages/<name>.json``
+exists, and can be rerun alone with ``--stage NAME --fresh``):
+
+- ``data``: ToyShift source set, training-family outlier bank and the three test sets under
+  ``datasets/`` (:mod:`lib.toy.writers`);
+- ``generate``: its CG-Aug twin through the generation CLI with the procedural backend
+  (``exp/generation_toy.yaml``) into ``datasets/multishift_cityscapes``;
+- ``pretrain``: closed-world light DeepLab, cross-entropy only (``exp/toy_pretrain.yaml``);
+- ``oe_only``: outlier-exposure-only fine-tuning of it (``exp/toy_oe.yaml``);
+- ``multishift``: the method, two stages, RCL + pixel selection (``exp/toy_multishift.yaml``);
+- ``evaluate``: every method on ``toy_anomaly``, ``toy_shift``, ``toy_covariate``
+  (:mod:`lib.toy.demo_eval`) -> ``metrics.json``, ``plots/``, ``heatmaps/``;
+- ``report``: ``results.json`` / ``results.md`` and the table on the console.
+
+Training runs go to ``runs/<stage>/`` (log, config, ``last.pth``); an interrupted training stage
+resumes from its ``last.pth``. Everything is seeded; the world is the same for a given
+:class:`WorldSizes`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from generation.__main__ import main as generation_main
+from lib.config import Config, load_config
+from lib.engine import baseline_steps
+from lib.engine.builders import build_paired_train_set, build_training_model
+from lib.engine.distributed import DistInfo
+from lib.engine.evaluator import protocol_rule
+from lib.engine.logging_utils import setup_logging
+from lib.engine.steps import build_train_step
+from lib.engine.trainer import LAST, fit
+from lib.models import build_model
+from lib.models.checkpoints import load_weights
+from lib.toy.demo_eval import (
+    COVARIATE_COLUMN,
+    COVARIATE_SET,
+    SHIFT_SET,
+    TEST_SETS,
+    claim_checks,
+    evaluate_rows,
+    markdown_table,
+    result_rows,
+    save_heatmaps,
+    save_plots,
+)
+from lib.toy.writers import write_benchmark, write_outlier_bank, write_source_dataset
+
+STAGES = ("data", "generate", "pretrain", "oe_only", "multishift", "evaluate", "report")
+EXP_DIR = Path(__file__).resolve().parents[2] / "exp"
+TRAIN_CONFIGS = {
+    "pretrain": "toy_pretrain.yaml",
+    "oe_only": "toy_oe.yaml",
+    "multishift": "toy_multishift.yaml",
+}
+GENERATION_CONFIG = "generation_toy.yaml"
+MULTISHIFT_DIR = "multishift_cityscapes"
+CPU = DistInfo(0, 1, torch.device("cpu"))
+
+
+@dataclass(frozen=True)
+class WorldSizes:
+    """How much ToyShift the demo writes: images per set, image size and the world seed."""
+
+    n_train: int = 240
+    n_outliers: int = 64
+    n_test: int = 40
+    height: int = 128
+    width: int = 256
+    seed: int = 0
+
+
+def available_threads() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class Demo:
+    """The demo's stages over one output folder ``out``.
+
+    ``overrides`` holds extra ``section.key=value`` config overrides per training stage (the tests
+    shrink the schedules with it); ``progress`` toggles the progress bars.
+    """
+
+    def __init__(
+        self,
+        out: str | Path,
+        *,
+        sizes: WorldSizes = WorldSizes(),
+        overrides: Mapping[str, Sequence[str]] | None = None,
+        progress: bool = True,
+    ) -> None:
+        unknown = sorted(set(overrides or {}) - set(TRAIN_CONFIGS))
+        if unknown:
+            raise KeyError(f"overrides for unknown training stage(s) {unknown}; known: {list(TRAIN_CONFIGS)}")
+        self.out = Path(out)
+        self.sizes = sizes
+        self.overrides = {k: list(v) for k, v in (overrides or {}).items()}
+        self.progress = progress
+        self.datasets = self.out / "datasets"
+        self.runs = self.out / "runs"
+        self.records = self.out / "stages"
+
+    # bookkeeping -------------------------------------------------------------------------------
+    def record_path(self, stage: str) -> Path:
+        return self.records / f"{stage}.json"
+
+    def outputs(self, stage: str) -> list[Path]:
+        """The files and folders ``stage`` writes (what ``--fresh`` removes)."""
+        return {
+            "data": [self.datasets / n for n in ("cityscapes", "coco", *TEST_SETS)],
+            "generate": [self.datasets / MULTISHIFT_DIR],
+            "pretrain": [self.runs / "pretrain"],
+            "oe_only": [self.runs / "oe_only"],
+            "multishift": [self.runs / "multishift"],
+            "evaluate": [self.out / "metrics.json", self.out / "plots", self.out / "heatmaps"],
+            "report": [self.out / "results.json", self.out / "results.md"],
+        }[stage]
+
+    def is_done(self, stage: str) -> bool:
+        return self.record_path(stage).is_file() and all(p.exists() for p in self.outputs(stage))
+
+    def clear(self, stage: str) -> None:
+        """Remove the outputs and the record of ``stage`` (only what the demo itself writes)."""
+        for path in [*self.outputs(stage), self.record_path(stage)]:
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+
+    def _write_record(self, stage: str, seconds: float) -> None:
+        self.records.mkdir(parents=True, exist_ok=True)
+        payload = {"stage": stage, "seconds": round(seconds, 2), "threads": torch.get_num_threads()}
+        tmp = self.record_path(stage).with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        os.replace(tmp, self.record_path(stage))
+
+    def _require(self, stage: str, *needed: str) -> None:
+        missing = [s for s in needed if not self.is_done(s)]
+        if missing:
+            raise FileNotFoundError(
+                f"stage {stage!r} needs the output of {missing} in {self.out}; run them first "
+                f"(python -m lib.toy.demo --out {self.out})"
+            )
+
+    def run(self, stages: Sequence[str] = STAGES) -> dict[str, str]:
+        """Run ``stages`` in order, skipping finished ones; returns ``{stage: "ran" | "skipped"}``."""
+        bad = [s for s in stages if s not in STAGES]
+        if bad:
+            raise KeyError(f"unknown stage(s) {bad}; known: {', '.join(STAGES)}")
+        torch.set_num_threads(available_threads())
+        status = {}
+        for stage in STAGES:
+            if stage not in stages:
+                continue
+            if self.is_done(stage):
+                print(f"[demo] {stage}: done already ({self.record_path(stage)}), skipped")
+                status[stage] = "skipped"
+                continue
+            print(f"[demo] {stage}: running")
+            start = time.perf_counter()
+            getattr(self, f"stage_{stage}")()
+            seconds = time.perf_counter() - start
+            self._write_record(stage, seconds)
+            print(f"[demo] {stage}: done in {seconds:.1f} s")
+            status[stage] = "ran"
+        return status
+
+    # stages ------------------------------------------------------------------------------------
+    def stage_data(self) -> None:
+        s = self.sizes
+        size = dict(height=s.height, width=s.width, seed=s.seed)
+        write_source_dataset(self.datasets, n_train=s.n_train, n_val=0, **size)
+        write_outlier_bank(self.datasets, n_objects=s.n_outliers, seed=s.seed)
+        for kind in ("anomaly", "shift", "covariate"):
+            write_benchmark(self.datasets, f"toy_{kind}", kind=kind, n=s.n_test, **size)
+
+    def stage_generate(self) -> None:
+        self._require("generate", "data")
+        generation_main(
+            [
+                "--cfg",
+                str(EXP_DIR / GENERATION_CONFIG),
+                "--source",
+                str(self.datasets / "cityscapes"),
+                "--out",
+                str(self.datasets / MULTISHIFT_DIR),
+                f"seed={self.sizes.seed}",
+            ]
+        )
+
+    def config(self, stage: str) -> Config:
+        """The resolved config of a training stage."""
+        weights = [] if stage == "pretrain" else [f"model.weight_path={self.runs / 'pretrain' / LAST}"]
+        return load_config(
+            Config,
+            EXP_DIR / TRAIN_CONFIGS[stage],
+            [
+                f"data.root={self.datasets}",
+                f"output_root={self.runs}",
+                f"id={stage}",
+                f"train.seed={self.sizes.seed}",
+                *weights,
+                *self.overrides.get(stage, []),
+            ],
+        )
+
+    def _train(self, stage: str, build_set: Callable[[Config], torch.utils.data.Dataset]) -> None:
+        cfg = self.config(stage)
+        setup_logging(cfg.run_dir)
+        resume = (cfg.run_dir / LAST).is_file()
+        model = build_model(cfg.model.name, **cfg.model.kwargs) if resume else build_training_model(cfg)
+        fit(
+            cfg,
+            model=model,
+            train_set=build_set(cfg),
+            val_set=None,
+            step=build_train_step(cfg),
+            info=CPU,
+            resume=resume,
+            progress=self.progress,
+        )
+
+    def stage_pretrain(self) -> None:
+        self._require("pretrain", "data")
+        self._train("pretrain", baseline_steps.build_unpaired_train_set)
+
+    def stage_oe_only(self) -> None:
+        self._require("oe_only", "data", "pretrain")
+        self._train("oe_only", baseline_steps.build_unpaired_train_set)
+
+    def stage_multishift(self) -> None:
+        self._require("multishift", "data", "generate", "pretrain")
+        self._train("multishift", build_paired_train_set)
+
+    def trained_models(self) -> dict[str, torch.nn.Module]:
+        """The three models the rows score: closed-world, outlier-exposure-only, MultiShift."""
+        models = {}
+        for name, stage in (("closed", "pretrain"), ("oe_only", "oe_only"), ("multishift", "multishift")):
+            cfg = self.config(stage)
+            model = build_model(cfg.model.name, **cfg.model.kwargs)
+            load_weights(model, cfg.run_dir / LAST)
+            models[name] = model
+        return models
+
+    def stage_evaluate(self) -> None:
+        self._require("evaluate", "data", "pretrain", "oe_only", "multishift")
+        evaluation = evaluate_rows(self.trained_models(), self.datasets, progress=self.progress)
+        rows = result_rows(evaluation)
+        save_plots(evaluation, rows, self.out / "plots")
+        save_heatmaps(evaluation, self.out / "heatmaps")
+        _write_json(self.out / "metrics.json", {"rows": rows})
+
+    def stage_report(self) -> None:
+        self._require("report", "evaluate")
+        start = time.perf_counter()
+        rows = json.loads((self.out / "metrics.json").read_text())["rows"]
+        seconds = sum(
+            json.loads(self.record_path(s).read_text())["seconds"] for s in STAGES[:-1] if self.is_done(s)
+        )
+        rule = (
+            f"FPR95 on {', '.join(('toy_anomaly', SHIFT_SET))}: {protocol_rule('published')}. "
+            f"{COVARIATE_SET} {COVARIATE_COLUMN}: fraction of its pixels (all in-distribution) scored at or "
+            f"above the highest threshold that reaches TPR >= 0.95 on {SHIFT_SET}."
+        )
+        seconds += time.perf_counter() - start
+        payload = {"rows": rows, "fpr_rule": rule, "seconds": round(seconds, 1)}
+        table = markdown_table(rows)
+        claim = "\n".join(f"- {name}: {'yes' if ok else 'NO'}" for name, ok in claim_checks(rows).items())
+        md = (
+            f"# ToyShift demo results\n\nPercent; bold = best per column. World: {asdict(self.sizes)}. "
+            f"Wall time of the stages: {seconds:.0f} s on {available_threads()} CPU thread(s).\n\n"
+            f"{table}\n\n{rule}\n\nThe claim in miniature (MultiShift vs the others):\n{claim}\n"
+        )
+        _write_json(self.out / "results.json", payload)
+        _write_text(self.out / "results.md", md)
+        print(f"\n{table}\n\n{rule}\n\nThe claim in miniature:\n{claim}\n")
+        print(f"results: {self.out / 'results.md'}, {self.out / 'results.json'}")
+        print(f"plots: {self.out / 'plots'}   heat maps: {self.out / 'heatmaps'}   runs: {self.runs}")
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    _write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lib.toy.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="outputs/demo", help="output folder (datasets, runs, results)")
+    parser.add_argument("--stage", choices=STAGES, default=None, help="run only this stage")
+    parser.add_argument(
+        "--fresh", action="store_true", help="redo from scratch (with --stage: redo that stage only)"
+    )
+    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, str]:
+    args = get_args_parser().parse_args(argv)
+    demo = Demo(args.out, progress=not args.no_progress)
+    stages = STAGES if args.stage is None else (args.stage,)
+    if args.fresh:
+        for stage in stages:
+            demo.clear(stage)
+    return demo.run(stages)
+
+
+if __name__ == "__main__":
+    main()
