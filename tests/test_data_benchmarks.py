@@ -7,7 +7,7 @@ import torch
 from lib.data import BENCHMARKS, build_benchmark
 from lib.data.benchmarks import ACDC_POC, MUADLike
 from lib.data.io import read_rgb
-from lib.data.transforms import RandomCrop
+from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RandomCrop
 from lib.labels import IGNORE, OOD_IN, OOD_OUT, OOD_VOID
 from tests.data_fixtures import (
     ACDC_VALUES,
@@ -54,6 +54,39 @@ def test_flat_benchmarks(tmp_path):
         assert item["ood_label"].dtype == torch.uint8 and item["ood_label"].shape == (24, 40)
         expected = [OOD_IN, OOD_OUT] if name == "RoadAnomaly" else [OOD_IN, OOD_OUT, OOD_VOID]
         assert _column_values(item["ood_label"]) == expected
+
+
+@pytest.mark.parametrize("name", ["RoadAnomaly21", "RoadObstacle21"])
+def test_smiyc_unlabelled_test_frames_are_listed_on_request(tmp_path, name):
+    stems = write_all_flat_benchmarks(tmp_path)[name]
+    ds = build_benchmark(name, root=tmp_path, include_unlabelled=True)
+    unlabelled = f"{stems[0][:-3]}{len(stems):03d}"
+    assert [s[0] for s in ds.samples] == [*stems, unlabelled]
+    assert ds.samples[-1][2] is None
+    item = ds[len(stems)]
+    assert set(item) == {"image", "name"} and item["name"] == unlabelled
+    assert item["image"].dtype == torch.float32 and item["image"].shape == (3, 24, 40)
+    # Normalised as labelled items are.
+    rgb = torch.from_numpy(read_rgb(ds.samples[-1][1])).permute(2, 0, 1).float() / 255.0
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    torch.testing.assert_close(item["image"], (rgb - mean) / std)
+    assert torch.equal(ds[0]["image"], build_benchmark(name, root=tmp_path)[0]["image"])
+
+
+def test_only_test_frames_and_benchmarks_without_unlabelled_images(tmp_path):
+    write_all_flat_benchmarks(tmp_path)
+    for label in (tmp_path / "dataset_AnomalyTrack" / "labels_masks").iterdir():
+        label.unlink()
+    ds = build_benchmark("RoadAnomaly21", root=tmp_path, include_unlabelled=True)
+    assert len(ds) == 3 and all(lab is None for _, _, lab in ds.samples)
+    with pytest.raises(FileNotFoundError, match="no image/label pairs"):
+        build_benchmark("RoadAnomaly21", root=tmp_path)
+    with pytest.raises(
+        ValueError, match="'FS_Static' has no unlabelled images.*RoadAnomaly21, RoadObstacle21"
+    ):
+        build_benchmark("FS_Static", root=tmp_path, include_unlabelled=True)
+    with pytest.raises(ValueError, match="'MUAD' has no unlabelled images"):
+        build_benchmark("MUAD", root=tmp_path, include_unlabelled=True)
 
 
 def test_webp_images_decode(tmp_path):

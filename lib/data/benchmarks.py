@@ -3,6 +3,8 @@
 Every item is ``{"image": float32 [3, H, W] normalised, "ood_label": uint8 [H, W] 0/1/255,
 "name": stem}`` plus ``"sem_label": int64 [H, W]`` (trainIds, 255 void) where the benchmark has
 semantic labels. Each class converts its benchmark's own label encoding to that, nowhere else.
+The SMIYC tracks publish labels for their validation frames only; ``include_unlabelled=True``
+also lists the test frames (for score export), whose items carry no ``ood_label``.
 ``transform`` acts jointly on the ``0..1`` image and the label maps (see
 :mod:`lib.data.transforms`); normalisation comes last.
 """
@@ -53,22 +55,31 @@ class AnomalyBenchmark(Dataset, ABC):
     """Other folder names in use (the published README's), accepted when ``folder`` is absent."""
     tree: str = ""
     has_semantics: bool = False
+    allow_unlabelled: bool = False
+    """The release holds images without labels (a hidden test part); they are skipped unless
+    ``include_unlabelled``."""
 
     def __init__(
         self,
         root: str | Path = DEFAULT_ROOT,
         transform: JointTransform | None = None,
         *,
+        include_unlabelled: bool = False,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
+        if include_unlabelled and not self.allow_unlabelled:
+            raise ValueError(
+                f"{type(self).__name__} has no unlabelled images; include_unlabelled is not available"
+            )
+        self.include_unlabelled = include_unlabelled
         candidates = [Path(root) / name for name in (self.folder, *self.folder_aliases)]
         self.root = next((path for path in candidates if path.is_dir()), candidates[0])
         if not self.root.is_dir():
             raise expected_tree_error(self.root, self.expected_tree())
         self.transform = transform
         self.to_tensor, self.normalize = ToTensor(), Normalize(mean, std)
-        self.samples: list[tuple[str, Path, Path]] = self.list_samples()
+        self.samples: list[tuple[str, Path, Path | None]] = self.list_samples()
 
     def expected_tree(self) -> str:
         return f"{self.root}/\n{self.tree}"
@@ -80,8 +91,9 @@ class AnomalyBenchmark(Dataset, ABC):
         return path
 
     @abstractmethod
-    def list_samples(self) -> list[tuple[str, Path, Path]]:
-        """``(name, image, label)`` files of the benchmark, matched and checked."""
+    def list_samples(self) -> list[tuple[str, Path, Path | None]]:
+        """``(name, image, label)`` files of the benchmark, matched and checked (label ``None``:
+        an unlabelled image, listed only with ``include_unlabelled``)."""
 
     def read_image(self, path: Path) -> np.ndarray:
         return read_rgb(path)
@@ -96,6 +108,8 @@ class AnomalyBenchmark(Dataset, ABC):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         name, img_path, lab_path = self.samples[index]
         image = self.read_image(img_path)
+        if lab_path is None:
+            return {"image": self._image_only(image), "name": name}
         ood, sem = self.decode(read_label(lab_path), lab_path)
         maps = [ood] if sem is None else [ood, sem]
         images, labels = self.to_tensor([image], maps)
@@ -111,6 +125,14 @@ class AnomalyBenchmark(Dataset, ABC):
             item["sem_label"] = labels[1].contiguous()
         return item
 
+    def _image_only(self, image: np.ndarray) -> torch.Tensor:
+        """``[3, H, W]`` normalised tensor of an unlabelled image (the transform sees no label maps)."""
+        images = torch.from_numpy(image[None]).permute(0, 3, 1, 2).float().div_(255.0)
+        labels = torch.empty((0, *image.shape[:2]), dtype=torch.int64)
+        if self.transform is not None:
+            images, labels = self.transform(images, labels)
+        return self.normalize(images, labels)[0][0].contiguous()
+
 
 class _FlatPairs(AnomalyBenchmark):
     """``{images}/{stem}.{ext}`` with ``{labels}/{stem}{label_suffix}``; labels 0/1/255 by default."""
@@ -118,16 +140,22 @@ class _FlatPairs(AnomalyBenchmark):
     image_dir = ""
     label_dir = ""
     label_suffix = ".png"
-    allow_unlabelled = False
     allow_void = True
 
-    def list_samples(self) -> list[tuple[str, Path, Path]]:
+    def list_samples(self) -> list[tuple[str, Path, Path | None]]:
         img_dir, lab_dir = self.subdir(self.image_dir), self.subdir(self.label_dir)
         images = index_by_stem(
             (p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS), "", "image"
         )
         labels = index_by_stem(lab_dir.glob(f"*{self.label_suffix}"), self.label_suffix, "label")
-        return pair_by_stem(images, labels, source=str(self.root), allow_unlabelled=self.allow_unlabelled)
+        if not self.include_unlabelled:
+            return pair_by_stem(images, labels, source=str(self.root), allow_unlabelled=self.allow_unlabelled)
+        if not images:
+            raise FileNotFoundError(f"{img_dir}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+        # A download of only the test part has no label at all: every image is unlabelled.
+        pairs = pair_by_stem(images, labels, source=str(self.root), allow_unlabelled=True) if labels else []
+        unlabelled = [(k, images[k], None) for k in images if k not in labels]
+        return sorted([*pairs, *unlabelled], key=lambda sample: sample[0])
 
     def decode(self, raw: np.ndarray, path: Path) -> tuple[np.ndarray, None]:
         values = present_values(raw)
@@ -150,7 +178,8 @@ class RoadAnomaly(_FlatPairs):
 
 
 class RoadAnomaly21(_FlatPairs):
-    """SegmentMeIfYouCan anomaly track; only the images with a public label (the validation part)."""
+    """SegmentMeIfYouCan anomaly track: the labelled validation frames (+ the test frames with
+    ``include_unlabelled``)."""
 
     folder, image_dir, label_dir = "dataset_AnomalyTrack", "images", "labels_masks"
     label_suffix, allow_unlabelled = "_labels_semantic.png", True
@@ -335,9 +364,23 @@ BENCHMARKS: dict[str, Callable[..., AnomalyBenchmark]] = {
 
 
 def build_benchmark(
-    name: str, root: str | Path | None = None, transform: JointTransform | None = None
+    name: str,
+    root: str | Path | None = None,
+    transform: JointTransform | None = None,
+    *,
+    include_unlabelled: bool = False,
 ) -> AnomalyBenchmark:
-    """Build benchmark ``name`` under the datasets ``root`` (default ``./datasets``)."""
+    """Build benchmark ``name`` under the datasets ``root`` (default ``./datasets``);
+    ``include_unlabelled`` also lists the images without a public label (SMIYC tracks only)."""
     if name not in BENCHMARKS:
         raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
-    return BENCHMARKS[name](DEFAULT_ROOT if root is None else root, transform)
+    root = DEFAULT_ROOT if root is None else root
+    if not include_unlabelled:
+        return BENCHMARKS[name](root, transform)
+    if not getattr(BENCHMARKS[name], "allow_unlabelled", False):
+        with_unlabelled = [k for k, b in BENCHMARKS.items() if getattr(b, "allow_unlabelled", False)]
+        raise ValueError(
+            f"benchmark {name!r} has no unlabelled images; "
+            f"include_unlabelled is for {', '.join(with_unlabelled)}"
+        )
+    return BENCHMARKS[name](root, transform, include_unlabelled=True)
