@@ -35,13 +35,19 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    """Dataset locations and the training data pipeline."""
+    """Dataset locations and the training data pipeline.
+
+    ``augmentation`` picks the joint transform of each training pair: ``deeplab`` (random rescale in
+    ``scale_range``, ``crop_size`` crop, flip) or ``mask2former`` (the published Mask2Former recipe:
+    colour, blur, sharpness, contrast, equalize, rescale, rotation, flips, then the crop).
+    """
 
     root: str = "./datasets"
     cityscapes: str = "cityscapes"
     multishift: str = "multishift_cityscapes"
     coco: str = "coco"
     use_generated: bool = True
+    augmentation: str = "deeplab"
     crop_size: int = 700
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))

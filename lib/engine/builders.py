@@ -5,6 +5,7 @@ The entry scripts call these so they hold no logic of their own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch.nn as nn
@@ -12,15 +13,15 @@ import torch.nn as nn
 from lib.config import Config, DataConfig
 from lib.data.coco_ood import OutlierObjects
 from lib.data.multishift import MultiShiftPairs
-from lib.data.transforms import Compose, HorizontalFlip, RandomCrop, RandomResize
+from lib.data.transforms import Compose, HorizontalFlip, RandomCrop, RandomResize, mask2former_train_transform
 from lib.engine.logging_utils import get_logger
 from lib.models import build_model
 from lib.models.checkpoints import load_weights
 
 
-def paired_train_transform(data: DataConfig) -> Compose:
-    """Joint augmentation of each (original, generated) pair: random rescale by a factor in
-    ``data.scale_range``, a ``data.crop_size`` square crop (padded with ignore), horizontal flip (p=0.5)."""
+def deeplab_train_transform(data: DataConfig) -> Compose:
+    """The published DeepLab augmentation: random rescale by a factor in ``data.scale_range``, a
+    ``data.crop_size`` square crop (padded with ignore), horizontal flip (p=0.5)."""
     low, high = data.scale_range
     return Compose(
         [
@@ -29,6 +30,26 @@ def paired_train_transform(data: DataConfig) -> Compose:
             (HorizontalFlip(), 0.5),
         ]
     )
+
+
+def _mask2former(data: DataConfig) -> Compose:
+    return mask2former_train_transform((data.crop_size, data.crop_size))
+
+
+AUGMENTATIONS: dict[str, Callable[[DataConfig], Compose]] = {
+    "deeplab": deeplab_train_transform,
+    "mask2former": _mask2former,
+}
+"""``data.augmentation`` values and the builders of their joint transforms."""
+
+
+def paired_train_transform(data: DataConfig) -> Compose:
+    """Joint augmentation of each (original, generated) pair, chosen by ``data.augmentation``."""
+    if data.augmentation not in AUGMENTATIONS:
+        raise ValueError(
+            f"unknown data.augmentation {data.augmentation!r}; expected one of {', '.join(AUGMENTATIONS)}"
+        )
+    return AUGMENTATIONS[data.augmentation](data)
 
 
 def build_paired_train_set(cfg: Config) -> MultiShiftPairs:

@@ -1,9 +1,10 @@
 """Training an experiment from its config: what ``train_*.py`` runs.
 
-Builds the model (with its starting weights, or bare when resuming: :func:`~lib.engine.trainer.fit`
-then restores ``last.pth``), the paired training set, the validation benchmark ``data.val_ds`` and
-the train step ``loss.name``, then runs :func:`~lib.engine.trainer.fit`. The entry scripts only parse
-arguments, set up distributed state and logging, and call :func:`run_training`.
+Builds the train step ``loss.name`` and the paired training set first (a config error there shows
+before any weights load), then the model (with its starting weights, or bare when resuming:
+:func:`~lib.engine.trainer.fit` then restores ``last.pth``) and the validation benchmark
+``data.val_ds``, and runs :func:`~lib.engine.trainer.fit`. The entry scripts only parse arguments,
+set up distributed state and logging, and call :func:`run_training`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def run_training(
     """
     get_logger().info("run %s on %s (%d process(es))", cfg.run_dir, info.device, info.world_size)
     step = build_train_step(cfg)
+    train_set = build_paired_train_set(cfg)
     if resume:
         model = build_model(cfg.model.name, **cfg.model.kwargs)
     else:
@@ -46,7 +48,7 @@ def run_training(
     return fit(
         cfg,
         model=model,
-        train_set=build_paired_train_set(cfg),
+        train_set=train_set,
         val_set=val_set,
         step=step,
         info=info,
