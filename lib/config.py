@@ -78,8 +78,10 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation schedule: stage 1 (OOD head) until ``warmup_epoch``, stage 2 after.
 
-    Stage 2 uses ``lr_update`` and, where set, ``optimizer_update`` / ``weight_decay_update``
-    (``None``: the same as stage 1); ``backbone_lr_mult`` and ``grad_clip`` apply to both stages.
+    Stage 2 uses ``lr_update`` and, where set, ``optimizer_update`` / ``weight_decay_update`` /
+    ``grad_clip_update`` (``None``: the same as stage 1); ``backbone_lr_mult`` applies to both stages.
+    ``grad_clip`` is the stage-1 bound on the global gradient norm of the trained parameters (0: no
+    clipping); the published Mask2Former run clips only in stage 2 (``grad_clip_update`` 0.01).
     """
 
     epochs: int = 50
@@ -94,6 +96,7 @@ class TrainConfig:
     weight_decay_update: float | None = None
     backbone_lr_mult: float = 1.0
     grad_clip: float = 0.0
+    grad_clip_update: float | None = None
     amp_dtype: str = "bf16"
     seed: int = 0
     log_interval: int = 20

@@ -105,3 +105,13 @@ def test_bn_modes():
     set_train_mode(model, bn_train_mode=False)
     assert not model.backbone[1].training
     assert model.training and model.backbone[0].training and model.head[1].training
+
+
+def test_gradient_clipping_per_stage():
+    assert [s.grad_clip for s in stages_from_config(_cfg("train.grad_clip=0.5"))] == [0.5, 0.5]
+    clips = stages_from_config(_cfg("train.grad_clip=0.5", "train.grad_clip_update=0.01"))
+    assert [s.grad_clip for s in clips] == [0.5, 0.01]
+    m2f = stages_from_config(load_config(Config, "exp/M2F.yaml"))
+    assert [(s.optimizer, s.grad_clip) for s in m2f] == [("adam", 0.0), ("adamw", 0.01)]
+    with pytest.raises(ValueError, match=r"train.grad_clip_update must be >= 0 .* got -1.0"):
+        stages_from_config(_cfg("train.grad_clip_update=-1"))

@@ -44,6 +44,8 @@ class StageSpec:
 def stages_from_config(cfg: Config) -> list[StageSpec]:
     """Stage 1 (``trainable_params_name`` at ``lr``) until ``warmup_epoch``, stage 2 after.
 
+    Stage 2's optimizer, weight decay and gradient clipping are the ``*_update`` values where set.
+
     A stage whose epoch range is empty (``warmup_epoch`` 0, or ``>= epochs``) is left out.
     """
     t, m = cfg.train, cfg.model
@@ -51,9 +53,13 @@ def stages_from_config(cfg: Config) -> list[StageSpec]:
         raise ValueError(f"train.warmup_epoch must be >= 0, got {t.warmup_epoch}")
     if t.epochs < 1:
         raise ValueError(f"train.epochs must be >= 1, got {t.epochs}")
-    common = dict(backbone_lr_mult=t.backbone_lr_mult, grad_clip=t.grad_clip)
+    common = dict(backbone_lr_mult=t.backbone_lr_mult)
     stage2_optimizer = t.optimizer if t.optimizer_update is None else t.optimizer_update
     stage2_decay = t.weight_decay if t.weight_decay_update is None else t.weight_decay_update
+    stage2_clip = t.grad_clip if t.grad_clip_update is None else t.grad_clip_update
+    for key, clip in (("grad_clip", t.grad_clip), ("grad_clip_update", stage2_clip)):
+        if clip < 0:
+            raise ValueError(f"train.{key} must be >= 0 (0: no clipping), got {clip}")
     warmup = min(t.warmup_epoch, t.epochs)
     stages = [
         StageSpec(
@@ -64,6 +70,7 @@ def stages_from_config(cfg: Config) -> list[StageSpec]:
             optimizer=t.optimizer,
             lr=t.lr,
             weight_decay=t.weight_decay,
+            grad_clip=t.grad_clip,
             **common,
         ),
         StageSpec(
@@ -74,6 +81,7 @@ def stages_from_config(cfg: Config) -> list[StageSpec]:
             optimizer=stage2_optimizer,
             lr=t.lr_update,
             weight_decay=stage2_decay,
+            grad_clip=stage2_clip,
             **common,
         ),
     ]

@@ -303,7 +303,7 @@ def fit(
                 stage = stage_at(stages, epoch)
                 names = apply_stage(model, stage)
                 logger.info(
-                    "%s from epoch %d: %s at lr %g trains %d tensors (%d parameters) matching %s",
+                    "%s from epoch %d: %s at lr %g trains %d tensors (%d parameters) matching %s, %s",
                     stage.name,
                     epoch,
                     stage.optimizer,
@@ -311,6 +311,7 @@ def fit(
                     len(names),
                     sum(p.numel() for p in model.parameters() if p.requires_grad),
                     list(stage.patterns),
+                    f"gradient norm clipped at {stage.grad_clip:g}" if stage.grad_clip > 0 else "no clipping",
                 )
                 optimizer = build_optimizer(model, stage)
                 scaler = make_grad_scaler(device, amp_dtype)
