@@ -6,8 +6,9 @@ CG-Aug pairs.
     python train_m2f.py --cfg exp/M2F.yaml --id X --resume             # continue from outputs/X/last.pth
     python train_m2f.py --cfg exp/M2F_paper_stage2.yaml --id X ...     # the paper's stage 2 (backbone frozen)
 
-Stage 1 trains the OOD head ``class_embed2`` (initialised from ``class_embed`` when the checkpoint
-has none, as Mask2Anomaly's ``bt-f-xl.pth``) with the RCL; stage 2 adds the set criterion (see
+Stage 1 trains the OOD head ``class_embed2`` (initialised as a copy of ``class_embed`` after the
+starting weights load, as published; ``model.init_ood_head=false`` keeps a loaded head, e.g. of a
+released MultiShiftSeg checkpoint) with the RCL; stage 2 adds the set criterion (see
 ``lib/engine/m2f_step.py``). Logs, the resolved config, ``last.pth`` and ``best_AP.pth`` go to
 ``output_root/id``.
 """

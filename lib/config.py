@@ -62,7 +62,13 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Which network to build, which weights to start from and which parameters each stage trains."""
+    """Which network to build, which weights to start from and which parameters each stage trains.
+
+    ``init_ood_head``: after loading ``weight_path`` (not on resume), set the OOD head to a copy of
+    the classifier, as the published train scripts always do (DeepLab ``final.6 -> ood_head``,
+    Mask2Former ``class_embed -> class_embed2``); false keeps the loaded OOD head, e.g. to fine-tune
+    a released MultiShiftSeg checkpoint.
+    """
 
     name: str = "deeplab_wrn38"
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -72,6 +78,7 @@ class ModelConfig:
         default_factory=lambda: ["aspp", "bot_fine", "bot_aspp", "ood_head"]
     )
     bn_train_mode: bool = True
+    init_ood_head: bool = True
 
 
 @dataclass
@@ -132,6 +139,9 @@ class EvalConfig:
     per_image: bool = False
     postprocess: str = "none"
     save_heatmaps: int = 0
+    export: str = ""
+    """Server-format score files while testing: "" (none), "smiyc" or "fishyscapes" (``--export``)."""
+    export_dir: str = ""
 
 
 @dataclass

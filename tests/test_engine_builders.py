@@ -1,6 +1,10 @@
-"""Builders from the config: the augmentation per model family (``data.augmentation``)."""
+"""Builders from the config: the augmentation per model family (``data.augmentation``) and the
+starting model with its OOD-head initialisation (``model.init_ood_head``)."""
+
+import logging
 
 import pytest
+import torch
 
 from lib.config import Config, load_config
 from lib.data.transforms import (
@@ -11,7 +15,9 @@ from lib.data.transforms import (
     RandomRotate,
     mask2former_train_transform,
 )
-from lib.engine.builders import build_paired_train_set, paired_train_transform
+from lib.engine.builders import build_paired_train_set, build_training_model, paired_train_transform
+from lib.engine.logging_utils import LOGGER_NAME
+from lib.models import build_model
 from tests.data_fixtures import write_cityscapes, write_multishift
 
 
@@ -52,3 +58,56 @@ def test_paired_train_set_gets_the_configured_augmentation(tmp_path):
     pairs = build_paired_train_set(cfg)
     assert _recipe(pairs.transform) == _recipe(mask2former_train_transform((8, 8)))
     assert pairs[0]["image"].shape == (3, 8, 8)
+
+
+HEAD2 = "sem_seg_head.predictor.class_embed2."
+HEAD1 = "sem_seg_head.predictor.class_embed."
+
+
+def test_mask2anomaly_uncertainty_head_init_copies_class_embed():
+    torch.manual_seed(0)
+    model = build_model("mask2anomaly_tiny")
+    predictor = model.sem_seg_head.predictor
+    assert not torch.equal(predictor.class_embed2.weight, predictor.class_embed.weight)
+    model.uncertainty_head_init()
+    for name in ("weight", "bias"):
+        head, ood = getattr(predictor.class_embed, name), getattr(predictor.class_embed2, name)
+        assert torch.equal(head, ood) and head.data_ptr() != ood.data_ptr()
+
+
+@pytest.mark.parametrize("init", [True, False])
+def test_training_model_ood_head_initialisation_switch(tmp_path, caplog, monkeypatch, init):
+    monkeypatch.setattr(logging.getLogger(LOGGER_NAME), "propagate", True)  # setup_logging turns it off
+    torch.manual_seed(0)
+    released = build_model("mask2anomaly_tiny").state_dict()  # a trained OOD head differs from the classifier
+    torch.save({"model": released}, tmp_path / "released.pth")
+    cfg = load_config(
+        Config,
+        "exp/M2F.yaml",
+        [
+            "model.name=mask2anomaly_tiny",
+            f"model.weight_path={tmp_path / 'released.pth'}",
+            f"model.init_ood_head={init}",
+        ],
+    )
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        state = build_training_model(cfg).state_dict()
+    source = HEAD1 if init else HEAD2
+    for name in ("weight", "bias"):
+        assert torch.equal(state[HEAD2 + name], released[source + name])
+    assert torch.equal(state[HEAD1 + "weight"], released[HEAD1 + "weight"])
+    expected = "copy of the classifier (model.init_ood_head=true)" if init else "model.init_ood_head=false"
+    assert expected in caplog.text
+
+
+def test_deeplab_training_model_keeps_a_loaded_head_when_asked(tmp_path):
+    torch.manual_seed(0)
+    released = build_model("deeplab_wrn_light").state_dict()
+    torch.save(released, tmp_path / "released.pth")
+    overrides = ["model.name=deeplab_wrn_light", f"model.weight_path={tmp_path / 'released.pth'}"]
+    kept = build_training_model(
+        load_config(Config, "exp/DeepLab.yaml", [*overrides, "model.init_ood_head=false"])
+    )
+    assert torch.equal(kept.ood_head.weight, released["ood_head.weight"])
+    copied = build_training_model(load_config(Config, "exp/DeepLab.yaml", overrides))
+    assert torch.equal(copied.ood_head.weight, released["final.6.weight"])

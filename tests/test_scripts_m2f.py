@@ -77,6 +77,7 @@ def test_train_writes_checkpoints_from_mask2anomaly_weights(trained):
     assert (run / "best_AP.pth").is_file() and (run / "config.yaml").is_file()
     log = (run / "log.txt").read_text()
     assert "checkpoint has no OOD head: class_embed2 initialised from class_embed" in log
+    assert "OOD head initialised as a copy of the classifier (model.init_ood_head=true)" in log
     assert "stage1 from epoch 0: adam at lr 0.001" in log and "stage2 from epoch 1: adamw at lr 0.0001" in log
     assert "'class_embed2'], no clipping" in log and "[''], gradient norm clipped at 0.01" in log
     for term in ("rcl_in", "rcl_aug", "rcl_pair", "loss_ce", "loss_mask", "loss_dice"):

@@ -79,9 +79,10 @@ def build_paired_train_set(cfg: Config) -> MultiShiftPairs:
 
 
 def build_training_model(cfg: Config) -> nn.Module:
-    """``model.name`` with ``model.weight_path`` loaded strictly and the OOD head set to a copy of the
-    classifier (paper Sec. 3.3; the published train script does this after loading), so stage 1
-    starts from the closed-world model's own energy."""
+    """``model.name`` with ``model.weight_path`` loaded strictly, then, with ``model.init_ood_head``
+    (default, as published), the OOD head set to a copy of the classifier by the model's
+    ``uncertainty_head_init()`` (paper Sec. 3.3), so stage 1 starts from the closed-world model's
+    own score. With ``init_ood_head`` false the loaded OOD head is kept."""
     logger = get_logger()
     model = build_model(cfg.model.name, **cfg.model.kwargs)
     if cfg.model.weight_path:
@@ -89,8 +90,15 @@ def build_training_model(cfg: Config) -> nn.Module:
         logger.info("loaded starting weights %s", cfg.model.weight_path)
     else:
         logger.warning("model.weight_path is empty: training starts from a randomly initialised model")
+    if not cfg.model.init_ood_head:
+        logger.info("model.init_ood_head=false: the OOD head keeps the starting weights' values")
+        return model
     head_init = getattr(model, "uncertainty_head_init", None)
-    if head_init is not None:
-        head_init()
-        logger.info("OOD head initialised as a copy of the classifier")
+    if head_init is None:
+        raise ValueError(
+            f"model.init_ood_head=true but {type(model).__name__} ({cfg.model.name}) has no "
+            "uncertainty_head_init(); set model.init_ood_head=false"
+        )
+    head_init()
+    logger.info("OOD head initialised as a copy of the classifier (model.init_ood_head=true)")
     return model

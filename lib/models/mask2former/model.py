@@ -109,6 +109,15 @@ class Mask2Anomaly(nn.Module):
             return outputs
         return semantic_and_anomaly(outputs, (height, width))
 
+    @torch.no_grad()
+    def uncertainty_head_init(self) -> None:
+        """Set the OOD head ``class_embed2`` to a copy of the classifier ``class_embed`` (weight and
+        bias), as the published train script does after loading the starting weights, so stage 1
+        starts from the closed-world model's own mask-based score."""
+        predictor = self.sem_seg_head.predictor
+        predictor.class_embed2.weight.copy_(predictor.class_embed.weight)
+        predictor.class_embed2.bias.copy_(predictor.class_embed.bias)
+
     def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Map a published Mask2Anomaly / MultiShiftSeg state dict onto this model's keys.
 
