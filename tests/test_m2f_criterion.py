@@ -7,6 +7,7 @@ import torch
 
 from lib.labels import ANOMALY, IGNORE, NUM_CLASSES
 from lib.models import build_model
+from lib.models.mask2former import criterion as criterion_module
 from lib.models.mask2former.criterion import SetCriterion, dice_loss, semantic_targets, sigmoid_bce_loss
 from lib.models.mask2former.matcher import HungarianMatcher, dice_cost, hungarian_assign, sigmoid_bce_cost
 from lib.models.mask2former.point_sampling import low_loss_point_coords, uncertain_point_coords
@@ -112,3 +113,37 @@ def test_criterion_rejects_mismatched_labels():
     outputs = model(torch.randn(2, 3, 32, 32))
     with pytest.raises(ValueError, match=r"labels must be \[B, H, W\] with B=2, got \[3, 32, 32\]"):
         SetCriterion(matcher=HungarianMatcher())(outputs, torch.zeros(3, 32, 32, dtype=torch.int64))
+
+
+def test_criterion_honours_the_low_loss_keep_ratio(monkeypatch):
+    torch.manual_seed(0)
+    model = build_model("mask2anomaly_tiny").train()
+    images, labels = _toy_batch()
+    with torch.no_grad():
+        outputs = model(images)
+    seen = []
+
+    def spy(logits, targets, **kwargs):
+        seen.append((logits.shape[0], kwargs["keep_ratio"]))
+        return low_loss_point_coords(logits, targets, **kwargs)
+
+    monkeypatch.setattr(criterion_module, "low_loss_point_coords", spy)
+
+    def terms(keep_ratio):
+        criterion = SetCriterion(
+            matcher=HungarianMatcher(num_points=256),
+            num_points=256,
+            low_loss_keep_ratio=keep_ratio,
+            ood_margins=None,
+        )
+        generated = torch.tensor([False, False, True, True])
+        return criterion.terms(
+            outputs, labels, generated=generated, generator=torch.Generator().manual_seed(0)
+        )
+
+    keep_all, keep_half = terms(1.0), terms(0.5)
+    assert [ratio for _, ratio in seen] == [1.0, 0.5] and seen[0][0] > 0  # generated images' masks only
+    assert keep_all["loss_ce"] == keep_half["loss_ce"]  # same matching; only the mask points differ
+    assert keep_all["loss_mask"] != keep_half["loss_mask"]
+    with pytest.raises(ValueError, match=r"low_loss_keep_ratio must be in \(0, 1\], got 0.0"):
+        SetCriterion(matcher=HungarianMatcher(), low_loss_keep_ratio=0.0)

@@ -74,11 +74,13 @@ def test_registered_and_built_from_config(setup):
     assert (crit.matcher.cost_class, crit.matcher.cost_mask, crit.matcher.cost_dice) == (5.0, 10.0, 10.0)
     assert crit.ood_margins == (0.7, 0.5, 0.2) and not crit.deep_supervision and crit.num_points == 256
     assert build_set_criterion(_cfg("loss.deep_supervision=true")).deep_supervision
+    assert crit.low_loss_keep_ratio == 0.95
+    assert build_set_criterion(_cfg("loss.selection_ratio=0.8")).low_loss_keep_ratio == 0.8
 
 
 def test_config_errors():
-    with pytest.raises(ValueError, match=r"loss.selection_ratio=0.8: .* keeps the published 0.95"):
-        build_m2f_step(_cfg("loss.selection_ratio=0.8"))
+    with pytest.raises(ValueError, match=r"loss.selection_ratio must be in \(0, 1\], got 1.5"):
+        build_m2f_step(_cfg("loss.selection_ratio=1.5"))
     with pytest.raises(ValueError, match="loss.margins must hold 3 values"):
         build_m2f_step(_cfg("loss.margins=[0.7,0.5]"))
 

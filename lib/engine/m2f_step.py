@@ -22,8 +22,6 @@ run keeps it.
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.nn as nn
 
@@ -34,10 +32,6 @@ from lib.losses import relative_contrastive_terms
 from lib.models.mask2former.criterion import SetCriterion
 from lib.models.mask2former.matcher import HungarianMatcher
 from lib.models.mask2former.model import semantic_and_anomaly
-from lib.models.mask2former.point_sampling import low_loss_point_coords
-
-LOW_LOSS_KEEP_RATIO = inspect.signature(low_loss_point_coords).parameters["keep_ratio"].default
-"""The share of low-BCE points the set criterion keeps on generated images (published: 0.95)."""
 
 _MASK_KEYS = ("pred_masks", "pred_masks_ood")
 
@@ -109,14 +103,10 @@ class Mask2AnomalyRCLStep:
 
 def build_set_criterion(cfg: Config) -> SetCriterion:
     """The stage-2 :class:`SetCriterion` from ``cfg.loss`` (matcher costs = the loss weights, as in
-    Mask2Former). ``loss.selection_ratio`` must be the criterion's low-BCE keep ratio."""
+    Mask2Former). ``loss.selection_ratio`` is the share of low-BCE mask points on generated images."""
     loss = cfg.loss
-    if abs(loss.selection_ratio - LOW_LOSS_KEEP_RATIO) > 1e-9:
-        raise ValueError(
-            f"loss.selection_ratio={loss.selection_ratio}: the Mask2Former set criterion keeps the "
-            f"published {LOW_LOSS_KEEP_RATIO} of low-BCE points on generated images; set "
-            f"loss.selection_ratio={LOW_LOSS_KEEP_RATIO}"
-        )
+    if not 0.0 < loss.selection_ratio <= 1.0:
+        raise ValueError(f"loss.selection_ratio must be in (0, 1], got {loss.selection_ratio}")
     if len(loss.margins) != 3:
         raise ValueError(f"loss.margins must hold 3 values (in, aug, pair), got {loss.margins}")
     matcher = HungarianMatcher(
@@ -136,6 +126,7 @@ def build_set_criterion(cfg: Config) -> SetCriterion:
         oversample_ratio=loss.oversample_ratio,
         importance_sample_ratio=loss.importance_sample_ratio,
         deep_supervision=loss.deep_supervision,
+        low_loss_keep_ratio=loss.selection_ratio,
         ood_margins=tuple(loss.margins),
     )
 

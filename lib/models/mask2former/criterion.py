@@ -60,6 +60,8 @@ class SetCriterion(nn.Module):
 
     ``weights``: per base term (``loss_ce``, ``loss_mask``, ``loss_dice``, ``loss_ood``); the
     published values are 5 / 10 / 10 / 1. ``ood_margins=None`` leaves the RCL out.
+    ``low_loss_keep_ratio``: on generated images, the share of mask points taken from the lowest-BCE
+    candidates (the rest uniform); the published 0.95 (``loss.selection_ratio``).
     """
 
     def __init__(
@@ -76,9 +78,12 @@ class SetCriterion(nn.Module):
         oversample_ratio: float = 3.0,
         importance_sample_ratio: float = 0.75,
         deep_supervision: bool = False,
+        low_loss_keep_ratio: float = 0.95,
         ood_margins: tuple[float, float, float] | None = (0.7, 0.5, 0.2),
     ) -> None:
         super().__init__()
+        if not 0.0 < low_loss_keep_ratio <= 1.0:
+            raise ValueError(f"low_loss_keep_ratio must be in (0, 1], got {low_loss_keep_ratio}")
         self.num_classes = num_classes
         self.matcher = matcher
         self.base_weights = {
@@ -91,6 +96,7 @@ class SetCriterion(nn.Module):
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
         self.deep_supervision = deep_supervision
+        self.low_loss_keep_ratio = low_loss_keep_ratio
         self.ood_margins = ood_margins
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
@@ -153,7 +159,11 @@ class SetCriterion(nn.Module):
                 )
             if is_generated.any():
                 coords[is_generated] = low_loss_point_coords(
-                    src[is_generated], tgt[is_generated], num_points=self.num_points, generator=generator
+                    src[is_generated],
+                    tgt[is_generated],
+                    num_points=self.num_points,
+                    keep_ratio=self.low_loss_keep_ratio,
+                    generator=generator,
                 )
             point_targets = point_sample(tgt, coords)
         point_logits = point_sample(src, coords)
