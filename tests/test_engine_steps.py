@@ -80,4 +80,4 @@ def test_every_step_module_registers_without_side_effect_imports():
         "print(type(step).__name__, ' '.join(step_names()))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["Mask2AnomalyRCLStep", "ce", "m2f_rcl", "oe", "rcl"]
+    assert out.split() == ["Mask2AnomalyRCLStep", "ce", "m2f_rcl", "m2f_set", "oe", "rcl"]

@@ -14,7 +14,13 @@ from lib.config import Config, load_config
 from lib.data.multishift import MultiShiftPairs
 from lib.engine.distributed import DistInfo
 from lib.engine.logging_utils import setup_logging
-from lib.engine.m2f_step import Mask2AnomalyRCLStep, build_m2f_step, build_set_criterion, float_outputs
+from lib.engine.m2f_step import (
+    Mask2AnomalyRCLStep,
+    Mask2FormerSetStep,
+    build_m2f_step,
+    build_set_criterion,
+    float_outputs,
+)
 from lib.engine.optim import build_optimizer
 from lib.engine.stages import apply_stage, stages_from_config
 from lib.engine.steps import build_train_step
@@ -273,3 +279,45 @@ def test_fit_both_stages_and_resume_exactly(root, tmp_path):
     start = build_model("mask2anomaly_tiny").state_dict()
     changed = {k for k in start if not torch.equal(start[k], a[k])}
     assert {"backbone.stem.conv1.weight", "sem_seg_head.predictor.class_embed2.weight"} <= changed
+
+
+def test_closed_world_set_step_uses_originals_only_without_ood_loss(setup):
+    _, model, (stage1, _) = setup
+    model = copy.deepcopy(model)
+    step = build_train_step(_cfg("loss.name=m2f_set"))
+    assert isinstance(step, Mask2FormerSetStep) and step.find_unused_parameters
+    assert step.criterion.ood_margins is None and step.criterion.num_points == 256
+    batch = _batch()
+    originals = {"image": batch["image"], "label": batch["label"]}  # no twins needed
+    step.generator = torch.Generator().manual_seed(0)
+    terms = step(model, originals, stage=stage1)
+    assert set(terms) == {"loss_ce", "loss_mask", "loss_dice", "loss"}
+    expected = build_set_criterion(_cfg(), ood_loss=False).terms(
+        model(batch["image"]), batch["label"].long(), generator=torch.Generator().manual_seed(0)
+    )
+    for name, value in expected.items():
+        torch.testing.assert_close(terms[name], value)
+    model.requires_grad_(True)
+    assert not any(name in OOD_HEAD for name in _grads(model, terms))
+    with pytest.raises(ValueError, match="without OOD loss"):
+        Mask2FormerSetStep(criterion=build_set_criterion(_cfg()))
+
+
+def test_closed_world_set_step_lowers_the_loss(setup):
+    _, model, (_, stage2) = setup
+    model = copy.deepcopy(model)
+    apply_stage(model, stage2)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    batch = _batch()
+    step = build_train_step(_cfg("loss.name=m2f_set"))
+
+    def loss():
+        step.generator = torch.Generator().manual_seed(0)
+        return step(model, batch, stage=stage2)["loss"]
+
+    first = loss().item()
+    for _ in range(8):
+        optimizer.zero_grad(set_to_none=True)
+        loss().backward()
+        optimizer.step()
+    assert loss().item() < 0.8 * first

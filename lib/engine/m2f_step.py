@@ -1,6 +1,8 @@
-"""Mask2Former train step (paper Sec. 4, "Mask2Former"): ``loss.name = m2f_rcl``.
+"""Mask2Former train steps (paper Sec. 4, "Mask2Former"): ``loss.name = m2f_rcl`` and ``m2f_set``.
 
-One forward of the training-mode :class:`~lib.models.mask2former.Mask2Anomaly` on
+``m2f_set`` is closed-world training (e.g. pretraining the tiny Mask2Anomaly on ToyShift): the set
+criterion alone, without the OOD loss, on ``image``/``label`` (originals only, every stage).
+``m2f_rcl`` is the method: one forward of the training-mode :class:`~lib.models.mask2former.Mask2Anomaly` on
 ``cat([image, aug_image])`` (B originals, then their B generated twins), then per stage:
 
 - stage 1 (only ``class_embed2`` trains): the relative contrastive loss on the mask-based anomaly
@@ -52,6 +54,17 @@ def float_outputs(outputs: dict[str, object]) -> dict[str, object]:
     return out
 
 
+def training_outputs(model: nn.Module, images: torch.Tensor) -> dict[str, object]:
+    """``model(images)``, checked to be the training-mode outputs dict the criteria need."""
+    outputs = model(images)
+    if not isinstance(outputs, dict):
+        raise TypeError(
+            "the Mask2Former train step needs the model's training-mode outputs (a dict); "
+            f"got {type(outputs).__name__}: call model.train() before the step"
+        )
+    return outputs
+
+
 class Mask2AnomalyRCLStep:
     """``step(model, batch, stage=...)``: stage 1 RCL on the OOD head, stage 2 set criterion + RCL.
 
@@ -77,12 +90,7 @@ class Mask2AnomalyRCLStep:
     ) -> dict[str, torch.Tensor]:
         images = torch.cat([batch["image"], batch["aug_image"]])
         labels = torch.cat([batch["label"], batch["aug_label"]]).long()
-        outputs = model(images)
-        if not isinstance(outputs, dict):
-            raise TypeError(
-                "the Mask2Former train step needs the model's training-mode outputs (a dict); "
-                f"got {type(outputs).__name__}: call model.train() before the step"
-            )
+        outputs = training_outputs(model, images)
         self.criterion.to(labels.device)
         with torch.autocast(images.device.type, enabled=False):
             outputs = float_outputs(outputs)
@@ -101,9 +109,10 @@ class Mask2AnomalyRCLStep:
         return terms
 
 
-def build_set_criterion(cfg: Config) -> SetCriterion:
+def build_set_criterion(cfg: Config, *, ood_loss: bool = True) -> SetCriterion:
     """The stage-2 :class:`SetCriterion` from ``cfg.loss`` (matcher costs = the loss weights, as in
-    Mask2Former). ``loss.selection_ratio`` is the share of low-BCE mask points on generated images."""
+    Mask2Former). ``loss.selection_ratio`` is the share of low-BCE mask points on generated images;
+    ``ood_loss`` False leaves the RCL (``loss.margins``) out."""
     loss = cfg.loss
     if not 0.0 < loss.selection_ratio <= 1.0:
         raise ValueError(f"loss.selection_ratio must be in (0, 1], got {loss.selection_ratio}")
@@ -127,7 +136,7 @@ def build_set_criterion(cfg: Config) -> SetCriterion:
         importance_sample_ratio=loss.importance_sample_ratio,
         deep_supervision=loss.deep_supervision,
         low_loss_keep_ratio=loss.selection_ratio,
-        ood_margins=tuple(loss.margins),
+        ood_margins=tuple(loss.margins) if ood_loss else None,
     )
 
 
@@ -135,3 +144,34 @@ def build_set_criterion(cfg: Config) -> SetCriterion:
 def build_m2f_step(cfg: Config) -> Mask2AnomalyRCLStep:
     """The ``m2f_rcl`` train step from ``cfg.loss``."""
     return Mask2AnomalyRCLStep(criterion=build_set_criterion(cfg), margins=tuple(cfg.loss.margins))
+
+
+class Mask2FormerSetStep:
+    """Closed-world Mask2Former training: the set criterion (no OOD loss) on ``image``/``label``.
+
+    Anomaly and ignore pixels belong to no target mask. The OOD head gets no gradient, hence
+    ``find_unused_parameters``. ``generator`` as in :class:`Mask2AnomalyRCLStep`.
+    """
+
+    find_unused_parameters = True
+
+    def __init__(self, *, criterion: SetCriterion, generator: torch.Generator | None = None) -> None:
+        if criterion.ood_margins is not None:
+            raise ValueError("the closed-world m2f_set step needs a SetCriterion without OOD loss")
+        self.criterion = criterion
+        self.generator = generator
+
+    def __call__(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], *, stage: StageSpec
+    ) -> dict[str, torch.Tensor]:
+        images, labels = batch["image"], batch["label"].long()
+        outputs = training_outputs(model, images)
+        self.criterion.to(labels.device)
+        with torch.autocast(images.device.type, enabled=False):
+            return self.criterion.terms(float_outputs(outputs), labels, generator=self.generator)
+
+
+@register_step("m2f_set")
+def build_m2f_set_step(cfg: Config) -> Mask2FormerSetStep:
+    """The closed-world ``m2f_set`` train step from ``cfg.loss``."""
+    return Mask2FormerSetStep(criterion=build_set_criterion(cfg, ood_loss=False))
