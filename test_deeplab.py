@@ -1,11 +1,17 @@
 """Test a MultiShiftSeg DeepLabv3+ on the anomaly-segmentation benchmarks.
 
     python test_deeplab.py --cfg exp/DeepLab.yaml --id X --weight_path W [--test_dataset RoadAnomaly]
+        [--export smiyc|fishyscapes DIR] [section.key=value ...]
 
 Without ``--test_dataset`` every benchmark of ``eval.datasets`` whose folder exists under
 ``data.root`` is tested (missing ones are skipped with a warning). Without ``--weight_path`` the
 run's own ``output_root/id/best_AP.pth`` is used. Prints a Markdown table and writes
-``results.json`` and ``results.md`` (and heat maps with ``--save_heatmaps N``) to ``output_root/id``.
+``results.json``, ``results.md`` and ``curves_<benchmark>.png`` (and heat maps with
+``--save_heatmaps N``) to ``output_root/id``. ``--export smiyc DIR`` also writes SegmentMeIfYouCan
+HDF5 score files of every frame of the SMIYC tracks (labelled or not) under
+``DIR/anomaly_p/<id>/``; ``--export fishyscapes DIR`` writes ``DIR/<benchmark>/<index>_anomaly.npy``
+and ``<index>_segmentation.npy``. ``eval.protocol``, ``eval.score``, ``eval.per_image`` and
+``eval.postprocess`` choose how the numbers are computed; the table says which.
 """
 
 from __future__ import annotations
@@ -15,24 +21,18 @@ import argparse
 from lib.config import add_experiment_args, config_from_args
 from lib.engine.distributed import cleanup, init_distributed
 from lib.engine.logging_utils import setup_logging
-from lib.engine.testing import run_benchmarks
+from lib.engine.testing import add_test_args, apply_test_args, run_benchmarks
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Test MultiShiftSeg DeepLabv3+ on anomaly benchmarks.")
     add_experiment_args(parser)
-    parser.add_argument(
-        "--save_heatmaps", type=int, default=None, metavar="N", help="overlays of the first N"
-    )
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+    add_test_args(parser)
     return parser
 
 
 def main(args: argparse.Namespace) -> dict[str, dict]:
-    cfg = config_from_args(args)
-    if args.save_heatmaps is not None:
-        cfg.eval.save_heatmaps = args.save_heatmaps
+    cfg = apply_test_args(config_from_args(args), args)
     info = init_distributed(args.device)
     setup_logging(cfg.run_dir, is_main=info.is_main, filename="test_log.txt")
     try:

@@ -26,6 +26,10 @@ steps of 0.0022; Mask2Former's ``1 − confidence`` −20..1 steps of 0.0016).
 
 Fishyscapes: ``<root>/<index>_anomaly.npy`` (float32 ``[H, W]``, higher = more anomalous) and,
 when given, ``<root>/<index>_segmentation.npy`` (uint8 trainIds ``[H, W]``).
+
+Each exporter says by its ``file_key`` how callers name images: SMIYC by frame id (``"name"``,
+the image's file stem), Fishyscapes by ``"index"`` (the image's position in the benchmark's
+list, which is sorted by file name).
 """
 
 from __future__ import annotations
@@ -166,6 +170,9 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
 class _Exporter:
     """Shared bookkeeping: each name once, context-manager use, ``close`` returns the count."""
 
+    file_key: str
+    """``"name"`` or ``"index"``: what callers pass as ``name`` to ``add`` (module doc)."""
+
     def __init__(self) -> None:
         self._names: set[str] = set()
         self._closed = False
@@ -207,6 +214,8 @@ class SMIYCExporter(_Exporter):
     ``score_range``: the ``(low, high)`` of :class:`UnitScoreMap`, e.g. from :func:`score_range`.
     ``segmentation`` given to :meth:`add` is not part of the SMIYC format and is not written.
     """
+
+    file_key = "name"
 
     def __init__(
         self, root: str | Path, *, method: str, track: str, score_range: tuple[float, float]
@@ -250,6 +259,8 @@ class SMIYCExporter(_Exporter):
 class FishyscapesExporter(_Exporter):
     """Writes ``<index>_anomaly.npy`` (float32) and ``<index>_segmentation.npy`` (uint8 trainIds)."""
 
+    file_key = "index"
+
     def __init__(self, root: str | Path) -> None:
         super().__init__()
         self.folder = Path(root)
@@ -289,12 +300,23 @@ def _npy_writer(array: np.ndarray) -> Callable[[Path], None]:
     return write
 
 
+Exporter = SMIYCExporter | FishyscapesExporter
+"""What :func:`build_exporter` returns and the evaluator writes to."""
+
+
 def build_exporter(
-    kind: str, root: str | Path, *, benchmark: str, method: str, score_range: tuple[float, float]
-) -> SMIYCExporter | FishyscapesExporter:
+    kind: str,
+    root: str | Path,
+    *,
+    benchmark: str,
+    method: str = "",
+    score_range: tuple[float, float] | None = None,
+) -> Exporter:
     """The exporter of ``--export kind``: SMIYC files of ``benchmark``'s track, or Fishyscapes files
-    in ``root/<benchmark>``. ``method`` and ``score_range`` are used by SMIYC only."""
+    in ``root/<benchmark>``. ``method`` and ``score_range`` are needed by SMIYC only."""
     if kind == "smiyc":
+        if score_range is None or not method:
+            raise ValueError("SMIYC export needs a method name and a score_range=(low, high)")
         if benchmark not in SMIYC_TRACK_OF_BENCHMARK:
             raise ValueError(
                 f"benchmark {benchmark!r} is not a SMIYC track; SMIYC export covers "

@@ -2,6 +2,7 @@
 
 import json
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -12,10 +13,12 @@ from lib.data.benchmarks import build_benchmark
 from lib.engine.evaluator import (
     evaluate_benchmark,
     protocol_rule,
+    results_header,
     results_table,
     smiyc_track,
     write_results,
 )
+from lib.export import FishyscapesExporter, SMIYCExporter, UnitScoreMap
 from lib.labels import NUM_CLASSES
 from lib.metrics import ConfusionMatrix, ood_metrics
 from lib.postprocess import apply_postprocess
@@ -110,7 +113,8 @@ def test_smiyc_protocol_and_per_image_means(root):
     assert result["per_image"]["n_images"] == len(dataset)
     table = results_table({"RoadObstacle21": result})
     assert table.splitlines()[0] == (
-        "| benchmark | AUROC | AP | FPR95 | sIoU | PPV | F1_mean | img AUROC | img AP | img FPR95 | images |"
+        "| benchmark | AUROC | AP | FPR95 | best_f1 | sIoU | PPV | F1_mean | img AUROC | img AP | img FPR95 "
+        "| images |"
     )
 
 
@@ -158,6 +162,78 @@ def test_max_images_and_heatmaps(root, tmp_path, caplog):
     assert heat.shape == (*first["ood_label"].shape, 3) and heat.dtype == np.uint8
 
 
+def test_export_covers_unlabelled_frames_that_metrics_skip(root, tmp_path):
+    """SMIYC export of every frame; the unlabelled test frame is exported but not scored."""
+    model = PixelModel().eval()
+    full = build_benchmark("RoadAnomaly21", root=root, include_unlabelled=True)
+    labelled = build_benchmark("RoadAnomaly21", root=root)
+    common = {"score_fn": get_score("learned"), "device": torch.device("cpu"), "progress": False}
+    expected = evaluate_benchmark(model, labelled, **common)
+    with SMIYCExporter(tmp_path, method="m", track="AnomalyTrack", score_range=(-5.0, 5.0)) as exporter:
+        result = evaluate_benchmark(
+            model,
+            full,
+            exporter=exporter,
+            curves_path=tmp_path / "curves.png",
+            curve_label="learned",
+            **common,
+        )
+    assert exporter.count == len(full) == 3
+    assert result == {**expected, "unlabelled": 1}
+    assert "| RoadAnomaly21 |" in results_table({"RoadAnomaly21": result})
+    assert results_table({"RoadAnomaly21": result}).endswith("| 2 (+1 unlabelled) |")
+    assert Image.open(tmp_path / "curves.png").format == "PNG"
+    name, image_path, _ = full.samples[-1]
+    with torch.no_grad():
+        anomaly = model(full[2]["image"][None])[0][0].numpy()
+    with h5py.File(tmp_path / "anomaly_p" / "m" / "AnomalyTrack-all" / f"{name}.hdf5", "r") as f:
+        np.testing.assert_array_equal(f["value"][()], UnitScoreMap(-5.0, 5.0)(anomaly))
+
+
+def test_fishyscapes_export_by_index_with_predictions(root, tmp_path):
+    model = PixelModel().eval()
+    dataset = build_benchmark("toy_shift", root=root)
+    with FishyscapesExporter(tmp_path) as exporter:
+        result = evaluate_benchmark(
+            model,
+            dataset,
+            score_fn=get_score("msp"),
+            device=torch.device("cpu"),
+            exporter=exporter,
+            progress=False,
+        )
+    assert result["images"] == 3 and "unlabelled" not in result
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"{i}_{kind}.npy" for i in range(3) for kind in ("anomaly", "segmentation")
+    ]
+    with torch.no_grad():
+        anomaly, logits = model(dataset[1]["image"][None])
+    seg = np.load(tmp_path / "1_segmentation.npy")
+    assert seg.dtype == np.uint8 and np.array_equal(seg, logits[0].argmax(0).numpy())
+    np.testing.assert_allclose(
+        np.load(tmp_path / "1_anomaly.npy"), get_score("msp")(logits, anomaly)[0].numpy()
+    )
+
+
+def test_only_unlabelled_frames_give_counts_without_metrics(tmp_path, caplog):
+    write_all_flat_benchmarks(tmp_path)
+    for label in (tmp_path / "dataset_ObstacleTrack" / "labels_masks").iterdir():
+        label.unlink()
+    dataset = build_benchmark("RoadObstacle21", root=tmp_path, include_unlabelled=True)
+    result = evaluate_benchmark(
+        PixelModel().eval(),
+        dataset,
+        score_fn=get_score("learned"),
+        device=torch.device("cpu"),
+        curves_path=tmp_path / "curves.png",
+        progress=False,
+    )
+    assert result == {"protocol": "published", "images": 0, "unlabelled": 3}
+    assert not (tmp_path / "curves.png").exists()
+    assert "no labelled image among 3" in caplog.text
+    assert "| RoadObstacle21 | - | - | - | 0 (+3 unlabelled) |" in results_table({"RoadObstacle21": result})
+
+
 def test_results_files(tmp_path):
     results = {
         "RoadAnomaly": {"AUROC": 0.9, "AP": 0.5, "FPR95": 0.25, "images": 2},
@@ -173,9 +249,49 @@ def test_results_files(tmp_path):
     data = json.loads(json_path.read_text())
     assert data["benchmarks"] == results and data["skipped"] == ["FS_Static"]
     assert data["protocol"] == "published" and "recall closest to 0.95" in data["fpr_rule"]
-    assert data["postprocess"] == "none"
+    assert data["protocol_rule"] == protocol_rule("published")
+    assert (data["postprocess"], data["per_image"], data["model"]) == ("none", False, "")
+    assert "export" not in data
     text = md_path.read_text()
     assert table in text and "recall closest to 0.95" in text and "FS_Static" in text
+
+
+def test_header_names_every_choice(tmp_path):
+    header = results_header(
+        protocol="smiyc",
+        score="rba",
+        postprocess="gaussian_blur",
+        per_image=True,
+        weights="w.pth",
+        model="m2f",
+    )
+    assert header.splitlines() == [
+        "Weights: `w.pth` (model `m2f`)  ",
+        "Score: `rba`, postprocess: `gaussian_blur`  ",
+        f"Protocol: `smiyc` — {protocol_rule('smiyc')}  ",
+        "FPR95 rule: FPR95 at the first point of the binned SMIYC curve with TPR >= 0.95  ",
+        "Per-image means: yes: `img` columns are means over the images that have both classes",
+    ]
+    json_path, md_path = write_results(
+        tmp_path,
+        {"RoadAnomaly21": {"AUROC": 0.5, "AP": 0.5, "FPR95": 0.5, "images": 1}},
+        protocol="smiyc",
+        score="rba",
+        weights="w.pth",
+        postprocess="gaussian_blur",
+        per_image=True,
+        model="m2f",
+        export={"format": "smiyc", "dir": "out"},
+    )
+    data = json.loads(json_path.read_text())
+    assert (data["score"], data["postprocess"], data["per_image"], data["model"]) == (
+        "rba",
+        "gaussian_blur",
+        True,
+        "m2f",
+    )
+    assert data["export"] == {"format": "smiyc", "dir": "out"}
+    assert md_path.read_text().startswith(header + "\n| benchmark |")
 
 
 def test_unknown_protocol():

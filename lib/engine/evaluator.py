@@ -7,6 +7,11 @@ of the logits goes to a :class:`~lib.metrics.ConfusionMatrix`. Under ``torchrun`
 evaluates a disjoint, unpadded share of the images and the accumulators are gathered, so the
 numbers equal a single-process run. Results are fractions in ``[0, 1]``; the tables print
 percentages.
+
+While it streams, the evaluator can hand every anomaly map (and the predicted trainIds) to a
+server-format exporter of :mod:`lib.export`, including the images without a label (the SMIYC
+test frames), which the metrics skip, and can draw the benchmark's ROC/PR curves
+(:mod:`lib.plots`) once the metrics are computed.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from tqdm import tqdm
 from lib.data.collate import collate_items
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lib.engine.precision import autocast
+from lib.export import Exporter
 from lib.metrics import ConfusionMatrix, OODEvaluation
+from lib.plots import curve_points, save_curves
 from lib.postprocess import POSTPROCESS, apply_postprocess
 from lib.scores import ScoreFn
 from lib.viz import colorize_segmentation, denormalize, heatmap_overlay, save_png
@@ -43,8 +50,15 @@ PROTOCOL_RULES = {
 }
 """``eval.protocol`` -> the sentence printed and saved with the results."""
 
+FPR95_RULES = {
+    "published": "FPR95 at the recall closest to 0.95 (published fpr_and_fdr_at_recall rule)",
+    "exact": "FPR95 at the first threshold with TPR >= 0.95",
+    "smiyc": "FPR95 at the first point of the binned SMIYC curve with TPR >= 0.95",
+}
+"""``eval.protocol`` -> how its FPR95 is read off the curve (saved as ``fpr_rule``)."""
+
 OOD_COLUMNS = ("AUROC", "AP", "FPR95")
-COMPONENT_COLUMNS = ("sIoU", "PPV", "F1_mean")
+COMPONENT_COLUMNS = ("best_f1", "sIoU", "PPV", "F1_mean")
 SEMANTIC_COLUMNS = ("mIoU", "mAcc")
 SMIYC_OBSTACLE_BENCHMARKS = ("RoadObstacle21",)
 
@@ -85,6 +99,9 @@ def evaluate_benchmark(
     channels_last: bool = False,
     heatmap_dir: str | Path | None = None,
     num_heatmaps: int = 0,
+    exporter: Exporter | None = None,
+    curves_path: str | Path | None = None,
+    curve_label: str = "anomaly score",
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     desc: str = "eval",
@@ -94,12 +111,16 @@ def evaluate_benchmark(
     optional ``sem_label [H,W]``, ``name``): ``{"protocol", "AUROC", "AP", "FPR95", "images"}``,
     plus the component metrics of ``track`` under ``protocol="smiyc"``, ``"per_image"`` means if
     asked, and ``{"mIoU", "mAcc"}`` with semantic labels. ``postprocess`` smooths each anomaly map
-    (see :func:`lib.postprocess.apply_postprocess`) before it is scored.
+    (see :func:`lib.postprocess.apply_postprocess`) before it is scored. ``images`` counts the
+    labelled images scored; items without ``ood_label`` are only exported and counted in
+    ``"unlabelled"``.
 
     ``max_images`` > 0 evaluates only the first ``max_images`` images. The first ``num_heatmaps``
     images get ``<name>_heatmap.png`` (anomaly map over the image) and ``<name>_pred.png``
-    (colourised prediction) in ``heatmap_dir``. The model is put in eval mode; the caller
-    restores train mode.
+    (colourised prediction) in ``heatmap_dir``. ``exporter`` receives every image's map and
+    prediction (named by dataset index or image name, as its ``file_key`` says; the caller
+    closes it). ``curves_path``: the main process draws the ROC/PR curves there (PNG), the curve
+    labelled ``curve_label``. The model is put in eval mode; the caller restores train mode.
     """
     protocol_rule(protocol)
     if postprocess not in POSTPROCESS:
@@ -120,6 +141,7 @@ def evaluate_benchmark(
     model.eval()
     ood = OODEvaluation(protocol, per_image=per_image, track=track)
     confusion, with_semantics = ConfusionMatrix(), None
+    n_labelled = n_unlabelled = 0
     indices = share.indices
     for position, batch in enumerate(tqdm(loader, desc=desc, disable=not progress, leave=False)):
         image = batch["image"].to(device, non_blocking=True)
@@ -127,26 +149,44 @@ def evaluate_benchmark(
             image = image.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp_dtype):
             anomaly_score, logits = model(image)
-        score = apply_postprocess(postprocess, score_fn(logits, anomaly_score))
-        ood.update(score[0].float().cpu(), batch["ood_label"][0])
+        score = apply_postprocess(postprocess, score_fn(logits, anomaly_score))[0].float().cpu()
+        pred = logits[0].argmax(0)
+        name = batch["name"][0]
+        if exporter is not None:
+            key = indices[position] if exporter.file_key == "index" else name
+            exporter.add(key, score, pred.to(torch.uint8))
+        if heatmap_dir is not None and indices[position] < num_heatmaps:
+            _save_pictures(Path(heatmap_dir), name, image[0], score, pred, mean, std)
+        if "ood_label" not in batch:
+            n_unlabelled += 1
+            continue
+        n_labelled += 1
+        ood.update(score, batch["ood_label"][0])
         has_sem = "sem_label" in batch
         if with_semantics is None:
             with_semantics = has_sem
         elif has_sem != with_semantics:
-            raise ValueError(f"{desc}: image {batch['name'][0]!r} differs from the first in having sem_label")
+            raise ValueError(f"{desc}: image {name!r} differs from the first in having sem_label")
         if has_sem:
-            confusion.update(logits.argmax(1), batch["sem_label"].to(device, non_blocking=True))
-        if heatmap_dir is not None and indices[position] < num_heatmaps:
-            _save_pictures(Path(heatmap_dir), batch["name"][0], image[0], score[0], logits[0], mean, std)
+            confusion.update(pred[None], batch["sem_label"].to(device, non_blocking=True))
     ood.reduce_from_all_processes()
-    flags = torch.tensor([bool(with_semantics)], dtype=torch.int64)
+    counts = torch.tensor([n_labelled, n_unlabelled, int(bool(with_semantics))], dtype=torch.int64)
     if dist.is_initialized():
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    result: dict[str, object] = ood.compute()
+        dist.all_reduce(counts)
+    n_labelled, n_unlabelled, n_with_semantics = counts.tolist()
+    if n_labelled == 0:
+        logger.warning("%s: no labelled image among %d; no metrics, only the export", desc, total)
+        result: dict[str, object] = {"protocol": protocol}
+    else:
+        result = ood.compute()
+        if curves_path is not None and (not dist.is_initialized() or dist.get_rank() == 0):
+            save_curves(curves_path, {curve_label: curve_points(ood)}, title=desc)
     if postprocess != "none":
         result["postprocess"] = postprocess
-    result["images"] = total
-    if flags.item():
+    result["images"] = n_labelled
+    if n_unlabelled:
+        result["unlabelled"] = n_unlabelled
+    if n_with_semantics:
         confusion.reduce_from_all_processes()
         semantic = confusion.compute()
         result.update({k: semantic[k] for k in SEMANTIC_COLUMNS})
@@ -158,17 +198,18 @@ def _save_pictures(
     name: str,
     image: torch.Tensor,
     score: torch.Tensor,
-    logits: torch.Tensor,
+    pred: torch.Tensor,
     mean: Sequence[float],
     std: Sequence[float],
 ) -> None:
     rgb = denormalize(image, mean, std)
-    save_png(folder / f"{name}_heatmap.png", heatmap_overlay(rgb, score.float().cpu().numpy()))
-    save_png(folder / f"{name}_pred.png", colorize_segmentation(logits.argmax(0)))
+    save_png(folder / f"{name}_heatmap.png", heatmap_overlay(rgb, score.numpy()))
+    save_png(folder / f"{name}_pred.png", colorize_segmentation(pred))
 
 
 def results_table(results: Mapping[str, Mapping[str, object]]) -> str:
-    """Markdown table, one row per benchmark, metrics in percent (``-`` where not computed).
+    """Markdown table, one row per benchmark, metrics in percent (``-`` where not computed, e.g. a
+    benchmark of unlabelled images that was only exported).
 
     Component metrics (smiyc), per-image means (``img AP`` ...) and mIoU/mAcc get columns when any
     benchmark has them.
@@ -177,9 +218,10 @@ def results_table(results: Mapping[str, Mapping[str, object]]) -> str:
     for name, r in results.items():
         row = {c: r[c] for c in (*OOD_COLUMNS, *COMPONENT_COLUMNS, *SEMANTIC_COLUMNS) if c in r}
         row |= {f"img {c}": v for c, v in dict(r.get("per_image", {})).items() if c in OOD_COLUMNS}
-        rows[name] = (row, r["images"])
+        unlabelled = int(r.get("unlabelled", 0))
+        rows[name] = (row, f"{r['images']} (+{unlabelled} unlabelled)" if unlabelled else r["images"])
     order = [*OOD_COLUMNS, *COMPONENT_COLUMNS, *(f"img {c}" for c in OOD_COLUMNS), *SEMANTIC_COLUMNS]
-    columns = [c for c in order if any(c in row for row, _ in rows.values())]
+    columns = [c for c in order if c in OOD_COLUMNS or any(c in row for row, _ in rows.values())]
     lines = [
         "| benchmark | " + " | ".join(columns) + " | images |",
         "| --- | " + " | ".join("---:" for _ in columns) + " | ---: |",
@@ -203,6 +245,32 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def results_header(
+    *,
+    protocol: str,
+    score: str,
+    postprocess: str = "none",
+    per_image: bool = False,
+    weights: str = "",
+    model: str = "",
+) -> str:
+    """Markdown lines saying how every number of the table was computed (console and results.md)."""
+    rule = protocol_rule(protocol)
+    per = (
+        "yes: `img` columns are means over the images that have both classes"
+        if per_image
+        else "no (pooled over all pixels of a benchmark)"
+    )
+    lines = [
+        f"Weights: `{weights}`" + (f" (model `{model}`)" if model else ""),
+        f"Score: `{score}`, postprocess: `{postprocess}`",
+        f"Protocol: `{protocol}` — {rule}",
+        f"FPR95 rule: {FPR95_RULES[protocol]}",
+        f"Per-image means: {per}",
+    ]
+    return "  \n".join(lines) + "\n"
+
+
 def write_results(
     run_dir: str | Path,
     results: Mapping[str, Mapping[str, object]],
@@ -211,26 +279,40 @@ def write_results(
     score: str,
     weights: str,
     postprocess: str = "none",
+    per_image: bool = False,
+    model: str = "",
+    export: Mapping[str, str] | None = None,
     skipped: Sequence[str] = (),
 ) -> tuple[Path, Path]:
-    """Write ``results.json`` (fractions) and ``results.md`` (percent table) into ``run_dir``."""
+    """Write ``results.json`` (fractions, with everything that says how they were computed) and
+    ``results.md`` (:func:`results_header` + percent table) into ``run_dir``. ``export``: the
+    ``{"format", "dir"}`` the maps were exported to, if any."""
     rule = protocol_rule(protocol)
     run_dir = Path(run_dir)
     payload = {
         "protocol": protocol,
-        "fpr_rule": rule,
+        "protocol_rule": rule,
+        "fpr_rule": FPR95_RULES[protocol],
         "score": score,
         "postprocess": postprocess,
+        "per_image": per_image,
         "weights": weights,
+        "model": model,
         "benchmarks": {k: dict(v) for k, v in results.items()},
         "skipped": list(skipped),
     }
+    if export is not None:
+        payload["export"] = dict(export)
     json_path, md_path = run_dir / "results.json", run_dir / "results.md"
     _atomic_write(json_path, json.dumps(payload, indent=2) + "\n")
-    header = (
-        f"Weights: `{weights}`  \nScore: `{score}` (postprocess: {postprocess})  \n"
-        f"Protocol: `{protocol}` — {rule}\n\n"
+    header = results_header(
+        protocol=protocol,
+        score=score,
+        postprocess=postprocess,
+        per_image=per_image,
+        weights=weights,
+        model=model,
     )
     footer = f"\n\nSkipped (benchmark folder missing): {', '.join(skipped)}\n" if skipped else "\n"
-    _atomic_write(md_path, header + results_table(results) + footer)
+    _atomic_write(md_path, header + "\n" + results_table(results) + footer)
     return json_path, md_path
