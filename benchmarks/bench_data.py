@@ -1,10 +1,12 @@
 """How fast does the training pipeline deliver pairs? Images/s at crop 700 on Cityscapes-size data.
 
 Writes a few 1024x2048 Cityscapes + MultiShift + COCO fixtures to a temporary folder, then times
-decode speed (OpenCV vs Pillow, PNG/JPEG/WebP) and ``MultiShiftPairs`` with the published
-Mask2Former augmentation, mixup and COCO pasting through a DataLoader with 0 and 2 workers.
+decode speed (OpenCV vs Pillow, PNG/JPEG/WebP) and ``MultiShiftPairs`` with each training
+augmentation (``data.augmentation``: the DeepLab and the published Mask2Former recipe), mixup and COCO
+pasting through a DataLoader with 0 and 2 workers.
 
-    python benchmarks/bench_data.py [--pairs 8] [--batches 4]
+    python benchmarks/bench_data.py [--pairs 8] [--batches 4] [--workers 0 2]
+        [--augmentations deeplab mask2former]
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from lib.config import DataConfig
 from lib.data import MultiShiftPairs, OutlierObjects, collate_items
 from lib.data.coco_ood import write_mask_bank
-from lib.data.transforms import mask2former_train_transform
+from lib.engine.builders import AUGMENTATIONS, paired_train_transform
 from lib.labels import ANOMALY, NUM_CLASSES
+
+CROP = 700
 
 
 def _photo(h: int, w: int, seed: int) -> np.ndarray:
@@ -94,11 +99,11 @@ def time_decoders(root: Path) -> None:
         )
 
 
-def time_pipeline(root: Path, workers: int, batches: int, batch_size: int) -> float:
+def time_pipeline(root: Path, augmentation: str, workers: int, batches: int, batch_size: int) -> float:
     ds = MultiShiftPairs(
         root / "cityscapes",
         root / "multishift_cityscapes",
-        transform=mask2former_train_transform((700, 700)),
+        transform=paired_train_transform(DataConfig(augmentation=augmentation, crop_size=CROP)),
         outliers=OutlierObjects(root / "coco"),
     )
     loader = DataLoader(
@@ -126,12 +131,13 @@ def main(args: argparse.Namespace) -> None:
         root = Path(tmp)
         time_decoders(root)
         write_fixtures(root, args.pairs)
-        for workers in (0, 2):
-            rate = time_pipeline(root, workers, args.batches, args.batch_size)
-            print(
-                f"training pipeline, crop 700, float32, {workers} workers: "
-                f"{rate:.1f} images/s (originals + generated)"
-            )
+        for augmentation in args.augmentations:
+            for workers in args.workers:
+                rate = time_pipeline(root, augmentation, workers, args.batches, args.batch_size)
+                print(
+                    f"training pipeline, {augmentation} augmentation, crop {CROP}, float32, "
+                    f"{workers} workers: {rate:.2f} images/s (originals + generated)"
+                )
 
 
 if __name__ == "__main__":
@@ -139,4 +145,8 @@ if __name__ == "__main__":
     parser.add_argument("--pairs", type=int, default=8)
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument(
+        "--augmentations", nargs="+", choices=sorted(AUGMENTATIONS), default=sorted(AUGMENTATIONS)
+    )
     main(parser.parse_args())

@@ -139,3 +139,33 @@ def test_mask2former_recipe_outputs_crop():
     random.seed(1)
     images, labels = mask2former_train_transform((16, 24))(*_pair())
     assert images.shape == (2, 3, 16, 24) and labels.shape == (2, 16, 24)
+
+
+def _torch_equalize(images):
+    """The former int64 torch implementation of torchvision's equalize, kept as the reference."""
+    n, c, h, w = images.shape
+    u8 = (images * 255).to(torch.uint8).reshape(n * c, h * w).long()
+    out = torch.empty_like(u8)
+    for i in range(n * c):
+        hist = torch.bincount(u8[i], minlength=256)
+        nonzero = hist[hist != 0]
+        step = torch.div(nonzero[:-1].sum(), 255, rounding_mode="floor") if nonzero.numel() else 0
+        if step == 0:
+            out[i] = u8[i]
+            continue
+        lut = torch.div(
+            torch.cumsum(hist, 0) + torch.div(step, 2, rounding_mode="floor"), step, rounding_mode="floor"
+        )
+        out[i] = torch.cat((lut.new_zeros(1), lut[:-1])).clamp_(0, 255)[u8[i]]
+    return out.view(n, c, h, w).float() / 255.0
+
+
+def test_equalize_equals_the_torch_algorithm_exactly():
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 37, 53, generator=g)
+    images[0, 1] = 0.5  # one value: step 0, unchanged
+    images[1, 2] = (torch.rand(37, 53, generator=g) > 0.5).float() * 0.8  # two values
+    images[1, 0] = images[1, 0] * 0.3  # narrow range
+    out, _ = Equalize()(images, torch.zeros(2, 37, 53, dtype=torch.long))
+    assert out.dtype == torch.float32 and torch.equal(out, _torch_equalize(images))
+    assert not torch.equal(out[1, 0], images[1, 0])

@@ -255,25 +255,27 @@ class AutoContrast:
 
 
 class Equalize:
-    """Histogram-equalise each channel of each image on 8-bit values (torchvision's ``equalize``)."""
+    """Histogram-equalise each channel of each image on 8-bit values (torchvision's ``equalize``).
+
+    Integer NumPy histograms and an OpenCV look-up table per channel: the same values as the
+    torchvision algorithm, without int64 copies of the full-resolution image.
+    """
 
     def __call__(self, images: Tensor, labels: Tensor) -> Pair:
         n, c, h, w = images.shape
-        u8 = (images * 255).to(torch.uint8).reshape(n * c, h * w).long()
-        out = torch.empty_like(u8)
-        for i in range(n * c):
-            hist = torch.bincount(u8[i], minlength=256)
+        u8 = (images * 255).to(torch.uint8).reshape(n * c, h, w).numpy()
+        out = np.empty_like(u8)
+        for i, channel in enumerate(u8):
+            hist = np.bincount(channel.ravel(), minlength=256)
             nonzero = hist[hist != 0]
-            step = torch.div(nonzero[:-1].sum(), 255, rounding_mode="floor") if nonzero.numel() else 0
+            step = int(nonzero[:-1].sum()) // 255
             if step == 0:
-                out[i] = u8[i]
+                out[i] = channel
                 continue
-            lut = torch.div(
-                torch.cumsum(hist, 0) + torch.div(step, 2, rounding_mode="floor"), step, rounding_mode="floor"
-            )
-            lut = torch.cat((lut.new_zeros(1), lut[:-1])).clamp_(0, 255)
-            out[i] = lut[u8[i]]
-        return out.view(n, c, h, w).float() / 255.0, labels
+            lut = (np.cumsum(hist) + step // 2) // step
+            lut = np.concatenate(([0], lut[:-1])).clip(0, 255).astype(np.uint8)
+            out[i] = cv2.LUT(channel, lut)
+        return torch.from_numpy(out).view(n, c, h, w).float() / 255.0, labels
 
 
 def mask2former_train_transform(crop_size: tuple[int, int]) -> Compose:
