@@ -98,13 +98,13 @@ def test_files_written(demo_run):
 def test_single_stage_reruns_alone_and_deterministically(demo_run, capsys):
     out, _, _ = demo_run
     before_metrics = (out / "metrics.json").read_text()
-    before = _weights(out / "runs" / "oe_only" / "last.pth")
-    for stage in ("oe_only", "evaluate"):
+    before = _weights(out / "runs" / "pretrain" / "last.pth")
+    for stage in ("pretrain", "evaluate"):
         torch.manual_seed(123)  # the stage must not depend on the caller's RNG state
         demo = _tiny(out)
         demo.clear(stage)
         assert demo.run([stage]) == {stage: "ran"}
-    after = _weights(out / "runs" / "oe_only" / "last.pth")
+    after = _weights(out / "runs" / "pretrain" / "last.pth")
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert (out / "metrics.json").read_text() == before_metrics
@@ -131,3 +131,31 @@ def test_real_demo_shows_the_claim(tmp_path):
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     checks = claim_checks(rows)
     assert all(checks.values()), checks
+
+
+def _row(method, ap, fpr, miou, cov):
+    anomaly = {"AUROC": 0.9, "AP": 0.5, "FPR95": 0.2}
+    shift = {"AUROC": 0.8, "AP": ap, "FPR95": fpr, "mIoU": miou}
+    return {"method": method, "toy_anomaly": anomaly, "toy_shift": shift, "toy_covariate": {COV: cov}}
+
+
+COV = "FPR_at_shift_TPR95"
+
+
+def test_claim_checks_each_criterion():
+    rows = [
+        _row("closed_msp", 0.02, 0.80, 0.30, 0.80),
+        _row("closed_maxlogit", 0.03, 0.75, 0.30, 0.75),
+        _row("closed_energy", 0.03, 0.70, 0.30, 0.70),
+        _row("oe_only", 0.02, 0.65, 0.29, 0.60),
+        _row("multishift", 0.04, 0.50, 0.30, 0.50),
+    ]
+    assert all(claim_checks(rows).values())
+    rows[4]["toy_covariate"][COV] = 0.56  # 10 points below would be needed at 0.9 x 0.60 = 0.54
+    assert claim_checks(rows)["covariate_FPR_clearly_below_oe_only"] is False
+    rows[3]["toy_covariate"][COV], rows[4]["toy_covariate"][COV] = 0.04, 0.0  # ratio ok, gap < 5 points
+    assert claim_checks(rows)["covariate_FPR_clearly_below_oe_only"] is False
+    rows[4]["toy_shift"].update(AP=0.029, FPR95=0.71, mIoU=0.299)
+    checks = claim_checks(rows)
+    assert not checks["best_shift_AP"] and not checks["best_shift_FPR95"]
+    assert not checks["shift_mIoU_not_below_closed_world"]

@@ -221,6 +221,7 @@ class Demo:
     def _train(self, stage: str, build_set: Callable[[Config], torch.utils.data.Dataset]) -> None:
         cfg = self.config(stage)
         setup_logging(cfg.run_dir)
+        torch.manual_seed(cfg.train.seed)  # the initial weights must not depend on what ran before
         resume = (cfg.run_dir / LAST).is_file()
         model = build_model(cfg.model.name, **cfg.model.kwargs) if resume else build_training_model(cfg)
         fit(

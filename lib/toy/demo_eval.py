@@ -224,10 +224,10 @@ def save_heatmaps(evaluation: Evaluation, folder: str | Path, rows: Sequence[Row
     return paths
 
 
-CLEARLY_LOWER_RATIO = 0.75
+CLEARLY_LOWER_RATIO = 0.9
 """'Clearly lower' covariate false-positive rate: at most this fraction of the baseline's..."""
-CLEARLY_LOWER_GAP = 0.02
-"""... and at least this much lower in absolute terms (2 points), so two near-zero rates do not pass."""
+CLEARLY_LOWER_GAP = 0.05
+"""... and at least this much lower in absolute terms (5 points), so two near-zero rates do not pass."""
 
 
 def claim_checks(rows: Sequence[Mapping]) -> dict[str, bool]:
