@@ -24,29 +24,15 @@ from __future__ import annotations
 
 import argparse
 
-from lib.config import add_experiment_args, config_from_args
-from lib.engine.distributed import cleanup, init_distributed
-from lib.engine.logging_utils import setup_logging
-from lib.engine.testing import add_test_args, apply_test_args, run_benchmarks
+from lib.engine.cli import test_main, test_parser
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Test MultiShiftSeg Mask2Former on anomaly benchmarks.")
-    add_experiment_args(parser)
-    add_test_args(parser)
-    return parser
+    return test_parser("Test MultiShiftSeg Mask2Former on anomaly benchmarks.")
 
 
-def main(args: argparse.Namespace) -> dict[str, dict]:
-    cfg = apply_test_args(config_from_args(args), args)
-    info = init_distributed(args.device)
-    setup_logging(cfg.run_dir, is_main=info.is_main, filename="test_log.txt")
-    try:
-        return run_benchmarks(
-            cfg, info=info, named=args.test_dataset is not None, progress=not args.no_progress
-        )
-    finally:
-        cleanup()
+def main(args: argparse.Namespace) -> dict:
+    return test_main(args)
 
 
 if __name__ == "__main__":

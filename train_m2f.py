@@ -17,27 +17,15 @@ from __future__ import annotations
 
 import argparse
 
-from lib.config import add_experiment_args, config_from_args
-from lib.engine.distributed import cleanup, init_distributed
-from lib.engine.logging_utils import setup_logging
-from lib.engine.training import add_training_args, run_training
-
-DESCRIPTION = "Train MultiShiftSeg Mask2Former (two stages)."
+from lib.engine.cli import train_main, train_parser
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=DESCRIPTION)
-    return add_training_args(add_experiment_args(parser))
+    return train_parser("Train MultiShiftSeg Mask2Former (two stages).")
 
 
-def main(args: argparse.Namespace) -> dict[str, object]:
-    cfg = config_from_args(args)
-    info = init_distributed(args.device)
-    setup_logging(cfg.run_dir, is_main=info.is_main)
-    try:
-        return run_training(cfg, info=info, resume=args.resume, progress=not args.no_progress)
-    finally:
-        cleanup()
+def main(args: argparse.Namespace) -> dict:
+    return train_main(args)
 
 
 if __name__ == "__main__":
