@@ -1,6 +1,8 @@
 """Training sources on fixture trees in their real layouts: Cityscapes, MultiShift pairs, COCO outliers."""
 
 import random
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -211,3 +213,16 @@ def test_multishift_with_pasting(tmp_path):
     random.seed(1)
     item = ds[1]
     assert ANOMALY in item["label"].unique()
+
+
+def test_coco_ood_command_line(tmp_path):
+    write_coco(tmp_path)
+    coco = tmp_path / "coco"
+    done = subprocess.run(
+        [sys.executable, "-m", "lib.data.coco_ood", "--coco", str(coco), "--min-size", "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "RuntimeWarning" not in done.stderr and "2 object masks" in done.stderr
+    assert len(list((coco / MASK_DIR).glob("*.png"))) == 2

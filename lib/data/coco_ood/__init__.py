@@ -14,7 +14,6 @@ box; :func:`paste_outlier` pastes one into a training crop (published: after the
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -244,23 +243,3 @@ def paste_outlier(
     region.copy_(torch.where(obj, patch, region))
     label[top : top + oh, left : left + ow][obj] = ANOMALY
     return image, label
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Write COCO outlier-object masks for outlier exposure.")
-    parser.add_argument("--coco", required=True, help="COCO root holding train2017/ and annotations/")
-    parser.add_argument(
-        "--exclude", nargs="*", default=list(EXCLUDED_CLASSES), help="COCO classes to leave out"
-    )
-    parser.add_argument("--min-size", type=int, default=480, help="skip images smaller than this on a side")
-    return parser
-
-
-def main(args: argparse.Namespace) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    count = write_mask_bank(args.coco, exclude=args.exclude, min_size=args.min_size)
-    log.info("%d object masks in %s", count, Path(args.coco) / MASK_DIR)
-
-
-if __name__ == "__main__":
-    main(get_args_parser().parse_args())
