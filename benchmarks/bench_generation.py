@@ -297,6 +297,8 @@ def time_real_controlnet(
         "condition_hw": list(label_hw),
         "resolution": resolution,
         "unet_dtype": str(pipe.unet.dtype),
+        "text_encoder_vocab": vocab,
+        "tokenizer_tokens": len(pipe.tokenizer),
         "steps": steps,
         "build_save_s": round(build_save_s, 2),
         "load_s": round(load_s, 2),
