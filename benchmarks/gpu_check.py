@@ -40,9 +40,8 @@ How to run it on a lent GPU (device tool)
 The device machine has python3 with CUDA torch, transformers, safetensors, accelerate, opencv,
 scipy, h5py, matplotlib, tensorboard, pyyaml, tqdm (see the device KINDS.md) but no ``diffusers`` and
 no ``cityscapesscripts`` (``lib.labels`` imports it), and it cannot reach a registry. Carry both as
-wheels. Once, on the development machine, in the repository root::
+wheels. Once, on the development machine, in the repository root (``/.whl/`` is in ``.gitignore``)::
 
-    echo /.whl/ >> .git/info/exclude
     .venv/bin/python -m pip download --no-deps --only-binary=:all: --python-version 3.12 \\
         --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \\
         -d .whl diffusers==0.42.1 cityscapesScripts==2.3.0
@@ -53,14 +52,15 @@ device tool's ``run`` with ``carry: [".whl"]``, ``timeout_s: 560`` and the one-l
 :data:`DEVICE_COMMAND` (``python -m benchmarks.gpu_check --device-command`` prints it): install the
 wheels into ``/tmp/site``, put it and the repository on ``PYTHONPATH``, run the checks into ``$OUT``::
 
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \\
         --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit;
     export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 MPLBACKEND=Agg; nvidia-smi -L;
     python3 -m benchmarks.gpu_check --out $OUT
 
 The reply's output ends with the summary table; ``gpu_check.json`` and ``gpu_check.log`` come back
 under ``files_at``. To rerun only some checks (say after a fix): ``--checks deeplab,m2f``.
-Locally: ``python -m benchmarks.gpu_check --out /tmp/gc --smoke``.
+Locally: ``python -m benchmarks.gpu_check --out /tmp/gc --smoke`` (``python benchmarks/gpu_check.py``
+works too; each check's process gets the repository on ``PYTHONPATH``).
 """
 
 from __future__ import annotations
