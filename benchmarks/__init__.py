@@ -1,0 +1,1 @@
+"""Timing scripts: each answers one question and prints its ratio against the reference."""
