@@ -5,6 +5,7 @@ and determinism; the slow test runs the real demo and checks the paper's claim i
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -95,7 +96,7 @@ def test_files_written(demo_run):
     assert (out / "datasets" / "multishift_cityscapes" / "metadata.jsonl").is_file()
 
 
-def test_single_stage_reruns_alone_and_deterministically(demo_run, capsys):
+def test_single_stage_reruns_alone_and_deterministically(demo_run, capsys, monkeypatch):
     out, _, _ = demo_run
     before_metrics = (out / "metrics.json").read_text()
     before = _weights(out / "runs" / "pretrain" / "last.pth")
@@ -108,9 +109,12 @@ def test_single_stage_reruns_alone_and_deterministically(demo_run, capsys):
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert (out / "metrics.json").read_text() == before_metrics
+    monkeypatch.setattr("lib.toy.demo.WorldSizes", lambda seed: replace(TINY_WORLD, seed=seed))
     assert main(["--out", str(out), "--stage", "report", "--no_progress"]) == {"report": "skipped"}
     assert main(["--out", str(out), "--stage", "report", "--fresh", "--no_progress"]) == {"report": "ran"}
     assert "| multishift |" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"'report' in .* ran for the world .*'seed': 0.*another --seed"):
+        main(["--out", str(out), "--stage", "report", "--seed", "1", "--no_progress"])
 
 
 def test_stage_needs_its_inputs(tmp_path):
