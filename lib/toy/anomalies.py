@@ -34,6 +34,11 @@ FAMILIES = TRAIN_FAMILIES + TEST_FAMILIES
 
 MIN_MASK_SIZE = 8
 
+PLACED_SIZE_RANGE = (0.1, 0.3)
+"""Size of a placed object's box side, as a fraction of the image width at the bottom row (it
+shrinks linearly towards the horizon): about 2.5% of a scene's pixels per test image on average,
+between the small obstacles of Lost&Found and the large objects of RoadAnomaly."""
+
 
 def _canvas(height: int, width: int) -> np.ndarray:
     return np.zeros((height, width), dtype=np.uint8)
@@ -232,7 +237,7 @@ def place_anomaly(
     pick = rng.choice(eligible) if eligible.size else rng.integers(road_rows.size)
     y, x = int(road_rows[pick]), int(road_cols[pick])
     t = max((y - horizon) / max(h - horizon, 1), 0.15)
-    size = max(rng.uniform(0.06, 0.2) * w * t, float(min_size))
+    size = max(rng.uniform(*PLACED_SIZE_RANGE) * w * t, float(min_size))
     aspect = rng.uniform(0.6, 1.5)
     oh, ow = max(round(size * aspect), min_size), max(round(size / aspect), min_size)
     mask = sample_anomaly_mask(rng, family, oh, ow)
