@@ -128,7 +128,7 @@ def test_stage_needs_its_inputs(tmp_path):
 
 @pytest.mark.slow
 def test_real_demo_shows_the_claim(tmp_path):
-    """The full demo (about 8 minutes on 2 quiet cores): MultiShift has the best AP and FPR95 on
+    """The full demo (about 7 minutes on 2 quiet cores): MultiShift has the best AP and FPR95 on
     toy_shift, a clearly lower covariate false-positive rate than outlier exposure alone, and a
     toy_shift mIoU not below the closed-world model's."""
     assert Demo(tmp_path, progress=False).run() == dict.fromkeys(STAGES, "ran")

@@ -84,9 +84,9 @@ CPU = DistInfo(0, 1, torch.device("cpu"))
 class WorldSizes:
     """How much ToyShift the demo writes: images per set, image size and the world seed."""
 
-    n_train: int = 240
-    n_outliers: int = 64
-    n_test: int = 40
+    n_train: int = 400
+    n_outliers: int = 96
+    n_test: int = 60
     height: int = 128
     width: int = 256
     seed: int = 0
