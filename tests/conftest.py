@@ -1,5 +1,5 @@
-"""Test-wide setup. The Hugging Face variables are read when huggingface_hub is first imported,
-so they are set here, before any test module imports diffusers or transformers."""
+"""Test-wide setup. The Hugging Face variables are read when huggingface_hub is first imported and
+OMP_WAIT_POLICY when torch loads OpenMP, so they are set here, before any test module imports them."""
 
 import os
 
@@ -7,6 +7,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads its OpenMP runtime
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
