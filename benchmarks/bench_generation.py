@@ -46,7 +46,12 @@ import torch  # noqa: E402
 from generation.backends import build_backend  # noqa: E402
 from generation.condition import condition_from_train_ids  # noqa: E402
 from generation.config import GenerationConfig  # noqa: E402
-from generation.tiny_models import VOCAB, save_tiny_sam, save_tiny_sd_controlnet  # noqa: E402
+from generation.tiny_models import (  # noqa: E402
+    VOCAB,
+    save_controlnet_pipeline,
+    save_tiny_sam,
+    save_tiny_sd_controlnet,
+)
 
 PROMPT = "An image taken by dash cam in Paris in a foggy night."
 NEGATIVE = "lowres, blurry, cartoon, worst quality, low quality"
@@ -135,7 +140,6 @@ def save_random_sd15_controlnet(
         AutoencoderKL,
         ControlNetModel,
         DDIMScheduler,
-        StableDiffusionControlNetPipeline,
         UNet2DConditionModel,
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -198,19 +202,15 @@ def save_random_sd15_controlnet(
         set_alpha_to_one=False,
         steps_offset=1,
     )
-    pipe = StableDiffusionControlNetPipeline(
+    save_controlnet_pipeline(
+        folder,
         vae=vae,
         text_encoder=text,
         tokenizer=tokenizer,
         unet=unet,
         controlnet=controlnet,
         scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
     )
-    pipe.save_pretrained(folder / "base")
-    controlnet.save_pretrained(folder / "controlnet")
     return {name: sum(p.numel() for p in m.parameters()) for name, m in parts.items()}
 
 

@@ -15,13 +15,41 @@ import torch
 VOCAB = ["<|startoftext|>", "<|endoftext|>", "!", "a", "b", "c", "d", "e", "an", "the", "road"]
 
 
+def save_controlnet_pipeline(
+    folder: str | Path,
+    *,
+    vae: torch.nn.Module,
+    text_encoder: torch.nn.Module,
+    tokenizer: object,
+    unet: torch.nn.Module,
+    controlnet: torch.nn.Module,
+    scheduler: object,
+) -> None:
+    """Assemble SD + ControlNet parts and save them in the layout the ``controlnet`` backend loads:
+    ``folder/base`` (the pipeline, no safety checker) and ``folder/controlnet``."""
+    from diffusers import StableDiffusionControlNetPipeline
+
+    pipe = StableDiffusionControlNetPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        controlnet=controlnet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(Path(folder) / "base")
+    controlnet.save_pretrained(Path(folder) / "controlnet")
+
+
 def save_tiny_sd_controlnet(folder: str | Path) -> None:
     """Save a tiny SD-1.5-style pipeline (folder/base) and a segmentation ControlNet (folder/controlnet)."""
     from diffusers import (
         AutoencoderKL,
         ControlNetModel,
         DDIMScheduler,
-        StableDiffusionControlNetPipeline,
         UNet2DConditionModel,
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -72,19 +100,15 @@ def save_tiny_sd_controlnet(folder: str | Path) -> None:
         norm_num_groups=8,
     )
     controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
-    pipe = StableDiffusionControlNetPipeline(
+    save_controlnet_pipeline(
+        folder,
         vae=vae,
         text_encoder=text,
         tokenizer=tokenizer,
         unet=unet,
         controlnet=controlnet,
         scheduler=DDIMScheduler(),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
     )
-    pipe.save_pretrained(folder / "base")
-    controlnet.save_pretrained(folder / "controlnet")
 
 
 def save_tiny_sam(folder: str | Path) -> None:
