@@ -13,42 +13,19 @@ Logits are cast to float32 first so bf16/fp16 inference gives the same ranking a
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 
 import torch
 
+from lib.registry import Registry
 from lib.scores_m2f import confidence_from_class_scores, rba_from_class_scores
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-_SCORES: dict[str, ScoreFn] = {}
-
-
-def register_score(name: str) -> Callable[[ScoreFn], ScoreFn]:
-    """Decorator: make ``fn(logits, anomaly_score) -> [B,H,W]`` selectable as ``eval.score = name``."""
-
-    def wrap(fn: ScoreFn) -> ScoreFn:
-        if name in _SCORES and _SCORES[name] is not fn:
-            raise KeyError(f"score name {name!r} is registered twice")
-        _SCORES[name] = fn
-        return fn
-
-    return wrap
-
-
-def score_names() -> list[str]:
-    """All registered score names, sorted."""
-    return sorted(_SCORES)
-
-
-def get_score(name: str) -> ScoreFn:
-    """The score function registered as ``name``; an unknown name lists the known ones."""
-    if name not in _SCORES:
-        close = difflib.get_close_matches(name, list(_SCORES), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise KeyError(f"unknown anomaly score {name!r}.{hint} Known scores: {', '.join(score_names())}")
-    return _SCORES[name]
+SCORES: Registry[ScoreFn] = Registry("anomaly score")
+register_score = SCORES.register
+score_names = SCORES.names
+get_score = SCORES.get
 
 
 def _check_logits(logits: torch.Tensor) -> torch.Tensor:

@@ -10,14 +10,13 @@ the ToyShift renderer, which runs on a CPU in milliseconds.
 
 from __future__ import annotations
 
-import difflib
-import importlib
 from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 
 from generation.config import GenerationConfig
+from lib.registry import Registry
 
 
 class SynthesisBackend(Protocol):
@@ -31,33 +30,14 @@ class SynthesisBackend(Protocol):
 
 
 BackendBuilder = Callable[[GenerationConfig], SynthesisBackend]
-_BUILDERS: dict[str, BackendBuilder] = {}
-_BACKEND_MODULES = {
-    "controlnet": "generation.backends.controlnet",
-    "procedural": "generation.backends.procedural",
-}
-
-
-def register_backend(name: str) -> Callable[[BackendBuilder], BackendBuilder]:
-    """Decorator: register ``builder(cfg) -> backend`` under ``name``."""
-
-    def wrap(builder: BackendBuilder) -> BackendBuilder:
-        _BUILDERS[name] = builder
-        return builder
-
-    return wrap
-
-
-def backend_names() -> list[str]:
-    """Names accepted by :func:`build_backend`."""
-    return sorted(_BACKEND_MODULES)
+BACKENDS: Registry[BackendBuilder] = Registry(
+    "generation backend",
+    modules=("generation.backends.controlnet", "generation.backends.procedural"),
+)
+register_backend = BACKENDS.register
+backend_names = BACKENDS.names
 
 
 def build_backend(name: str, cfg: GenerationConfig) -> SynthesisBackend:
     """Build the backend ``name`` from its config section; an unknown name lists the known ones."""
-    if name not in _BACKEND_MODULES:
-        close = difflib.get_close_matches(name, list(_BACKEND_MODULES), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise KeyError(f"unknown generation backend {name!r}.{hint} Known: {', '.join(backend_names())}")
-    importlib.import_module(_BACKEND_MODULES[name])
-    return _BUILDERS[name](cfg)
+    return BACKENDS.get(name)(cfg)

@@ -17,8 +17,6 @@ listed in ``STEP_MODULES``; :func:`build_train_step` imports those lazily (as
 
 from __future__ import annotations
 
-import difflib
-import importlib
 from collections.abc import Callable
 from typing import Protocol
 
@@ -29,6 +27,7 @@ import torch.nn.functional as F
 from lib.config import Config
 from lib.engine.stages import StageSpec
 from lib.labels import IGNORE
+from lib.registry import Registry
 
 
 class TrainStep(Protocol):
@@ -40,43 +39,16 @@ class TrainStep(Protocol):
 
 
 StepBuilder = Callable[[Config], TrainStep]
-_STEPS: dict[str, StepBuilder] = {}
 STEP_MODULES = ("lib.engine.m2f_step", "lib.engine.baseline_steps")
 """Modules that register train steps besides this one (imported on first use)."""
-
-
-def register_step(name: str) -> Callable[[StepBuilder], StepBuilder]:
-    """Decorator: make ``builder(cfg) -> TrainStep`` selectable as ``loss.name = name``."""
-
-    def wrap(builder: StepBuilder) -> StepBuilder:
-        if name in _STEPS and _STEPS[name] is not builder:
-            raise KeyError(f"train step {name!r} is registered twice")
-        _STEPS[name] = builder
-        return builder
-
-    return wrap
-
-
-def _import_step_modules() -> None:
-    for module in STEP_MODULES:
-        importlib.import_module(module)
-
-
-def step_names() -> list[str]:
-    """All registered train-step names (``loss.name`` values), sorted."""
-    _import_step_modules()
-    return sorted(_STEPS)
+STEPS: Registry[StepBuilder] = Registry("train step", key="loss.name", modules=STEP_MODULES)
+register_step = STEPS.register
+step_names = STEPS.names
 
 
 def build_train_step(cfg: Config) -> TrainStep:
     """The train step registered under ``cfg.loss.name``; an unknown name lists the known ones."""
-    _import_step_modules()
-    name = cfg.loss.name
-    if name not in _STEPS:
-        close = difflib.get_close_matches(name, list(_STEPS), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise KeyError(f"unknown loss.name {name!r}.{hint} Known train steps: {', '.join(sorted(_STEPS))}")
-    return _STEPS[name](cfg)
+    return STEPS.get(cfg.loss.name)(cfg)
 
 
 class PairedRCLStep:
