@@ -238,3 +238,16 @@ def write_acdc_poc(
         write_gray(base / "gt_trainval" / "gt" / domain / "val" / f"GOPR{d:04d}" / f"{stem}.png", lab)
         stems.append(stem)
     return stems
+
+
+def write_training_tree(root: Path, *, size: tuple[int, int] = (24, 48)) -> list[str]:
+    """Everything a training run reads: Cityscapes + one generated variant each, the flat benchmarks
+    (validation), COCO and its outlier mask bank. Returns the Cityscapes stems."""
+    from lib.data.coco_ood import write_mask_bank
+
+    stems = write_cityscapes(root, per_city=2, size=size)
+    write_multishift(root, stems, variants=1, size=size)
+    write_all_flat_benchmarks(root)
+    write_coco(root)
+    write_mask_bank(root / "coco", min_size=1)
+    return stems

@@ -46,14 +46,7 @@ def _batch(b=2, h=24, w=40):
     return {"image": images[:b], "aug_image": images[b:], "label": labels[:b], "aug_label": labels[b:]}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: thread start-up dominates, and on a loaded 2-core machine OpenMP waits turn
-    milliseconds into seconds per step."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,8 @@ import torch
 
 import test_deeplab
 import train_deeplab
-from lib.data.coco_ood import write_mask_bank
 from lib.models import build_model
-from tests.data_fixtures import write_all_flat_benchmarks, write_cityscapes, write_coco, write_multishift
+from tests.data_fixtures import write_training_tree
 
 LIGHT = [
     "model.name=deeplab_wrn_light",
@@ -28,11 +27,7 @@ LIGHT = [
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("datasets")
     out = tmp_path_factory.mktemp("outputs")
-    stems = write_cityscapes(root, per_city=2, size=(24, 48))
-    write_multishift(root, stems, variants=1, size=(24, 48))
-    write_all_flat_benchmarks(root)
-    write_coco(root)
-    write_mask_bank(root / "coco", min_size=1)
+    write_training_tree(root)
     closed = build_model("deeplab_wrn_light").state_dict()
     weights = tmp_path_factory.mktemp("weights") / "closed_world.pth"
     torch.save(

@@ -23,13 +23,7 @@ SIZE = (32, 48)
 """Big enough that a ground-truth anomaly band (32 x 16 px) survives AnomalyTrack's 100 px filter."""
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: on a loaded 2-core machine OpenMP waits dominate multi-threaded convolutions."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

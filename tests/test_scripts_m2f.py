@@ -13,32 +13,21 @@ import torch
 
 import test_m2f
 import train_m2f
-from lib.data.coco_ood import write_mask_bank
 from lib.models import build_model
-from tests.data_fixtures import write_all_flat_benchmarks, write_cityscapes, write_coco, write_multishift
+from tests.data_fixtures import write_training_tree
 
 AVAILABLE = ["RoadAnomaly", "RoadAnomaly21", "RoadObstacle21", "FS_LostAndFound", "FS_Static"]
 HEAD = "sem_seg_head.predictor."
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: on a loaded 2-core machine OpenMP waits dominate multi-threaded steps."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("datasets")
     out = tmp_path_factory.mktemp("outputs")
-    stems = write_cityscapes(root, per_city=2, size=(24, 48))
-    write_multishift(root, stems, variants=1, size=(24, 48))
-    write_all_flat_benchmarks(root)
-    write_coco(root)
-    write_mask_bank(root / "coco", min_size=1)
+    write_training_tree(root)
     torch.manual_seed(0)
     closed = build_model("mask2anomaly_tiny").state_dict()
     published = {k: v for k, v in closed.items() if "class_embed2" not in k}
