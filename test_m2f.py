@@ -3,15 +3,8 @@
     python test_m2f.py --cfg exp/M2F.yaml --id X --weight_path W [--test_dataset RoadAnomaly]
         [--export smiyc|fishyscapes DIR] [section.key=value ...]
 
-Without ``--test_dataset`` every benchmark of ``eval.datasets`` whose folder exists under
-``data.root`` is tested (missing ones are skipped with a warning). Without ``--weight_path`` the
-run's own ``output_root/id/best_AP.pth`` is used. Prints a Markdown table and writes
-``results.json``, ``results.md`` and ``curves_<benchmark>.png`` (and heat maps with
-``--save_heatmaps N``) to ``output_root/id``. ``--export smiyc DIR`` also writes SegmentMeIfYouCan
-HDF5 score files of every frame of the SMIYC tracks (labelled or not) under
-``DIR/anomaly_p/<id>/``; ``--export fishyscapes DIR`` writes ``DIR/<benchmark>/<index>_anomaly.npy``
-and ``<index>_segmentation.npy``. ``eval.protocol``, ``eval.score``, ``eval.per_image`` and
-``eval.postprocess`` choose how the numbers are computed; the table says which.
+Benchmarks, outputs, ``--export`` and the ``eval.*`` switches are those of ``test_deeplab.py``
+(shared in :mod:`lib.engine.cli`).
 
 ``eval.score=learned`` (default) is the OOD head's mask-based score
 ``1 - max_c Σ_q softmax(class_ood) · sigmoid(mask)``. The model's "logits" are the closed-world
