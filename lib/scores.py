@@ -28,6 +28,12 @@ score_names = SCORES.names
 get_score = SCORES.get
 
 
+def free_energy(logits: torch.Tensor) -> torch.Tensor:
+    """``-logsumexp_c logits_c`` over the class dim ``1``: ``[B, C, H, W] -> [B, H, W]``, higher = more
+    anomalous. The one place of the energy formula (DeepLab's learned OOD score uses it too)."""
+    return -torch.logsumexp(logits, dim=1)
+
+
 def _check_logits(logits: torch.Tensor) -> torch.Tensor:
     if logits.ndim != 4:
         raise ValueError(f"expected logits [B,C,H,W], got shape {tuple(logits.shape)}")
@@ -63,8 +69,8 @@ def entropy(logits: torch.Tensor, anomaly_score: torch.Tensor) -> torch.Tensor:
 
 @register_score("energy")
 def energy(logits: torch.Tensor, anomaly_score: torch.Tensor) -> torch.Tensor:
-    """``-logsumexp_c logits_c`` of the classifier (the free energy at temperature 1)."""
-    return -torch.logsumexp(_check_logits(logits), dim=1)
+    """:func:`free_energy` of the classifier logits (temperature 1)."""
+    return free_energy(_check_logits(logits))
 
 
 @register_score("mask_confidence")

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from lib.labels import NUM_CLASSES
 from lib.models.registry import register_model
 from lib.models.wider_resnet import WRN38_A2, WRN_LIGHT, WiderResNetSpec, wider_resnet_stages
+from lib.scores import free_energy
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def energy_score(ood_logits: torch.Tensor) -> torch.Tensor:
     The paper writes the energy without the minus sign; the published code (and this one) negates it
     so that a higher score means more anomalous.
     """
-    return -torch.logsumexp(ood_logits, dim=1)
+    return free_energy(ood_logits)
 
 
 def upsample(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
