@@ -18,12 +18,12 @@ from lib.engine.evaluator import (
     smiyc_track,
     write_results,
 )
-from lib.export import FishyscapesExporter, SMIYCExporter, UnitScoreMap
 from lib.labels import NUM_CLASSES
 from lib.metrics import ConfusionMatrix, ood_metrics
 from lib.postprocess import apply_postprocess
 from lib.scores import get_score
 from lib.smiyc import smiyc_metrics
+from lib.submission import FishyscapesExporter, SMIYCExporter, UnitScoreMap
 from tests.data_fixtures import write_all_flat_benchmarks, write_muad_like
 
 

@@ -14,9 +14,9 @@ import test_deeplab
 import test_m2f
 from lib import report
 from lib.data.benchmarks import build_benchmark
-from lib.export import UnitScoreMap, score_range
 from lib.models import build_model
 from lib.scores import get_score
+from lib.submission import UnitScoreMap, score_range
 from tests.data_fixtures import write_flat_benchmark
 
 SIZE = (32, 48)

@@ -9,7 +9,7 @@ numbers equal a single-process run. Results are fractions in ``[0, 1]``; the tab
 percentages.
 
 While it streams, the evaluator can hand every anomaly map (and the predicted trainIds) to a
-server-format exporter of :mod:`lib.export`, including the images without a label (the SMIYC
+server-format exporter of :mod:`lib.submission`, including the images without a label (the SMIYC
 test frames), which the metrics skip, and can draw the benchmark's ROC/PR curves
 (:mod:`lib.plots`) once the metrics are computed.
 """
@@ -32,11 +32,11 @@ from tqdm import tqdm
 from lib.data.collate import collate_items
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lib.engine.precision import autocast
-from lib.export import Exporter
 from lib.metrics import ConfusionMatrix, OODEvaluation
 from lib.plots import curve_points, save_curves
 from lib.postprocess import POSTPROCESS, apply_postprocess
 from lib.scores import ScoreFn
+from lib.submission import Exporter
 from lib.viz import colorize_segmentation, denormalize, heatmap_overlay, save_png
 
 logger = logging.getLogger(__name__)

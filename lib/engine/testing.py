@@ -30,10 +30,10 @@ from lib.engine.evaluator import (
 )
 from lib.engine.logging_utils import get_logger
 from lib.engine.trainer import BEST
-from lib.export import EXPORT_FORMATS, SMIYC_TRACK_OF_BENCHMARK, build_exporter, score_range
 from lib.models import build_model
 from lib.models.checkpoints import load_weights
 from lib.scores import get_score
+from lib.submission import EXPORT_FORMATS, SMIYC_TRACK_OF_BENCHMARK, build_exporter, score_range
 
 
 def add_test_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from lib.export import (
+from lib.labels import NUM_CLASSES, OOD_IN, OOD_OUT
+from lib.metrics import ood_metrics
+from lib.submission import (
     FLOAT16_ONE_CODE,
     FishyscapesExporter,
     SMIYCExporter,
@@ -16,8 +18,6 @@ from lib.export import (
     build_exporter,
     score_range,
 )
-from lib.labels import NUM_CLASSES, OOD_IN, OOD_OUT
-from lib.metrics import ood_metrics
 
 # Realistic ranges of the two learned scores: DeepLab OOD-head energy and Mask2Former 1 - confidence.
 RANGES = {"deeplab": ("deeplab_wrn38", (-30.0, 0.0)), "mask2former": ("mask2anomaly_r50", (-20.0, 1.0))}
