@@ -79,7 +79,7 @@ class ControlNetConfig:
     """Stable Diffusion 1.5 + segmentation ControlNet, from local folders (diffusers layout) or the
     Hugging Face cache (``local_files_only``: nothing is downloaded)."""
 
-    base_model: str = "runwayml/stable-diffusion-v1-5"
+    base_model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     controlnet: str = "lllyasviel/sd-controlnet-seg"
     steps: int = 50
     eta: float = 0.0
