@@ -1,12 +1,17 @@
 """Checkpoints: strict loading of external and own weights, atomic saving, rebuilding from a checkpoint.
 
-Loading accepts three layouts, always through ``torch.load(..., weights_only=True)``:
+Loading accepts three layouts, read from a ``.pth`` through ``torch.load(..., weights_only=True)`` or
+from a ``.safetensors`` file (no pickle at all; :mod:`lib.models.convert` writes them):
 
 - a plain state dict (optionally with every key prefixed ``module.`` by ``DataParallel``/DDP), e.g. the
   released MultiShiftSeg checkpoints;
 - a wrapper ``{"state_dict": {...}, ...}`` (NVIDIA's ``DeepLabV3+_WideResNet38_baseline.pth``) or
   ``{"model": {...}, ...}`` (this project, detectron2);
 - an in-memory mapping of either, whose values may be numpy arrays (converted detectron2 pickles).
+
+A ``.safetensors`` file holds the state dict; the JSON file of the same stem beside it, when present,
+holds the other entries (``model_name``, ``model_kwargs``, ...), so ``build_from_checkpoint`` rebuilds
+from it as from a ``.pth`` written by ``save_checkpoint``.
 
 Model-specific quirks (an OOD head missing from a closed-world checkpoint, renamed entries) go through an
 optional model hook ``adapt_state_dict(state_dict) -> state_dict``; everything else that does not fit is
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import os
 import subprocess
@@ -41,6 +47,38 @@ class IncompatibleCheckpointError(RuntimeError):
     """The checkpoint's keys or shapes do not match the model."""
 
 
+SAFETENSORS_SUFFIX = ".safetensors"
+
+
+def sidecar_path(path: Path) -> Path:
+    """The JSON beside a ``.safetensors`` file that holds its model name and arguments."""
+    return path.with_suffix(".json")
+
+
+def _read_safetensors(path: Path) -> Mapping:
+    """``{"model": state dict, **entries of the sidecar JSON}`` of a ``.safetensors`` file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        checkpoint: dict[str, object] = {"model": load_file(path, device="cpu")}
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"cannot read {path} as safetensors: {err}") from err
+    sidecar = sidecar_path(path)
+    if sidecar.is_file():
+        try:
+            entries = json.loads(sidecar.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{sidecar}: not valid JSON ({err})") from err
+        if not isinstance(entries, dict) or any(key in entries for key in WRAPPER_KEYS):
+            raise ValueError(
+                f"{sidecar}: expected a JSON object of entries such as model_name and model_kwargs, "
+                f"without {' or '.join(WRAPPER_KEYS)}"
+            )
+        checkpoint.update(entries)
+    return checkpoint
+
+
 def _read(path: Path) -> Mapping:
     if path.suffix == ".pkl":
         raise ValueError(
@@ -52,6 +90,8 @@ def _read(path: Path) -> Mapping:
         )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == SAFETENSORS_SUFFIX:
+        return _read_safetensors(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -125,8 +165,9 @@ def check_compatible(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
 def load_weights(model: nn.Module, path_or_state_dict: str | os.PathLike | Mapping) -> dict[str, object]:
     """Load weights into ``model`` strictly; return the checkpoint's other entries (epoch, optimizer, ...).
 
-    Steps: read (``weights_only=True``) -> unwrap ``state_dict``/``model`` -> strip ``module.`` ->
-    numpy to tensors -> ``model.adapt_state_dict`` if the model defines it -> key/shape check -> load.
+    Steps: read (``.safetensors``, or ``.pth`` with ``weights_only=True``) -> unwrap ``state_dict``/``model``
+    -> strip ``module.`` -> numpy to tensors -> ``model.adapt_state_dict`` if the model defines it ->
+    key/shape check -> load.
     """
     model = _unwrap_parallel(model)
     if isinstance(path_or_state_dict, Mapping):
@@ -240,3 +281,10 @@ def build_from_checkpoint(path: str | os.PathLike) -> nn.Module:
     model = build_model(checkpoint["model_name"], **checkpoint["model_kwargs"])
     load_weights(model, checkpoint)
     return model
+
+
+def read_state_dict(path: str | os.PathLike) -> tuple[OrderedDict[str, torch.Tensor], dict[str, object]]:
+    """``(state dict, other entries)`` of a checkpoint file in any layout ``load_weights`` reads, without
+    a model: unwrapped, ``module.`` stripped, numpy arrays as tensors, nothing renamed or added."""
+    state_dict, extra = _unwrap(_read(Path(path)))
+    return _to_tensors(state_dict, str(path)), extra
