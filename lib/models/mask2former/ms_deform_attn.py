@@ -109,9 +109,12 @@ class MSDeformAttn(nn.Module):
         offsets = self.sampling_offsets(query).view(b, lq, m, n_levels, n_points, 2)
         weights = self.attention_weights(query).view(b, lq, m, n_levels * n_points).softmax(-1)
         weights = weights.view(b, lq, m, n_levels, n_points)
-        normalizer = torch.tensor(
-            [[w, h] for h, w in spatial_shapes], dtype=query.dtype, device=query.device
-        )  # [L, 2] as (W, H)
+        normalizer = torch.stack(
+            [
+                torch.stack([torch.full((), size, dtype=query.dtype, device=query.device) for size in (w, h)])
+                for h, w in spatial_shapes
+            ]
+        )  # [L, 2] as (W, H); built from the sizes (symbolic under torch.export), not a constant
         locations = (
             reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
         )

@@ -84,8 +84,8 @@ def _reference_points(
     points = []
     for h, w in spatial_shapes:
         ref_y, ref_x = torch.meshgrid(
-            torch.linspace(0.5, h - 0.5, h, dtype=dtype, device=device),
-            torch.linspace(0.5, w - 0.5, w, dtype=dtype, device=device),
+            torch.arange(h, dtype=dtype, device=device) + 0.5,
+            torch.arange(w, dtype=dtype, device=device) + 0.5,
             indexing="ij",
         )
         points.append(torch.stack((ref_x.reshape(-1) / w, ref_y.reshape(-1) / h), -1))
