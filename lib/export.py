@@ -100,6 +100,7 @@ def export_onnx(program: torch.export.ExportedProgram, out: Path) -> Path:
         input_names=[INPUT_NAME],
         output_names=list(OUTPUT_NAMES),
         external_data=False,
+        verbose=False,
     )
     onnx_program.save(str(out), external_data=False)
     return out
