@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from lib.config import DataConfig
 from lib.data import MultiShiftPairs, OutlierObjects, collate_items
-from lib.data.coco_ood import write_mask_bank
+from lib.data.coco_ood.mask_bank import write_mask_bank
 from lib.engine.builders import AUGMENTATIONS, paired_train_transform
 from lib.labels import ANOMALY, NUM_CLASSES
 
