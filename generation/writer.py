@@ -30,6 +30,7 @@ import numpy as np
 
 from generation.source import SourceItem
 from lib.atomic import write_bytes_atomic
+from lib.data.image_file import read_file_bytes
 from lib.data.io import encode_png
 from lib.errors import UserError
 
@@ -66,7 +67,7 @@ def check_record(record: object, where: str) -> dict:
 def parse_jsonl(path: Path) -> tuple[list[tuple[int, dict]], int]:
     """``(line number, record)`` of each line of ``path``, and the byte offset where a torn last line
     starts (the file's length if there is none). A bad line before the last is an error."""
-    data = path.read_bytes()
+    data = read_file_bytes(path, "metadata")
     records: list[tuple[int, dict]] = []
     pos, number = 0, 0
     while pos < len(data):

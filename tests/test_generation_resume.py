@@ -103,3 +103,11 @@ def test_garbled_line_before_the_last_names_file_and_line(source: Path, tmp_path
     (out / PART).write_text("".join([lines[0], lines[1][:15] + "\n", *lines[2:]]))
     with pytest.raises(UserError, match=r"shard-0-of-1\.jsonl:2: not a JSON line; expected a JSON object"):
         run(source, out)
+
+
+def test_truncated_source_label_map_is_named(source: Path, tmp_path: Path) -> None:
+    label = sorted(source.rglob("*_labelTrainIds.png"))[2]
+    data = label.read_bytes()
+    label.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match=rf"{label.name}: truncated label file"):
+        run(source, tmp_path / "out")
