@@ -1,9 +1,9 @@
 """How fast does the training pipeline deliver pairs? Images/s at crop 700 on Cityscapes-size data.
 
 Writes a few 1024x2048 Cityscapes + MultiShift + COCO fixtures to a temporary folder, then times
-decode speed (OpenCV vs Pillow vs the project's checked reader ``read_rgb``, PNG/JPEG/WebP) and ``MultiShiftPairs`` with each training
-augmentation (``data.augmentation``: the DeepLab and the published Mask2Former recipe), mixup and COCO
-pasting through a DataLoader with 0 and 2 workers.
+decode speed (OpenCV vs Pillow vs the project's checked reader ``read_rgb``, PNG/JPEG/WebP) and
+``MultiShiftPairs`` with each training augmentation (``data.augmentation``: the DeepLab and the
+published Mask2Former recipe), mixup and COCO pasting through a DataLoader with 0 and 2 workers.
 
     python benchmarks/bench_data.py [--pairs 8] [--batches 4] [--workers 0 2]
         [--augmentations deeplab mask2former]
