@@ -243,7 +243,7 @@ def write_acdc_poc(
 def write_training_tree(root: Path, *, size: tuple[int, int] = (24, 48)) -> list[str]:
     """Everything a training run reads: Cityscapes + one generated variant each, the flat benchmarks
     (validation), COCO and its outlier mask bank. Returns the Cityscapes stems."""
-    from lib.data.coco_ood import write_mask_bank
+    from lib.data.coco_ood.mask_bank import write_mask_bank
 
     stems = write_cityscapes(root, per_city=2, size=size)
     write_multishift(root, stems, variants=1, size=size)

@@ -8,6 +8,7 @@ from lib.data import BENCHMARKS, build_benchmark
 from lib.data.benchmarks import ACDC_POC, MUADLike
 from lib.data.io import read_rgb
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RandomCrop
+from lib.errors import UserError
 from lib.labels import IGNORE, OOD_IN, OOD_OUT, OOD_VOID
 from tests.data_fixtures import (
     ACDC_VALUES,
@@ -103,11 +104,11 @@ def test_flat_benchmark_errors(tmp_path):
     bad = np.zeros((24, 40), np.uint8)
     bad[0, 0] = IGNORE  # RoadAnomaly has no void
     write_gray(tmp_path / "road_anomaly/labels/road_anomaly_000.png", bad)
-    with pytest.raises(ValueError, match=r"road_anomaly_000.png: invalid anomaly label value\(s\) \[255\]"):
+    with pytest.raises(UserError, match=r"road_anomaly_000.png: invalid anomaly label value\(s\) \[255\]"):
         build_benchmark("RoadAnomaly", root=tmp_path)[0]
     bad[0, 0] = 2
     write_gray(tmp_path / "fs_static/labels/fs_static_000.png", bad)
-    with pytest.raises(ValueError, match=r"fs_static_000.png: invalid anomaly label value\(s\) \[2\]"):
+    with pytest.raises(UserError, match=r"fs_static_000.png: invalid anomaly label value\(s\) \[2\]"):
         build_benchmark("FS_Static", root=tmp_path)[0]
     write_gray(tmp_path / "fs_static/labels/lonely.png", bad)
     with pytest.raises(FileNotFoundError, match="lonely.png has no matching image"):
@@ -131,7 +132,7 @@ def test_muad_encoding(tmp_path, name, folder):
     assert _column_values(item["sem_label"]) == [0, 5, 18, IGNORE]
     bad = np.full((24, 40), 21, np.uint8)
     write_gray(tmp_path / folder / "leftLabel" / f"{stems[0]}.png", bad)
-    with pytest.raises(ValueError, match=rf"{stems[0]}.png: invalid label value\(s\) \[21\]"):
+    with pytest.raises(UserError, match=rf"{stems[0]}.png: invalid label value\(s\) \[21\]"):
         build_benchmark(name, root=tmp_path)[0]
 
 

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from lib.data.cityscapes import present_values
 from lib.data.io import (
     IMAGE_EXTENSIONS,
+    check_same_size,
     expected_tree_error,
     index_by_stem,
     pair_by_stem,
@@ -29,6 +30,7 @@ from lib.data.io import (
     read_rgb,
 )
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, JointTransform, Normalize, ToTensor
+from lib.errors import UserError
 from lib.labels import ID_TO_TRAIN_ID, IGNORE, LABELS, NUM_CLASSES, OOD_IN, OOD_OUT, OOD_VOID, check_ood_label
 
 DEFAULT_ROOT = "./datasets"
@@ -110,7 +112,9 @@ class AnomalyBenchmark(Dataset, ABC):
         image = self.read_image(img_path)
         if lab_path is None:
             return {"image": self._image_only(image), "name": name}
-        ood, sem = self.decode(read_label(lab_path), lab_path)
+        raw = read_label(lab_path)
+        check_same_size(image, img_path, raw, lab_path)
+        ood, sem = self.decode(raw, lab_path)
         maps = [ood] if sem is None else [ood, sem]
         images, labels = self.to_tensor([image], maps)
         if self.transform is not None:
@@ -164,7 +168,7 @@ class _FlatPairs(AnomalyBenchmark):
         else:
             bad = values[(values != OOD_IN) & (values != OOD_OUT)]
             if bad.size:
-                raise ValueError(
+                raise UserError(
                     f"{path}: invalid anomaly label value(s) {bad.tolist()}; expected {OOD_IN} or {OOD_OUT}"
                 )
         return raw, None
@@ -243,7 +247,7 @@ class MUADLike(_FlatPairs):
         values = present_values(raw)
         bad = values[(_MUAD_OOD[values] == OOD_VOID) & (values != IGNORE)]
         if bad.size:
-            raise ValueError(
+            raise UserError(
                 f"{path}: invalid label value(s) {bad.tolist()}; expected 0..{NUM_CLASSES - 1}, "
                 f"{MUAD_ANOMALY_IDS[0]}/{MUAD_ANOMALY_IDS[1]} (anomaly) or {IGNORE} (void)"
             )
@@ -328,11 +332,11 @@ class ACDC_POC(AnomalyBenchmark):
             )
         with np.load(path) as data:
             if "img" not in data.files:
-                raise KeyError(f"{path}: expected key 'img', found {data.files}")
+                raise UserError(f"{path}: expected key 'img', found {data.files}")
             diff = data["img"]
         base = read_rgb(original)
         if diff.shape != base.shape or diff.dtype != np.uint8:
-            raise ValueError(
+            raise UserError(
                 f"{path}: difference {diff.shape} {diff.dtype} does not fit {original} {base.shape}"
             )
         return base + diff
