@@ -39,13 +39,14 @@ def test_pixel_curve_hand_case():
     assert out["AUROC"] == pytest.approx(19 / 24, abs=1e-15)
     assert out["FPR95"] == 0.5
     assert out["best_f1"] == 0.75
-    # The official curve index (origin prepended, first point doubled) applied to the
-    # uncollapsed threshold list: two places below 0.5.
-    assert out["best_f1_threshold"] == pytest.approx(0.1)
-    # The pooled curve: origin, the points above with the first one doubled, the end (3, 4) again.
+    # The threshold at which the collapsed curve reaches its best F1.
+    assert out["best_f1_threshold"] == pytest.approx(0.5)
+    # The pooled curve: origin (threshold max + 1), the points above with the first one doubled
+    # (entry 0 is always kept), the end (3, 4) again (the last entry is always kept).
     curve = pixel_curve([bins])
     assert curve.tp.tolist() == [0, 1, 1, 1, 2, 3, 3, 3, 3]
     assert curve.fp.tolist() == [0, 0, 0, 1, 1, 2, 3, 4, 4]
+    assert curve.thresholds.tolist() == pytest.approx([1.9, 0.9, 0.9, 0.8, 0.7, 0.5, 0.2, 0.1, 0.09])
     assert curve.precision.tolist() == pytest.approx([1, 1, 1, 1 / 2, 2 / 3, 3 / 5, 1 / 2, 3 / 7, 3 / 7])
     acc = SMIYCAccumulator()
     acc.update(HAND_SCORES, HAND_LABELS)
@@ -87,9 +88,9 @@ def test_frames_without_anomalies_count_their_false_positives():
     for s, lab in zip(scores, labels):
         acc.update(s, lab)
     acc.update(np.zeros((2, 2)), np.full((2, 2), OOD_VOID, dtype=np.uint8))
-    assert acc.n_skipped == 1 and len(acc._bins) == 3
+    assert acc.n_skipped == 1 and len(acc.component_frames()) == 3
     exact = ood_metrics(np.stack(scores), np.stack(labels), fpr_rule="first_tpr_geq")
-    assert abs(pixel_metrics(acc._bins)["FPR95"] - exact["FPR95"]) <= 1e-12
+    assert abs(acc.compute()["FPR95"] - exact["FPR95"]) <= 1e-12
 
 
 def test_tpr95_reached_only_by_flagging_everything():
@@ -167,14 +168,14 @@ def test_track_size_filters():
 
 
 def test_smiyc_metrics_end_to_end_on_blobs():
-    # Binary scores: the inlier quantiles interpolate between 0 and 1, so the reported
-    # threshold lies in [0, 1) and score > threshold is exactly the predicted blobs.
+    # Binary scores: the best F1 is reached at threshold 1 (pixels >= 1 on the pixel curve), and
+    # the component pass predicts score > 1, i.e. nothing: every sIoU is 0 and PPV is undefined,
+    # as the official code reports for a binary map.
     scores, labels = _blob_frame()
     out = smiyc_metrics([scores], [torch.from_numpy(labels)], track="ObstacleTrack")
     assert set(out) == {"AP", "FPR95", "AUROC", "best_f1", "best_f1_threshold", "sIoU", "PPV", "F1_mean"}
-    assert 0.0 <= out["best_f1_threshold"] < 1.0
-    assert out["sIoU"] == pytest.approx(np.mean(BLOB_SIOU), abs=1e-15)
-    assert out["F1_mean"] == pytest.approx(23 / 33, abs=1e-15)
+    assert out["best_f1_threshold"] == 1.0
+    assert (out["sIoU"], out["F1_mean"]) == (0.0, 0.0) and np.isnan(out["PPV"])
     roi = labels != OOD_VOID
     tp = np.count_nonzero((scores == 1) & (labels == OOD_OUT))
     fp = np.count_nonzero((scores == 1) & (labels == OOD_IN))
