@@ -311,7 +311,9 @@ def component_metrics(frames: Sequence[FrameComponents]) -> dict[str, float]:
         raise ValueError("no ground-truth anomaly component survives the track's size filter")
     n_pred = sum(f.ppv.size for f in frames)
     counts = component_counts(frames)
-    f1 = [2 * tp / (2 * tp + fn + fp) for tp, fn, fp in zip(*(counts[k].tolist() for k in ("tp", "fn", "fp")))]
+    f1 = [
+        2 * tp / (2 * tp + fn + fp) for tp, fn, fp in zip(*(counts[k].tolist() for k in ("tp", "fn", "fp")))
+    ]
     return {
         "sIoU": sum(float(np.sum(f.siou)) for f in frames) / n_gt,
         "PPV": sum(float(np.sum(f.ppv)) for f in frames) / n_pred if n_pred else float("nan"),
