@@ -47,6 +47,7 @@ from types import TracebackType
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from lib.atomic import atomic_open, write_bytes_atomic
 from lib.errors import UserError
@@ -192,7 +193,8 @@ class SMIYCExporter(_Exporter):
 
     ``score_range``: ``(low, high)`` that every score lies in (e.g. :func:`bounded_score_range`;
     frames are written as they come), or ``None`` to use the smallest and largest score of all
-    frames (staged, written by :meth:`close`). After ``close``, ``mapping`` is the map used.
+    frames (staged, written by :meth:`close`; under ``torch.distributed`` every process's exporter
+    must be closed, as they agree on one range). After ``close``, ``mapping`` is the map used.
     ``segmentation`` given to :meth:`add` is not part of the SMIYC format and is not written.
     """
 
@@ -251,14 +253,24 @@ class SMIYCExporter(_Exporter):
 
     def close(self) -> int:
         """Write the staged frames with the range of all scores (module doc); returns the count."""
-        if not self._closed and self._staged:
-            low, high = (self._low, self._high) if self._low <= self._high else (0.0, 0.0)
-            self.mapping = AffineUnitMap(low, high)
-            for text in self._staged:
-                self._write(text, self.mapping(np.load(self.staging / f"{text}.npy"), text))
-            self._staged = []
-            shutil.rmtree(self.staging, ignore_errors=True)
+        if self._closed or self.mapping is not None:
+            return super().close()
+        self.mapping = AffineUnitMap(*self._all_ranks_range())
+        for text in self._staged:
+            self._write(text, self.mapping(np.load(self.staging / f"{text}.npy"), text))
+        self._staged = []
+        shutil.rmtree(self.staging, ignore_errors=True)
         return super().close()
+
+    def _all_ranks_range(self) -> tuple[float, float]:
+        """The smallest and largest staged score over all processes (each exports its share of the
+        frames, and all files of a track need one map); ``(0, 0)`` if no score was staged."""
+        bounds = [(self._low, self._high)]
+        if dist.is_available() and dist.is_initialized():
+            bounds = [None] * dist.get_world_size()
+            dist.all_gather_object(bounds, (self._low, self._high))
+        low, high = min(b[0] for b in bounds), max(b[1] for b in bounds)
+        return (low, high) if low <= high else (0.0, 0.0)
 
     def abandon(self) -> None:
         """Stop after an error: remove the staged maps; the files already written stay."""

@@ -89,3 +89,5 @@ def test_component_metrics(frames, official, track):
     assert [p["sIoU_threshold"] for p in per_threshold] == pytest.approx(SIOU_THRESHOLDS.tolist(), abs=TOL)
     for key in ("tp", "fn", "fp"):
         assert counts[key].tolist() == [p[key] for p in per_threshold], key
+    f1 = 2 * counts["tp"] / (2 * counts["tp"] + counts["fn"] + counts["fp"])
+    assert np.max(np.abs(f1 - [p["f1"] for p in per_threshold])) <= TOL

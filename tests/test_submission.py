@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 
 from lib.errors import UserError
 from lib.labels import NUM_CLASSES, OOD_IN, OOD_OUT, OOD_VOID
@@ -99,6 +100,25 @@ def test_smiyc_range_derived_from_all_frames(tmp_path):
             ex.add("a", frames["a"])
             raise RuntimeError("model failed")
     assert not ex.folder.exists() or not any(ex.folder.iterdir())
+
+
+def test_derived_range_is_shared_by_all_processes(tmp_path, monkeypatch):
+    """Under torch.distributed each process exports its share; all map with the overall range.
+    Here a second process (simulated) saw scores from -10 to 2."""
+
+    def gather(out, own):
+        out[:] = [own, (-10.0, 2.0)]
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "all_gather_object", gather)
+    with SMIYCExporter(tmp_path, method="m", track="AnomalyTrack") as ex:
+        ex.add("a", np.array([[-4.0, 0.0]]))
+    assert ex.mapping == AffineUnitMap(-10.0, 2.0)
+    assert _read_back(ex, ["a"])[0].tolist() == [[0.5, np.float16(10 / 12)]]
+    with SMIYCExporter(tmp_path / "idle", method="m", track="AnomalyTrack") as idle:
+        pass  # a process without frames still takes part in the agreement
+    assert idle.mapping == AffineUnitMap(-10.0, 2.0) and idle.count == 0
 
 
 def test_export_of_the_official_fixture_reproduces_the_official_metrics(tmp_path):
