@@ -44,6 +44,7 @@ def frames(request) -> dict[str, np.ndarray]:
 
 
 def test_pixel_metrics_and_curve(frames, official):
+    assert official["source"]["commit"].startswith("1c7804e")  # "metrics: fix best-f1 threshold selection"
     expected = official["PixBinaryClass"]
     bins = [frame_bins(s, lab) for s, lab in zip(frames["scores"], frames["labels"])]
     out = pixel_metrics(bins)
