@@ -144,14 +144,23 @@ class _FlatPairs(AnomalyBenchmark):
     image_dir = ""
     label_dir = ""
     label_suffix = ".png"
+    image_tag = ""
+    label_tag = ""
+    """Optional name endings before the extension, dropped from the stem when present, so that
+    ``{frame}{image_tag}.png`` pairs with ``{frame}{label_tag}.png`` (and with ``{frame}.png``)."""
     allow_void = True
 
     def list_samples(self) -> list[tuple[str, Path, Path | None]]:
         img_dir, lab_dir = self.subdir(self.image_dir), self.subdir(self.label_dir)
         images = index_by_stem(
-            (p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS), "", "image"
+            (p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS),
+            "",
+            "image",
+            tag=self.image_tag,
         )
-        labels = index_by_stem(lab_dir.glob(f"*{self.label_suffix}"), self.label_suffix, "label")
+        labels = index_by_stem(
+            lab_dir.glob(f"*{self.label_suffix}"), self.label_suffix, "label", tag=self.label_tag
+        )
         if not self.include_unlabelled:
             return pair_by_stem(images, labels, source=str(self.root), allow_unlabelled=self.allow_unlabelled)
         if not images:
@@ -222,13 +231,19 @@ _MUAD_SEM = _lut({i: i for i in range(NUM_CLASSES)}, IGNORE)
 class MUADLike(_FlatPairs):
     """MUAD's encoding: trainIds 0..18 in-distribution, 19 and 20 anomaly (void in ``sem_label``), 255 void.
 
-    Parameterised by ``folder`` so the ToyShift test sets (same encoding) share it.
+    The MUAD release names a frame ``leftImg8bit/{frame}_leftImg8bit.png`` with the label
+    ``leftLabel/{frame}_leftLabel.png`` (its reader swaps ``leftImg8bit`` for ``leftLabel`` in the
+    path); frames are paired by ``{frame}``, and also when image and label share one name. The item
+    ``name`` is ``{frame}``. Parameterised by ``folder`` so the ToyShift test sets (same encoding,
+    plain names) share it.
     """
 
     image_dir, label_dir = "leftImg8bit", "leftLabel"
+    image_tag, label_tag = "_leftImg8bit", "_leftLabel"
     has_semantics = True
     tree = (
-        "  leftImg8bit/{name}.png\n  leftLabel/{name}.png         0..18 trainIds, 19/20 anomaly, 255 void\n"
+        "  leftImg8bit/{name}_leftImg8bit.png   (or {name}.png)\n"
+        "  leftLabel/{name}_leftLabel.png       (or {name}.png) 0..18 trainIds, 19/20 anomaly, 255 void\n"
     )
 
     def __init__(

@@ -90,11 +90,12 @@ def require_dir(path: Path, tree: str) -> Path:
     return path
 
 
-def index_by_stem(files: Iterable[Path], suffix: str, kind: str) -> dict[str, Path]:
-    """Map each file to its name minus ``suffix``; two files with one key is an error."""
+def index_by_stem(files: Iterable[Path], suffix: str, kind: str, *, tag: str = "") -> dict[str, Path]:
+    """Map each file to its name minus ``suffix`` (or its stem), minus a trailing ``tag`` where
+    present (MUAD's ``_leftImg8bit``); two files with one key is an error."""
     out: dict[str, Path] = {}
     for f in files:
-        key = f.name[: -len(suffix)] if suffix else f.stem
+        key = (f.name[: -len(suffix)] if suffix else f.stem).removesuffix(tag)
         if key in out:
             raise ValueError(f"two {kind} files share the name {key!r}: {out[key]} and {f}")
         out[key] = f

@@ -33,7 +33,7 @@ from lib.engine.trainer import BEST
 from lib.models import build_model
 from lib.models.checkpoints import load_weights
 from lib.scores import get_score
-from lib.submission import EXPORT_FORMATS, SMIYC_TRACK_OF_BENCHMARK, build_exporter, score_range
+from lib.submission import EXPORT_FORMATS, SMIYC_TRACK_OF_BENCHMARK, bounded_score_range, build_exporter
 
 
 def add_test_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -105,7 +105,7 @@ def run_benchmarks(
     protocol_rule(cfg.eval.protocol)
     score_fn = get_score(cfg.eval.score)
     exported = _exported_benchmarks(cfg)
-    smiyc_range = score_range(cfg.model.name, cfg.eval.score) if cfg.eval.export == "smiyc" else None
+    smiyc_range = bounded_score_range(cfg.eval.score)
     score_label = (
         cfg.eval.score if cfg.eval.postprocess == "none" else f"{cfg.eval.score} + {cfg.eval.postprocess}"
     )
