@@ -12,7 +12,6 @@ import argparse
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
 
 from tqdm import tqdm
 
@@ -21,6 +20,7 @@ from generation.config import GenerationConfig
 from generation.pipeline import build_generator
 from generation.source import list_source_items, parse_shard, shard_items
 from generation.writer import DatasetWriter
+from lib.cli_errors import run_cli
 from lib.config import load_config, save_config
 
 log = logging.getLogger("generation")
@@ -49,9 +49,8 @@ def resolve_config(args: argparse.Namespace) -> GenerationConfig:
     return cfg
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
+def main(args: argparse.Namespace) -> dict:
     """Run one shard; returns the summary counts (also printed)."""
-    args = get_args_parser().parse_args(argv)
     shard = parse_shard(args.shard)
     cfg = resolve_config(args)
     items = list_source_items(cfg.source.root, cfg.source.split, cfg.source.cities, cfg.source.condition_from)
@@ -98,4 +97,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main()
+    run_cli(main, get_args_parser())

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from lib.cli_errors import run_cli
 from lib.config import Config, load_config
 from lib.data.io import IMAGE_EXTENSIONS, read_rgb
 from lib.models import build_model
@@ -144,4 +145,4 @@ def main(args: argparse.Namespace) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lib.cli_errors import run_cli
+
 RESULTS_FILE = "results.json"
 PIXEL_METRICS = ("AUROC", "AP", "FPR95")
 METRICS = (
@@ -174,4 +176,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

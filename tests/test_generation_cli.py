@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generation.__main__ import main
+from generation.__main__ import get_args_parser, main
 from generation.writer import read_jsonl
 from lib.data.io import read_label, read_rgb
 from lib.labels import ANOMALY, TRAIN_LABELS
@@ -43,7 +43,8 @@ def source(tmp_path: Path) -> Path:
 
 
 def run(source: Path, out: Path, *extra: str) -> dict:
-    return main(["--cfg", "exp/generation_toy.yaml", "--source", str(source), "--out", str(out), *extra])
+    argv = ["--cfg", "exp/generation_toy.yaml", "--source", str(source), "--out", str(out), *extra]
+    return main(get_args_parser().parse_args(argv))
 
 
 def stems(source: Path) -> set[str]:

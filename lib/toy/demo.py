@@ -43,7 +43,9 @@ from pathlib import Path
 
 import torch
 
+from generation.__main__ import get_args_parser as generation_parser
 from generation.__main__ import main as generation_main
+from lib.cli_errors import run_cli
 from lib.config import Config, load_config
 from lib.engine import baseline_steps
 from lib.engine.builders import build_paired_train_set, build_training_model
@@ -214,15 +216,17 @@ class Demo:
     def stage_generate(self) -> None:
         self._require("generate", "data")
         generation_main(
-            [
-                "--cfg",
-                str(EXP_DIR / GENERATION_CONFIG),
-                "--source",
-                str(self.datasets / "cityscapes"),
-                "--out",
-                str(self.datasets / MULTISHIFT_DIR),
-                f"seed={self.sizes.seed}",
-            ]
+            generation_parser().parse_args(
+                [
+                    "--cfg",
+                    str(EXP_DIR / GENERATION_CONFIG),
+                    "--source",
+                    str(self.datasets / "cityscapes"),
+                    "--out",
+                    str(self.datasets / MULTISHIFT_DIR),
+                    f"seed={self.sizes.seed}",
+                ]
+            )
         )
 
     def config(self, stage: str) -> Config:
@@ -341,8 +345,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, str]:
-    args = get_args_parser().parse_args(argv)
+def main(args: argparse.Namespace) -> dict[str, str]:
+    """Run the demo's stages (all, or ``--stage``) in ``--out``; returns ``{stage: "ran" | "skipped"}``."""
     demo = Demo(args.out, sizes=WorldSizes(seed=args.seed), progress=not args.no_progress)
     stages = STAGES if args.stage is None else (args.stage,)
     if args.fresh:
@@ -352,4 +356,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, get_args_parser())
