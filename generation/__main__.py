@@ -20,6 +20,7 @@ from generation.config import GenerationConfig
 from generation.pipeline import build_generator
 from generation.source import list_source_items, parse_shard, shard_items
 from generation.writer import DatasetWriter
+from lib.atomic import make_folder
 from lib.cli_errors import run_cli
 from lib.config import load_config, save_config
 
@@ -55,6 +56,7 @@ def main(args: argparse.Namespace) -> dict:
     cfg = resolve_config(args)
     items = list_source_items(cfg.source.root, cfg.source.split, cfg.source.cities, cfg.source.condition_from)
     mine = shard_items(items, *shard)
+    make_folder(cfg.output.root, "--out (output.root)")
     writer = DatasetWriter(root=cfg.output.root, shard=shard, save_condition=cfg.output.save_condition)
     save_config(cfg, writer.root / "generation_config.yaml")
     finished = writer.finished()

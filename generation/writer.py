@@ -19,26 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from generation.source import SourceItem
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from lib.atomic import write_bytes_atomic
 
 
 def encode_png(array: np.ndarray, source: str) -> bytes:
@@ -103,7 +90,7 @@ class DatasetWriter:
             return
         data = self.part.read_bytes()
         if data and not data.endswith(b"\n"):
-            atomic_write_bytes(self.part, data[: data.rfind(b"\n") + 1])
+            write_bytes_atomic(self.part, data[: data.rfind(b"\n") + 1])
 
     def append_record(self, record: dict) -> None:
         """Append one JSON line to this shard's file and flush it to disk."""
@@ -125,10 +112,10 @@ class DatasetWriter:
     ) -> dict[str, Path]:
         """Write the image, label and condition of ``item``, then its metadata line."""
         paths = self.paths(item, domain)
-        atomic_write_bytes(paths["image"], encode_png(image, str(paths["image"])))
-        atomic_write_bytes(paths["label"], encode_png(label, str(paths["label"])))
+        write_bytes_atomic(paths["image"], encode_png(image, str(paths["image"])))
+        write_bytes_atomic(paths["label"], encode_png(label, str(paths["label"])))
         if self.save_condition:
-            atomic_write_bytes(paths["condition"], encode_png(condition, str(paths["condition"])))
+            write_bytes_atomic(paths["condition"], encode_png(condition, str(paths["condition"])))
         files = {
             k: str(p.relative_to(self.root))
             for k, p in paths.items()
@@ -141,5 +128,5 @@ class DatasetWriter:
         """Rewrite ``metadata.jsonl`` from every shard's file, sorted by (split, stem); returns its length."""
         records = sorted(self.records(), key=lambda r: (r["split"], r["stem"]))
         text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-        atomic_write_bytes(self.root / "metadata.jsonl", text.encode("utf-8"))
+        write_bytes_atomic(self.root / "metadata.jsonl", text.encode("utf-8"))
         return len(records)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lib.atomic import write_text_atomic
 from lib.cli_errors import run_cli
 
 RESULTS_FILE = "results.json"
@@ -170,9 +171,7 @@ def main(args: argparse.Namespace) -> None:
     if args.out is None:
         sys.stdout.write(table)
         return
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table, encoding="utf-8")
+    write_text_atomic(args.out, table)
 
 
 if __name__ == "__main__":

@@ -34,10 +34,9 @@ list, which is sorted by file name).
 
 from __future__ import annotations
 
+import io
 import math
 import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -45,6 +44,7 @@ from types import TracebackType
 import numpy as np
 import torch
 
+from lib.atomic import atomic_open, write_bytes_atomic
 from lib.labels import NUM_CLASSES
 from lib.smiyc import get_track
 
@@ -154,19 +154,6 @@ def _check_name(name: str | int) -> str:
     return text
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
-
-
 class _Exporter:
     """Shared bookkeeping: each name once, context-manager use, ``close`` returns the count."""
 
@@ -247,13 +234,10 @@ class SMIYCExporter(_Exporter):
         text = self._new_name(name)
         value = self.mapping(_as_map(anomaly_score, "anomaly_score", text))
 
-        def write(tmp: Path) -> None:
-            with self._h5py.File(tmp, "w") as f:
-                f.create_dataset(
-                    SMIYC_DATASET, data=value, compression="gzip", compression_opts=SMIYC_GZIP_LEVEL
-                )
-
-        return self._written(text, _atomic_write(self.path(text), write))
+        buffer = io.BytesIO()
+        with self._h5py.File(buffer, "w") as f:
+            f.create_dataset(SMIYC_DATASET, data=value, compression="gzip", compression_opts=SMIYC_GZIP_LEVEL)
+        return self._written(text, write_bytes_atomic(self.path(text), buffer.getvalue()))
 
 
 class FishyscapesExporter(_Exporter):
@@ -288,16 +272,14 @@ class FishyscapesExporter(_Exporter):
                     f"{text}: segmentation holds values {seg.min()}..{seg.max()}; expected trainIds "
                     f"0..{NUM_CLASSES - 1}"
                 )
-            _atomic_write(self.folder / f"{text}_segmentation.npy", _npy_writer(seg.astype(np.uint8)))
-        return self._written(text, _atomic_write(self.folder / f"{text}_anomaly.npy", _npy_writer(score)))
+            _write_npy(self.folder / f"{text}_segmentation.npy", seg.astype(np.uint8))
+        return self._written(text, _write_npy(self.folder / f"{text}_anomaly.npy", score))
 
 
-def _npy_writer(array: np.ndarray) -> Callable[[Path], None]:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-
-    return write
+def _write_npy(path: Path, array: np.ndarray) -> Path:
+    with atomic_open(path, "wb") as handle:
+        np.save(handle, array)
+    return path
 
 
 Exporter = SMIYCExporter | FishyscapesExporter

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from lib.errors import UserError
 from lib.models import build_model
 from lib.models.checkpoints import load_weights
 from lib.toy.demo import STAGES, Demo, WorldSizes, get_args_parser, main
@@ -113,7 +114,7 @@ def test_single_stage_reruns_alone_and_deterministically(demo_run, capsys, monke
     assert _demo_main(out) == {"report": "skipped"}
     assert _demo_main(out, "--fresh") == {"report": "ran"}
     assert "| multishift |" in capsys.readouterr().out
-    with pytest.raises(ValueError, match=r"'report' in .* ran for the world .*'seed': 0.*another --seed"):
+    with pytest.raises(UserError, match=r"'report' in .* ran for the world .*'seed': 0.*another --seed"):
         _demo_main(out, "--seed", "1")
 
 

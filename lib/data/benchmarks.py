@@ -29,6 +29,7 @@ from lib.data.io import (
     read_rgb,
 )
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, JointTransform, Normalize, ToTensor
+from lib.errors import UnknownNameError, UserError
 from lib.labels import ID_TO_TRAIN_ID, IGNORE, LABELS, NUM_CLASSES, OOD_IN, OOD_OUT, OOD_VOID, check_ood_label
 
 DEFAULT_ROOT = "./datasets"
@@ -328,7 +329,7 @@ class ACDC_POC(AnomalyBenchmark):
             )
         with np.load(path) as data:
             if "img" not in data.files:
-                raise KeyError(f"{path}: expected key 'img', found {data.files}")
+                raise UserError(f"{path}: expected an array 'img' in this .npz, found {data.files}")
             diff = data["img"]
         base = read_rgb(original)
         if diff.shape != base.shape or diff.dtype != np.uint8:
@@ -373,7 +374,7 @@ def build_benchmark(
     """Build benchmark ``name`` under the datasets ``root`` (default ``./datasets``);
     ``include_unlabelled`` also lists the images without a public label (SMIYC tracks only)."""
     if name not in BENCHMARKS:
-        raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+        raise UnknownNameError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
     root = DEFAULT_ROOT if root is None else root
     if not include_unlabelled:
         return BENCHMARKS[name](root, transform)

@@ -38,12 +38,14 @@ from lib.engine.optim import build_optimizer
 from lib.engine.precision import autocast, make_grad_scaler, resolve_amp_dtype
 from lib.engine.stages import StageSpec, apply_stage, set_train_mode, stage_at, stages_from_config
 from lib.engine.steps import TrainStep
-from lib.models.checkpoints import load_weights, save_checkpoint
+from lib.models.checkpoints import UnreadableCheckpointError, load_weights, save_checkpoint
 from lib.scores import get_score
 
 LAST = "last.pth"
 BEST = "best_AP.pth"
 CONFIG_FILE = "config.yaml"
+TRAINING_STATE = ("epoch", "stage", "optimizer", "scaler", "config", "extra")
+"""What ``last.pth`` holds besides the weights, so that ``resume`` continues the run exactly."""
 
 
 def seed_everything(seed: int) -> None:
@@ -267,6 +269,13 @@ def fit(
         if not path.is_file():
             raise FileNotFoundError(f"--resume: no {LAST} in {run_dir}; start the run without --resume")
         resumed = load_weights(model, path)
+        missing = [key for key in TRAINING_STATE if key not in resumed]
+        if missing:
+            raise UnreadableCheckpointError(
+                f"--resume: {path} holds weights only, without the training state {missing}; expected "
+                f"the {LAST} this trainer writes. To start a new run from these weights, pass "
+                "--weight_path with another --id (without --resume)"
+            )
         for diff in _config_differences(resumed["config"], config_to_dict(cfg)):
             logger.warning("resume: config differs from the checkpoint's: %s", diff)
         start_epoch = int(resumed["epoch"]) + 1

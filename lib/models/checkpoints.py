@@ -10,7 +10,8 @@ Loading accepts three layouts, always through ``torch.load(..., weights_only=Tru
 
 Model-specific quirks (an OOD head missing from a closed-world checkpoint, renamed entries) go through an
 optional model hook ``adapt_state_dict(state_dict) -> state_dict``; everything else that does not fit is
-an ``IncompatibleCheckpointError`` listing missing keys, unexpected keys and shape mismatches.
+an ``IncompatibleCheckpointError`` listing missing keys, unexpected keys and shape mismatches. A file that
+is not a tensor-only checkpoint is an ``UnreadableCheckpointError``; both are user errors.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from lib.atomic import atomic_open
+from lib.errors import UserError
 from lib.models.registry import build_model
 
 logger = logging.getLogger(__name__)
@@ -37,13 +40,17 @@ DATA_PARALLEL_PREFIX = "module."
 MAX_LISTED = 10
 
 
-class IncompatibleCheckpointError(RuntimeError):
+class IncompatibleCheckpointError(UserError, RuntimeError):
     """The checkpoint's keys or shapes do not match the model."""
+
+
+class UnreadableCheckpointError(UserError, ValueError):
+    """The file is not a checkpoint of tensors (a pickle, a corrupt file, not a dict of weights)."""
 
 
 def _read(path: Path) -> Mapping:
     if path.suffix == ".pkl":
-        raise ValueError(
+        raise UnreadableCheckpointError(
             f"{path} is a pickle (detectron2 format). Unpickling can run arbitrary code, so it is not "
             "loaded here. Convert it once, in an environment you trust, to a tensor-only .pth:\n"
             "  python -c \"import pickle, torch; d = pickle.load(open('IN.pkl', 'rb')); "
@@ -55,12 +62,14 @@ def _read(path: Path) -> Mapping:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(
+        raise UnreadableCheckpointError(
             f"cannot read {path} with torch.load(weights_only=True): {err}. Only checkpoints made of "
             "tensors, numbers, strings and plain containers are accepted."
         ) from err
     if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, expected a dict of weights")
+        raise UnreadableCheckpointError(
+            f"{path} holds a {type(checkpoint).__name__}, expected a dict of weights"
+        )
     return checkpoint
 
 
@@ -81,7 +90,9 @@ def _to_tensors(state_dict: Mapping, source: str) -> OrderedDict[str, torch.Tens
         if isinstance(value, np.ndarray | np.generic):
             value = torch.as_tensor(value)
         if not isinstance(value, torch.Tensor):
-            raise ValueError(f"{source}: entry {key!r} is a {type(value).__name__}, expected a tensor")
+            raise UnreadableCheckpointError(
+                f"{source}: entry {key!r} is a {type(value).__name__}, expected a tensor"
+            )
         tensors[name] = value
     return tensors
 
@@ -195,7 +206,7 @@ def save_checkpoint(
     metrics: Mapping[str, object],
     extra: Mapping[str, object] | None = None,
 ) -> None:
-    """Write a checkpoint atomically (temporary file + ``os.replace``), loadable with ``weights_only=True``.
+    """Write a checkpoint atomically (:func:`lib.atomic.atomic_open`), loadable with ``weights_only=True``.
 
     Holds ``model`` (state dict, DDP/DataParallel unwrapped), ``optimizer``, ``scaler``, ``epoch``,
     ``stage``, ``config`` (a plain dict; a dataclass config is converted), ``model_name`` and
@@ -219,21 +230,15 @@ def save_checkpoint(
         "extra": {} if extra is None else dict(extra),
     }
     _check_plain(checkpoint, "checkpoint")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_open(path, "wb") as handle:
+        torch.save(checkpoint, handle)
 
 
 def build_from_checkpoint(path: str | os.PathLike) -> nn.Module:
     """Rebuild the model a ``save_checkpoint`` file was trained with and load its weights."""
     checkpoint = _read(Path(path))
     if "model_name" not in checkpoint or "model_kwargs" not in checkpoint:
-        raise ValueError(
+        raise UnreadableCheckpointError(
             f"{path} has no model_name/model_kwargs (not written by save_checkpoint); build the model with "
             "lib.models.build_model(name, ...) and call load_weights(model, path)"
         )

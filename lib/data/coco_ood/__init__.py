@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lib.atomic import write_bytes_atomic
 from lib.data.io import expected_tree_error, read_label, read_rgb
 from lib.labels import ANOMALY, IGNORE
 
@@ -161,10 +161,10 @@ def write_mask_bank(
             mask = annotation_mask(ann["segmentation"], h, w)
             if not mask.any():
                 continue
-            tmp = target.with_name(target.stem + ".tmp.png")
-            if not cv2.imwrite(str(tmp), object_label_map(mask)):
-                raise OSError(f"cannot write {tmp}")
-            os.replace(tmp, target)
+            ok, png = cv2.imencode(".png", object_label_map(mask))
+            if not ok:
+                raise OSError(f"cannot encode the mask of {target} as PNG")
+            write_bytes_atomic(target, png.tobytes())
             written += 1
     return written
 
