@@ -37,7 +37,8 @@ def make_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
         blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
         if blocker is None:
             raise
-        raise UserError(f"{what} {path}: {blocker} is a file, not a folder") from None
+        where = f"{what} {path}" if blocker == path else f"{what} {path}: {blocker}"
+        raise UserError(f"{where} is a file, not a folder") from None
     return path
 
 

@@ -6,7 +6,8 @@ An entry script hands its parser and ``main`` to :func:`run_cli` under ``if __na
         run_cli(main, get_args_parser())
 
 :func:`run_cli` adds ``--debug`` to the parser, parses the command line and calls ``main(args)``. A
-user error then prints ``<prog>: error: <message>`` on stderr and exits with status 2 (the status
+user error then prints ``<prog>: error: <message>`` on stderr (one line, followed for some errors by
+indented detail lines such as an expected folder tree) and exits with status 2 (the status
 ``argparse`` uses for a bad command line); ``--debug`` or ``MULTISHIFTSEG_DEBUG=1`` in the
 environment shows the traceback instead. Any other exception is a programming error and keeps its
 traceback.
@@ -37,7 +38,7 @@ FILE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirect
 
 def is_user_error(err: BaseException) -> bool:
     """Whether ``err`` is the user's to fix (reported in one line) rather than a programming error."""
-    return isinstance(err, UserError | FILE_ERRORS)
+    return isinstance(err, (UserError, *FILE_ERRORS))
 
 
 def error_message(err: BaseException) -> str:
@@ -85,5 +86,7 @@ def run_cli(
     except Exception as err:
         if debug_requested(args) or not is_user_error(err):
             raise
-        print(f"{parser.prog}: error: {error_message(err)}", file=sys.stderr, flush=True)
+        first, *details = error_message(err).splitlines() or [type(err).__name__]
+        lines = [f"{parser.prog}: error: {first}", *(f"  {line.strip()}" for line in details if line.strip())]
+        print("\n".join(lines), file=sys.stderr, flush=True)
         raise SystemExit(USER_ERROR_STATUS) from None
