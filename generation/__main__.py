@@ -54,9 +54,9 @@ def main(args: argparse.Namespace) -> dict:
     """Run one shard; returns the summary counts (also printed)."""
     shard = parse_shard(args.shard)
     cfg = resolve_config(args)
+    make_folder(cfg.output.root, "--out (output.root)")
     items = list_source_items(cfg.source.root, cfg.source.split, cfg.source.cities, cfg.source.condition_from)
     mine = shard_items(items, *shard)
-    make_folder(cfg.output.root, "--out (output.root)")
     writer = DatasetWriter(root=cfg.output.root, shard=shard, save_condition=cfg.output.save_condition)
     save_config(cfg, writer.root / "generation_config.yaml")
     finished = writer.finished()
