@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lib.config import ConfigError
 from lib.data.cityscapes import present_values
 from lib.data.io import (
     IMAGE_EXTENSIONS,
@@ -289,7 +290,7 @@ class ACDC_POC(AnomalyBenchmark):
     ) -> None:
         unknown = sorted(set(domains) - set(ACDC_DOMAINS))
         if unknown or not domains:
-            raise ValueError(
+            raise ConfigError(
                 f"ACDC_POC domains {unknown or list(domains)} invalid; choose from {ACDC_DOMAINS}"
             )
         self.domains = tuple(domains)

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from lib.atomic import write_text_atomic
+from lib.config import ConfigError
 from lib.data.collate import collate_items
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lib.engine.precision import autocast
@@ -65,7 +66,7 @@ SMIYC_OBSTACLE_BENCHMARKS = ("RoadObstacle21",)
 def protocol_rule(protocol: str) -> str:
     """The description of ``eval.protocol`` (an unknown protocol is an error listing the known ones)."""
     if protocol not in PROTOCOL_RULES:
-        raise ValueError(f"unknown eval.protocol {protocol!r}; expected one of {', '.join(PROTOCOL_RULES)}")
+        raise ConfigError(f"unknown eval.protocol {protocol!r}; expected one of {', '.join(PROTOCOL_RULES)}")
     return PROTOCOL_RULES[protocol]
 
 
@@ -123,7 +124,7 @@ def evaluate_benchmark(
     """
     protocol_rule(protocol)
     if postprocess not in POSTPROCESS:
-        raise ValueError(
+        raise ConfigError(
             f"unknown eval.postprocess {postprocess!r}; expected one of {', '.join(POSTPROCESS)}"
         )
     share, total = _rank_share(dataset, max_images)
