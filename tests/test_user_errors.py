@@ -4,6 +4,7 @@ One fixture per case: a reused run id, a resume from weights only, a corrupt dem
 ``--out`` that is a file, weights that give non-finite scores; and the usual mode of written files.
 """
 
+import datetime
 import json
 import os
 import stat
@@ -23,7 +24,7 @@ from lib.engine.evaluator import write_results
 from lib.engine.training import prepare_run_dir
 from lib.errors import UserError
 from lib.models import build_model
-from lib.models.checkpoints import UnreadableCheckpointError, save_checkpoint
+from lib.models.checkpoints import UnreadableCheckpointError, load_weights, save_checkpoint
 from lib.predict import get_args_parser as predict_parser
 from lib.predict import main as predict_main
 from lib.submission import build_exporter
@@ -173,3 +174,19 @@ def test_written_files_get_the_usual_mode(tmp_path):
     assert {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {
         str(p.relative_to(tmp_path)): "0o644" for p in files
     }
+
+
+def test_truncated_or_foreign_checkpoint_is_named_as_such(tmp_path):
+    good = tmp_path / "good.pth"
+    torch.save(build_model("deeplab_wrn_light").state_dict(), good)
+    (tmp_path / "truncated.pth").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    (tmp_path / "notes.pth").write_text("not weights")
+    for name in ("truncated.pth", "notes.pth"):
+        with pytest.raises(UnreadableCheckpointError, match=rf"{name}: not a PyTorch checkpoint .*truncated"):
+            load_weights(build_model("deeplab_wrn_light"), tmp_path / name)
+    unsafe = tmp_path / "unsafe.pth"
+    torch.save({"model": {}, "when": datetime.date(2024, 1, 1)}, unsafe)
+    with pytest.raises(
+        UnreadableCheckpointError, match=r"unsafe\.pth with torch.load\(weights_only=True\) \(.*date"
+    ):
+        load_weights(build_model("deeplab_wrn_light"), unsafe)

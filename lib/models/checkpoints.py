@@ -21,6 +21,7 @@ import functools
 import logging
 import os
 import subprocess
+import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,6 +39,8 @@ logger = logging.getLogger(__name__)
 WRAPPER_KEYS = ("state_dict", "model")
 DATA_PARALLEL_PREFIX = "module."
 MAX_LISTED = 10
+PICKLE_START = b"\x80"
+"""The first byte of a pickle (protocol 2 and later): ``torch.save``'s legacy format."""
 
 
 class IncompatibleCheckpointError(UserError, RuntimeError):
@@ -46,6 +49,22 @@ class IncompatibleCheckpointError(UserError, RuntimeError):
 
 class UnreadableCheckpointError(UserError, ValueError):
     """The file is not a checkpoint of tensors (a pickle, a corrupt file, not a dict of weights)."""
+
+
+def _load_error(path: Path, err: Exception) -> UnreadableCheckpointError:
+    """Why ``torch.load(path, weights_only=True)`` failed, in the user's terms."""
+    with open(path, "rb") as f:
+        is_pickle = f.read(1) == PICKLE_START
+    if not is_pickle and not zipfile.is_zipfile(path):
+        return UnreadableCheckpointError(
+            f"{path}: not a PyTorch checkpoint (neither torch.save's zip archive nor a pickle); is it "
+            "truncated, or another kind of file?"
+        )
+    detail = str(err).split("WeightsUnpickler error:")[-1].split("Check the documentation")[0]
+    return UnreadableCheckpointError(
+        f"cannot read {path} with torch.load(weights_only=True) ({' '.join(detail.split())[:300]}). "
+        "Only checkpoints made of tensors, numbers, strings and plain containers are accepted."
+    )
 
 
 def _read(path: Path) -> Mapping:
@@ -62,10 +81,7 @@ def _read(path: Path) -> Mapping:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise UnreadableCheckpointError(
-            f"cannot read {path} with torch.load(weights_only=True): {err}. Only checkpoints made of "
-            "tensors, numbers, strings and plain containers are accepted."
-        ) from err
+        raise _load_error(path, err) from err
     if not isinstance(checkpoint, Mapping):
         raise UnreadableCheckpointError(
             f"{path} holds a {type(checkpoint).__name__}, expected a dict of weights"
