@@ -112,6 +112,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")  # runpy of an imported module
 @pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
 def test_every_entry_point_reports_a_user_error_in_one_line(entry, tmp_path, monkeypatch, capsys):
     (tmp_path / "a_file").write_text("not a folder")
