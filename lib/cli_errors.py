@@ -87,6 +87,7 @@ def run_cli(
         if debug_requested(args) or not is_user_error(err):
             raise
         first, *details = error_message(err).splitlines() or [type(err).__name__]
-        lines = [f"{parser.prog}: error: {first}", *(f"  {line.rstrip()}" for line in details if line.strip())]
+        details = [f"  {line.rstrip()}" for line in details if line.strip()]
+        lines = [f"{parser.prog}: error: {first}", *details]
         print("\n".join(lines), file=sys.stderr, flush=True)
         raise SystemExit(USER_ERROR_STATUS) from None
