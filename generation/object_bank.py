@@ -23,6 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from generation.ade20k import ade150, full_to_150, ood_classes
+from lib.atomic import atomic_open
 from lib.data.io import read_rgb
 
 INDEX_RELPATH = Path("ADE20K_2021_17_01") / "index_ade20k.pkl"
@@ -138,10 +139,8 @@ class ADE20KObjectBank:
             raise ValueError(f"{index_path}: expected a dict, got {type(index).__name__}")
         images = ood_candidate_images(index, self.ood, str(index_path))
         if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(cache.name + ".tmp.npz")
-            np.savez_compressed(tmp, images=np.array(images, dtype=str), ood_split=self.ood_split)
-            os.replace(tmp, cache)
+            with atomic_open(cache, "wb") as handle:
+                np.savez_compressed(handle, images=np.array(images, dtype=str), ood_split=self.ood_split)
         return images
 
     def objects_in(self, seg: np.ndarray) -> list[tuple[np.ndarray, int]]:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from lib.errors import UserError
 from lib.labels import colorize
 from lib.models import build_model
 from lib.models.checkpoints import MissingOODHeadError
@@ -100,11 +101,11 @@ def test_input_errors(setup, tmp_path):
     with pytest.raises(FileNotFoundError, match="no images"):
         find_images([root / "empty"])
     (root / "notes.txt").write_text("x")
-    with pytest.raises(ValueError, match="not an image file"):
+    with pytest.raises(UserError, match="not an image file"):
         find_images([root / "notes.txt"])
     (root / "other").mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "other" / "street.jpg")
-    with pytest.raises(ValueError, match=r"would both write outputs named street_\*"):
+    with pytest.raises(UserError, match=r"would both write outputs named street_\*"):
         find_images([root / "street.png", root / "other"])
     args = ["--cfg", str(cfg), "--weight_path", str(weights), "--input", str(root / "street.png")]
     with pytest.raises(ValueError, match="unknown eval.postprocess 'blur'"):

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lib.config import ConfigError
 from lib.data.cityscapes import present_values
 from lib.data.io import (
     IMAGE_EXTENSIONS,
@@ -30,7 +31,7 @@ from lib.data.io import (
     read_rgb,
 )
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, JointTransform, Normalize, ToTensor
-from lib.errors import UserError
+from lib.errors import UnknownNameError, UserError
 from lib.labels import ID_TO_TRAIN_ID, IGNORE, LABELS, NUM_CLASSES, OOD_IN, OOD_OUT, OOD_VOID, check_ood_label
 
 DEFAULT_ROOT = "./datasets"
@@ -307,7 +308,7 @@ class ACDC_POC(AnomalyBenchmark):
     ) -> None:
         unknown = sorted(set(domains) - set(ACDC_DOMAINS))
         if unknown or not domains:
-            raise ValueError(
+            raise ConfigError(
                 f"ACDC_POC domains {unknown or list(domains)} invalid; choose from {ACDC_DOMAINS}"
             )
         self.domains = tuple(domains)
@@ -347,7 +348,7 @@ class ACDC_POC(AnomalyBenchmark):
             )
         with np.load(path) as data:
             if "img" not in data.files:
-                raise UserError(f"{path}: expected key 'img', found {data.files}")
+                raise UserError(f"{path}: expected an array 'img' in this .npz, found {data.files}")
             diff = data["img"]
         base = read_rgb(original)
         if diff.shape != base.shape or diff.dtype != np.uint8:
@@ -392,7 +393,7 @@ def build_benchmark(
     """Build benchmark ``name`` under the datasets ``root`` (default ``./datasets``);
     ``include_unlabelled`` also lists the images without a public label (SMIYC tracks only)."""
     if name not in BENCHMARKS:
-        raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+        raise UnknownNameError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
     root = DEFAULT_ROOT if root is None else root
     if not include_unlabelled:
         return BENCHMARKS[name](root, transform)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from lib.config import Config, DataConfig
+from lib.config import Config, ConfigError, DataConfig
 from lib.data.coco_ood import OutlierObjects
 from lib.data.multishift import MultiShiftPairs
 from lib.data.transforms import Compose, HorizontalFlip, RandomCrop, RandomResize, mask2former_train_transform
@@ -46,7 +46,7 @@ AUGMENTATIONS: dict[str, Callable[[DataConfig], Compose]] = {
 def paired_train_transform(data: DataConfig) -> Compose:
     """Joint augmentation of each (original, generated) pair, chosen by ``data.augmentation``."""
     if data.augmentation not in AUGMENTATIONS:
-        raise ValueError(
+        raise ConfigError(
             f"unknown data.augmentation {data.augmentation!r}; expected one of {', '.join(AUGMENTATIONS)}"
         )
     return AUGMENTATIONS[data.augmentation](data)
@@ -57,7 +57,7 @@ def build_paired_train_set(cfg: Config) -> MultiShiftPairs:
     (``data.ood_prob`` > 0, objects from ``data.root/data.coco``) and mixup up to ``data.mixup_max``."""
     d = cfg.data
     if not d.use_generated:
-        raise ValueError(
+        raise ConfigError(
             "data.use_generated=false: training without generated twins is not supported by the paired "
             "DeepLab trainer (every batch is B originals + their B generated images)"
         )
@@ -96,7 +96,7 @@ def build_training_model(cfg: Config) -> nn.Module:
         return model
     head_init = getattr(model, "uncertainty_head_init", None)
     if head_init is None:
-        raise ValueError(
+        raise ConfigError(
             f"model.init_ood_head=true but {type(model).__name__} ({cfg.model.name}) has no "
             "uncertainty_head_init(); set model.init_ood_head=false"
         )

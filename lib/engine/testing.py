@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from lib.config import Config
+from lib.config import Config, ConfigError
 from lib.data.benchmarks import build_benchmark
 from lib.engine.distributed import DistInfo
 from lib.engine.evaluator import (
@@ -68,14 +68,14 @@ def _exported_benchmarks(cfg: Config) -> list[str]:
     if not kind:
         return []
     if kind not in EXPORT_FORMATS:
-        raise ValueError(f"unknown eval.export {kind!r}; expected one of {', '.join(EXPORT_FORMATS)}")
+        raise ConfigError(f"unknown eval.export {kind!r}; expected one of {', '.join(EXPORT_FORMATS)}")
     if not cfg.eval.export_dir:
-        raise ValueError(f"eval.export={kind} needs eval.export_dir (--export {kind} DIR)")
+        raise ConfigError(f"eval.export={kind} needs eval.export_dir (--export {kind} DIR)")
     if kind == "fishyscapes":
         return list(cfg.eval.datasets)
     covered = [name for name in cfg.eval.datasets if name in SMIYC_TRACK_OF_BENCHMARK]
     if not covered:
-        raise ValueError(
+        raise ConfigError(
             f"--export smiyc: none of the benchmarks {cfg.eval.datasets} is a SMIYC track "
             f"({', '.join(SMIYC_TRACK_OF_BENCHMARK)})"
         )
@@ -101,7 +101,7 @@ def run_benchmarks(
     """
     logger = get_logger()
     if not cfg.eval.datasets:
-        raise ValueError("nothing to test: eval.datasets is empty and no --test_dataset was given")
+        raise ConfigError("nothing to test: eval.datasets is empty and no --test_dataset was given")
     protocol_rule(cfg.eval.protocol)
     score_fn = get_score(cfg.eval.score)
     exported = _exported_benchmarks(cfg)

@@ -17,7 +17,8 @@ head. Only *starting weights for training* may lack it (``load_weights(..., fill
 the model's ``closed_world_ood_head(state_dict)`` hook then copies the classifier into the head, as
 the published train scripts do. Everywhere else (testing, ``lib.predict``, ``--resume``) such a
 checkpoint is a :class:`MissingOODHeadError` naming the missing keys (the model lists them in
-``ood_head_keys``), never silently a copied classifier scored as the learned head.
+``ood_head_keys``), never silently a copied classifier scored as the learned head. A file that is not
+a tensor-only checkpoint is an ``UnreadableCheckpointError``; all of these are user errors.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import functools
 import logging
 import os
 import subprocess
+import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from lib.atomic import atomic_open
 from lib.errors import UserError
 from lib.models.registry import build_model
 
@@ -43,9 +46,11 @@ logger = logging.getLogger(__name__)
 WRAPPER_KEYS = ("state_dict", "model")
 DATA_PARALLEL_PREFIX = "module."
 MAX_LISTED = 10
+PICKLE_START = b"\x80"
+"""The first byte of a pickle (protocol 2 and later): ``torch.save``'s legacy format."""
 
 
-class IncompatibleCheckpointError(UserError):
+class IncompatibleCheckpointError(UserError, RuntimeError):
     """The checkpoint's keys or shapes do not match the model."""
 
 
@@ -53,9 +58,29 @@ class MissingOODHeadError(IncompatibleCheckpointError):
     """A closed-world checkpoint (no OOD head) given where trained OOD-head weights are needed."""
 
 
+class UnreadableCheckpointError(UserError, ValueError):
+    """The file is not a checkpoint of tensors (a pickle, a corrupt file, not a dict of weights)."""
+
+
+def _load_error(path: Path, err: Exception) -> UnreadableCheckpointError:
+    """Why ``torch.load(path, weights_only=True)`` failed, in the user's terms."""
+    with open(path, "rb") as f:
+        is_pickle = f.read(1) == PICKLE_START
+    if not is_pickle and not zipfile.is_zipfile(path):
+        return UnreadableCheckpointError(
+            f"{path}: not a PyTorch checkpoint (neither torch.save's zip archive nor a pickle); is it "
+            "truncated, or another kind of file?"
+        )
+    detail = str(err).split("WeightsUnpickler error:")[-1].split("Check the documentation")[0]
+    return UnreadableCheckpointError(
+        f"cannot read {path} with torch.load(weights_only=True) ({' '.join(detail.split())[:300]}). "
+        "Only checkpoints made of tensors, numbers, strings and plain containers are accepted."
+    )
+
+
 def _read(path: Path) -> Mapping:
     if path.suffix == ".pkl":
-        raise ValueError(
+        raise UnreadableCheckpointError(
             f"{path} is a pickle (detectron2 format). Unpickling can run arbitrary code, so it is not "
             "loaded here. Convert it once, in an environment you trust, to a tensor-only .pth:\n"
             "  python -c \"import pickle, torch; d = pickle.load(open('IN.pkl', 'rb')); "
@@ -67,12 +92,11 @@ def _read(path: Path) -> Mapping:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(
-            f"cannot read {path} with torch.load(weights_only=True): {err}. Only checkpoints made of "
-            "tensors, numbers, strings and plain containers are accepted."
-        ) from err
+        raise _load_error(path, err) from err
     if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, expected a dict of weights")
+        raise UnreadableCheckpointError(
+            f"{path} holds a {type(checkpoint).__name__}, expected a dict of weights"
+        )
     return checkpoint
 
 
@@ -93,7 +117,9 @@ def _to_tensors(state_dict: Mapping, source: str) -> OrderedDict[str, torch.Tens
         if isinstance(value, np.ndarray | np.generic):
             value = torch.as_tensor(value)
         if not isinstance(value, torch.Tensor):
-            raise ValueError(f"{source}: entry {key!r} is a {type(value).__name__}, expected a tensor")
+            raise UnreadableCheckpointError(
+                f"{source}: entry {key!r} is a {type(value).__name__}, expected a tensor"
+            )
         tensors[name] = value
     return tensors
 
@@ -231,7 +257,7 @@ def save_checkpoint(
     metrics: Mapping[str, object],
     extra: Mapping[str, object] | None = None,
 ) -> None:
-    """Write a checkpoint atomically (temporary file + ``os.replace``), loadable with ``weights_only=True``.
+    """Write a checkpoint atomically (:func:`lib.atomic.atomic_open`), loadable with ``weights_only=True``.
 
     Holds ``model`` (state dict, DDP/DataParallel unwrapped), ``optimizer``, ``scaler``, ``epoch``,
     ``stage``, ``config`` (a plain dict; a dataclass config is converted), ``model_name`` and
@@ -255,21 +281,15 @@ def save_checkpoint(
         "extra": {} if extra is None else dict(extra),
     }
     _check_plain(checkpoint, "checkpoint")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_open(path, "wb") as handle:
+        torch.save(checkpoint, handle)
 
 
 def build_from_checkpoint(path: str | os.PathLike) -> nn.Module:
     """Rebuild the model a ``save_checkpoint`` file was trained with and load its weights."""
     checkpoint = _read(Path(path))
     if "model_name" not in checkpoint or "model_kwargs" not in checkpoint:
-        raise ValueError(
+        raise UnreadableCheckpointError(
             f"{path} has no model_name/model_kwargs (not written by save_checkpoint); build the model with "
             "lib.models.build_model(name, ...) and call load_weights(model, path)"
         )
