@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from lib.labels import NUM_CLASSES
+from lib.protocols import SMIYC_TRACK_OF_BENCHMARK
 from lib.smiyc import get_track
 
 FLOAT16_ONE_CODE = 0x3C00
@@ -55,9 +56,6 @@ TAIL_SHARE = 1.0 / 16.0
 SMIYC_DATASET = "value"
 SMIYC_GZIP_LEVEL = 9
 EXPORT_FORMATS = ("smiyc", "fishyscapes")
-
-SMIYC_TRACK_OF_BENCHMARK = {"RoadAnomaly21": "AnomalyTrack", "RoadObstacle21": "ObstacleTrack"}
-"""Benchmark name (:mod:`lib.data.benchmarks`) -> SMIYC track whose frames it holds."""
 
 SCORE_RANGES: dict[str, dict[str, tuple[float, float]]] = {
     "deeplab": {
