@@ -14,8 +14,8 @@ from PIL import Image
 
 from lib.models import build_model
 from lib.models.checkpoints import load_weights
-from lib.toy.demo import STAGES, Demo, WorldSizes, main
 from lib.results import read_results
+from lib.toy.demo import STAGES, Demo, WorldSizes, main
 from lib.toy.demo_eval import ROWS, claim_checks
 
 TINY_WORLD = WorldSizes(n_train=4, n_outliers=4, n_test=2, height=64, width=128)
