@@ -130,14 +130,20 @@ def resolve_weights(cfg: Config) -> Path:
     return path
 
 
-def _evaluation_order(cfg: Config) -> list[str]:
-    """``eval.datasets`` with ``eval.threshold_from`` first (its threshold applies to the others)."""
+def _evaluation_order(cfg: Config) -> tuple[list[str], str]:
+    """``eval.datasets`` with ``eval.threshold_from`` first (its threshold applies to the others), and
+    that source, or "" when it is not among the benchmarks tested (e.g. another ``--test_dataset``)."""
     source = cfg.eval.threshold_from
+    if source and source not in cfg.eval.datasets:
+        get_logger().warning(
+            "eval.threshold_from=%s is not among the benchmarks tested (%s): no FPR_at_threshold",
+            source,
+            ", ".join(cfg.eval.datasets),
+        )
+        source = ""
     if not source:
-        return list(cfg.eval.datasets)
-    if source not in cfg.eval.datasets:
-        raise UserError(f"eval.threshold_from={source!r} is not one of eval.datasets {cfg.eval.datasets}")
-    return [source, *(name for name in cfg.eval.datasets if name != source)]
+        return list(cfg.eval.datasets), ""
+    return [source, *(name for name in cfg.eval.datasets if name != source)], source
 
 
 def run_benchmarks(
@@ -153,7 +159,7 @@ def run_benchmarks(
     if not cfg.eval.datasets:
         raise ValueError("nothing to test: eval.datasets is empty and no --test_dataset was given")
     get_protocol(cfg.eval.protocol)
-    order = _evaluation_order(cfg)
+    order, threshold_source = _evaluation_order(cfg)
     score_fn = get_score(cfg.eval.score)
     exported = _exported_benchmarks(cfg)
     smiyc_range = score_range(cfg.model.name, cfg.eval.score) if cfg.eval.export == "smiyc" else None
@@ -209,7 +215,7 @@ def run_benchmarks(
                 std=cfg.data.std,
             )
         except FileNotFoundError as err:
-            if named or name == cfg.eval.threshold_from:
+            if named or name == threshold_source:
                 raise
             logger.warning("skipping %s: %s", name, str(err).splitlines()[0])
             continue
@@ -243,7 +249,7 @@ def run_benchmarks(
             logger.info("%s: %s files written under %s", name, cfg.eval.export, exporter.folder)
         if metric.n_labelled == 0:
             logger.warning("%s: no labelled image among %d; no metrics, only the export", name, total)
-        if name == cfg.eval.threshold_from:
+        if name == threshold_source:
             threshold = _threshold_of(metric, name)
         result = benchmark_result(
             metric,
