@@ -6,7 +6,6 @@ pastes COCO outliers, runs stage 1 (RCL on the OOD head) and stage 2 (set criter
 resumes; testing reads the run's best checkpoint and writes results.json / results.md / heat maps.
 """
 
-
 import pytest
 import torch
 
