@@ -187,3 +187,13 @@ def test_claim_checks_each_criterion():
     checks = claim_checks(rows)
     assert not checks["best_shift_AP"] and not checks["best_shift_FPR95"]
     assert not checks["shift_mIoU_not_below_closed_world"]
+
+
+def test_models_normalisation_reaches_the_evaluation(tmp_path):
+    """The test sets are normalised with the data.mean/std the models were trained with; models
+    trained with different ones cannot share the demo's test sets."""
+    same = ["data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]"]
+    demo = Demo(tmp_path, overrides=dict.fromkeys(("pretrain", "oe_only", "multishift"), same))
+    assert demo.normalisation() == ([0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
+    with pytest.raises(ValueError, match="different data.mean/data.std"):
+        Demo(tmp_path, overrides={"pretrain": same}).normalisation()
