@@ -359,3 +359,29 @@ def test_unknown_protocol():
         UserError, match="unknown eval.protocol 'fishy'.*Known protocols: exact, published, smiyc"
     ):
         get_protocol("fishy")
+
+
+def test_results_file_of_the_earlier_run_wide_layout_is_merged(tmp_path):
+    """A results.json written before entries carried their provenance: its run-wide fields become
+    each of its entries' provenance, and a new benchmark is added beside them."""
+    legacy = {
+        "protocol": "published",
+        "fpr_rule": "old rule",
+        "score": "learned",
+        "weights": "old.pth",
+        "benchmarks": {
+            "RoadAnomaly": {"protocol": "published", "AUROC": 0.9, "AP": 0.5, "FPR95": 0.2, "images": 60}
+        },
+    }
+    (tmp_path / "results.json").write_text(json.dumps(legacy))
+    write_results(tmp_path, {"FS_Static": _entry(0.25, weights="new.pth", score="msp", protocol="exact")})
+    data = read_results(tmp_path)
+    assert list(data) == ["RoadAnomaly", "FS_Static"]
+    old = data["RoadAnomaly"]["provenance"]
+    assert (old["weights"], old["score"], old["protocol"], old["fpr_rule"]) == (
+        "old.pth",
+        "learned",
+        "published",
+        "old rule",
+    )
+    assert data["RoadAnomaly"]["AP"] == 0.5 and data["FS_Static"]["provenance"]["weights"] == "new.pth"

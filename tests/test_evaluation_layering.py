@@ -7,7 +7,13 @@ from pathlib import Path
 
 LIB = Path(__file__).resolve().parents[1] / "lib"
 METRIC_MODULES = ("lib.metrics", "lib.smiyc", "lib.protocols", "lib.results", "lib.plots", "lib.submission")
-ENTRY_POINTS = ("lib.evaluate", "lib.engine.testing", "lib.engine.evaluator", "lib.report", "lib.toy.demo_eval")
+ENTRY_POINTS = (
+    "lib.evaluate",
+    "lib.engine.testing",
+    "lib.engine.evaluator",
+    "lib.report",
+    "lib.toy.demo_eval",
+)
 
 
 def _import_graph() -> dict[str, set[str]]:

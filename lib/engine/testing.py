@@ -23,7 +23,7 @@ import torch
 
 from lib.config import Config
 from lib.data.benchmarks import build_benchmark
-from lib.engine.distributed import DistInfo
+from lib.engine.distributed import DistInfo, barrier
 from lib.engine.evaluator import (
     CurveSink,
     ExportSink,
@@ -171,6 +171,7 @@ def run_benchmarks(
     }
     if info.is_main:
         _prepare_export_folders(exporters, overwrite=overwrite)
+    barrier()  # no rank writes a score file before the stale ones are gone
     score_label = (
         cfg.eval.score if cfg.eval.postprocess == "none" else f"{cfg.eval.score} + {cfg.eval.postprocess}"
     )
