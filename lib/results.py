@@ -86,11 +86,7 @@ def read_results(path: str | Path) -> dict[str, dict]:
         raise UserError(f"{file}: not valid JSON ({err})") from None
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), dict):
         raise UserError(f"{file}: expected a JSON object with a 'benchmarks' mapping of benchmark -> entry")
-    legacy = (
-        None
-        if all(isinstance(e, dict) and "provenance" in e for e in data["benchmarks"].values())
-        else (_legacy_provenance(data))
-    )
+    legacy = _legacy_provenance(data)
     entries = {}
     for name, entry in data["benchmarks"].items():
         if not isinstance(entry, dict):
@@ -99,14 +95,12 @@ def read_results(path: str | Path) -> dict[str, dict]:
                 "with its 'provenance'"
             )
         if "provenance" not in entry:
-            if "protocol" not in legacy and "protocol" not in entry:
+            protocol = entry.get("protocol", legacy.get("protocol"))
+            if protocol is None:
                 raise UserError(
                     f"{file}: benchmark {name!r} does not say how it was computed (no provenance)"
                 )
-            entry = {
-                **entry,
-                "provenance": {**legacy, "protocol": entry.get("protocol", legacy.get("protocol"))},
-            }
+            entry = {**entry, "provenance": {**legacy, "protocol": protocol}}
         elif not isinstance(entry["provenance"], dict):
             raise UserError(
                 f"{file}: benchmark {name!r} has provenance {entry['provenance']!r}; expected a mapping"
