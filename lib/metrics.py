@@ -102,6 +102,27 @@ class _Counts:
     n_neg: int
 
 
+def _counts_of(pos: np.ndarray, neg: np.ndarray) -> _Counts:
+    """Counts of ascending anomaly scores ``pos`` and ascending inlier scores ``neg`` (1-D, both
+    classes present)."""
+    if pos.size == 0:
+        raise ValueError(f"no anomaly pixel (label {OOD_OUT}) among {neg.size} scored pixels")
+    if neg.size == 0:
+        raise ValueError(f"no in-distribution pixel (label {OOD_IN}) among {pos.size} scored pixels")
+    desc = pos[::-1]
+    last = np.append(np.flatnonzero(desc[1:] != desc[:-1]), desc.size - 1)
+    values = desc[last]
+    n_neg = neg.size
+    return _Counts(
+        values=values,
+        tp=last.astype(np.int64) + 1,
+        fp_ge=n_neg - np.searchsorted(neg, values, side="left").astype(np.int64),
+        fp_gt=n_neg - np.searchsorted(neg, values, side="right").astype(np.int64),
+        n_pos=pos.size,
+        n_neg=n_neg,
+    )
+
+
 @dataclass(frozen=True)
 class Curve:
     """ROC and precision-recall curves of pooled pixels, what plots draw.
@@ -127,18 +148,8 @@ def exact_curve(pos: np.ndarray, neg: np.ndarray) -> Curve:
     does: the area under the ROC staircase is the exact AUROC (ties form a diagonal step) and the
     step sum under the PR points is the exact AP.
     """
-    if pos.size == 0 or neg.size == 0:
-        raise ValueError(
-            f"curves need anomaly (label {OOD_OUT}) and in-distribution (label {OOD_IN}) pixels; "
-            f"got {pos.size} and {neg.size}"
-        )
-    desc = pos[::-1]
-    last = np.append(np.flatnonzero(desc[1:] != desc[:-1]), desc.size - 1)
-    values = desc[last]
-    n_pos, n_neg = pos.size, neg.size
-    tp = last.astype(np.int64) + 1
-    fp_ge = n_neg - np.searchsorted(neg, values, side="left").astype(np.int64)
-    fp_gt = n_neg - np.searchsorted(neg, values, side="right").astype(np.int64)
+    c = _counts_of(pos, neg)
+    tp, fp_ge, fp_gt, n_pos, n_neg = c.tp, c.fp_ge, c.fp_gt, c.n_pos, c.n_neg
     # At each distinct anomaly score, first the inliers strictly above it (TPR unchanged), then the
     # tied pixels of both classes together.
     tp_prev = np.concatenate([[0], tp[:-1]])
@@ -231,23 +242,7 @@ class OODMetricAccumulator:
         return self._pos[0], self._neg[0]
 
     def _counts(self) -> _Counts:
-        pos, neg = self._sorted_scores()
-        if pos.size == 0:
-            raise ValueError(f"no anomaly pixel (label {OOD_OUT}) among {neg.size} scored pixels")
-        if neg.size == 0:
-            raise ValueError(f"no in-distribution pixel (label {OOD_IN}) among {pos.size} scored pixels")
-        desc = pos[::-1]
-        last = np.append(np.flatnonzero(desc[1:] != desc[:-1]), desc.size - 1)
-        values = desc[last]
-        n_neg = neg.size
-        return _Counts(
-            values=values,
-            tp=last.astype(np.int64) + 1,
-            fp_ge=n_neg - np.searchsorted(neg, values, side="left").astype(np.int64),
-            fp_gt=n_neg - np.searchsorted(neg, values, side="right").astype(np.int64),
-            n_pos=pos.size,
-            n_neg=n_neg,
-        )
+        return _counts_of(*self._sorted_scores())
 
     def compute(self, *, fpr_rule: str = "published") -> dict[str, float]:
         """``{"AUROC", "AP", "FPR95"}`` of all pixels seen; FPR95 by ``fpr_rule`` (see module doc)."""
