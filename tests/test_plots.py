@@ -72,7 +72,7 @@ def test_evaluation_sources_and_errors():
     assert curve_points(ev).auroc == pytest.approx(ev.compute()["AUROC"], abs=1e-12)
     with pytest.raises(ValueError, match="no anomaly pixel"):
         curve_points(OODEvaluation("smiyc"))
-    with pytest.raises(ValueError, match="no anomaly pixel \(label 1\) among 3 scored pixels"):
+    with pytest.raises(ValueError, match=r"no anomaly pixel \(label 1\) among 3 scored pixels"):
         exact_curve(np.array([]), np.array([1.0, 2.0, 3.0]))
 
 
