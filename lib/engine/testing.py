@@ -169,22 +169,19 @@ def run_benchmarks(
         )
         for name in exported
     }
-    if info.is_main:
-        _prepare_export_folders(exporters, overwrite=overwrite)
-    barrier()  # no rank writes a score file before the stale ones are gone
-    score_label = (
-        cfg.eval.score if cfg.eval.postprocess == "none" else f"{cfg.eval.score} + {cfg.eval.postprocess}"
-    )
     weights = resolve_weights(cfg)
-    model = build_model(cfg.model.name, **cfg.model.kwargs)
-    load_weights(model, weights)
-    model.to(info.device).eval()
     inference = Inference(
         device=info.device,
         channels_last=info.device.type == "cuda",
         num_workers=cfg.data.num_workers,
         postprocess=cfg.eval.postprocess,
     )
+    if info.is_main:
+        _prepare_export_folders(exporters, overwrite=overwrite)
+    barrier()  # no rank writes a score file before the stale ones are gone
+    model = build_model(cfg.model.name, **cfg.model.kwargs)
+    load_weights(model, weights)
+    model.to(info.device).eval()
     if inference.channels_last:
         model.to(memory_format=torch.channels_last)
     logger.info(
@@ -224,24 +221,8 @@ def run_benchmarks(
             cfg.eval.score, cfg.eval.protocol, per_image=cfg.eval.per_image, track=smiyc_track(name)
         )
         semantic = SemanticSink()
-        sinks: list[Sink] = [
-            metric,
-            semantic,
-            CurveSink(cfg.run_dir / f"curves_{name}.png", {score_label: metric}, title=name),
-        ]
-        if cfg.eval.save_heatmaps > 0:
-            sinks.append(
-                HeatmapSink(
-                    cfg.run_dir / "heatmaps" / name,
-                    count=cfg.eval.save_heatmaps,
-                    score=cfg.eval.score,
-                    mean=cfg.data.mean,
-                    std=cfg.data.std,
-                )
-            )
         exporter = exporters.get(name)
-        if exporter is not None:
-            sinks.append(ExportSink(exporter, cfg.eval.score))
+        sinks = [metric, semantic, *_picture_and_export_sinks(cfg, name, metric, exporter)]
         indices, total = rank_share(len(dataset))
         images = model_images(model, dataset, {cfg.eval.score: score_fn}, inference, indices=indices)
         stream(images, sinks, desc=name, total=len(indices), progress=progress and info.is_main)
@@ -280,6 +261,28 @@ def run_benchmarks(
     if info.is_main:
         print(f"\n{results_header(prov)}\n{results_table(results)}\n")
     return results
+
+
+def _picture_and_export_sinks(
+    cfg: Config, name: str, metric: MetricSink, exporter: Exporter | None
+) -> list[Sink]:
+    """The curves of ``metric``, heat maps with ``eval.save_heatmaps`` and the server export of
+    benchmark ``name``."""
+    label = cfg.eval.score if cfg.eval.postprocess == "none" else f"{cfg.eval.score} + {cfg.eval.postprocess}"
+    sinks: list[Sink] = [CurveSink(cfg.run_dir / f"curves_{name}.png", {label: metric}, title=name)]
+    if cfg.eval.save_heatmaps > 0:
+        sinks.append(
+            HeatmapSink(
+                cfg.run_dir / "heatmaps" / name,
+                count=cfg.eval.save_heatmaps,
+                score=cfg.eval.score,
+                mean=cfg.data.mean,
+                std=cfg.data.std,
+            )
+        )
+    if exporter is not None:
+        sinks.append(ExportSink(exporter, cfg.eval.score))
+    return sinks
 
 
 def _threshold_of(metric: MetricSink, name: str) -> dict[str, object]:
