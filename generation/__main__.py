@@ -2,8 +2,8 @@
 [--backend controlnet|procedural] [--shard i/N] [section.key=value ...]``.
 
 Generates one multi-shift image per source label map of this shard, skipping items that already have
-a metadata line (resume), and prints a summary: generated, already done, skipped with the reason
-(no road, rejected by which filter), images per hour.
+a metadata line whose files exist (resume), and prints a summary: generated, already done, skipped
+with the reason (no road, rejected by which filter), images per hour.
 """
 
 from __future__ import annotations

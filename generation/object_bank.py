@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from PIL import Image
 
 from generation.ade20k import ade150, full_to_150, ood_classes
+from lib.data.io import read_rgb
 
 INDEX_RELPATH = Path("ADE20K_2021_17_01") / "index_ade20k.pkl"
 
@@ -162,7 +162,7 @@ class ADE20KObjectBank:
             seg_path = self.root / (str(Path(rel).with_suffix("")) + "_seg.png")
             if not seg_path.is_file():
                 raise FileNotFoundError(f"ADE20K segmentation not found: {seg_path}")
-            seg = np.asarray(Image.open(seg_path).convert("RGB"))
+            seg = read_rgb(seg_path)
             found = self.objects_in(seg)
             if not found:
                 continue

@@ -22,7 +22,7 @@ from generation.object_bank import ADE20KObjectBank, ObjectBank
 from generation.paste import paste_on_road
 from generation.prompts import check_prompt_config, sample_prompt
 from generation.source import SourceItem
-from lib.data.io import read_label, read_rgb
+from lib.data.io import check_same_size, read_label, read_rgb
 from lib.labels import ANOMALY, check_train_label
 
 
@@ -71,10 +71,7 @@ class CGAugGenerator:
         if item.color_path is None:
             return condition_from_train_ids(label, str(item.label_path))
         color = read_rgb(item.color_path)
-        if color.shape[:2] != label.shape:
-            raise ValueError(
-                f"{item.color_path}: size {color.shape[:2]} differs from its label {label.shape}"
-            )
+        check_same_size(color, item.color_path, label, item.label_path)
         return condition_from_color(color, str(item.color_path))
 
     def generate(self, item: SourceItem) -> Generated:

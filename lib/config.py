@@ -40,6 +40,8 @@ class DataConfig:
     ``augmentation`` picks the joint transform of each training pair: ``deeplab`` (random rescale in
     ``scale_range``, ``crop_size`` crop, flip) or ``mask2former`` (the published Mask2Former recipe:
     colour, blur, sharpness, contrast, equalize, rescale, rotation, flips, then the crop).
+    ``max_image_pixels``: the largest width x height an image header may claim before it is decoded
+    (a larger claim is an error naming the file; see :mod:`lib.data.image_file`).
     """
 
     root: str = "./datasets"
@@ -58,6 +60,7 @@ class DataConfig:
     mixup_max: float = 0.3
     val_ds: str = "RoadAnomaly21"
     val_max_images: int = 0
+    max_image_pixels: int = 2**27
 
 
 @dataclass

@@ -24,6 +24,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from lib.config import Config, load_config
+from lib.data.image_file import set_max_image_pixels
 from lib.data.io import IMAGE_EXTENSIONS, read_rgb
 from lib.models import build_model
 from lib.models.checkpoints import load_weights
@@ -114,6 +115,7 @@ def main(args: argparse.Namespace) -> list[Path]:
     """Predict every input image; returns the written ``_anomaly.npy`` paths."""
     inputs, overrides = split_overrides(args.input, args.overrides)
     cfg = load_config(Config, args.cfg, overrides)
+    set_max_image_pixels(cfg.data.max_image_pixels)
     images = find_images(inputs)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     score_fn = get_score(cfg.eval.score)

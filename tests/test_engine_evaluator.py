@@ -32,7 +32,7 @@ from lib.protocols import get_protocol, smiyc_track
 from lib.results import provenance, read_results, results_header, results_table, write_results
 from lib.scores import get_score
 from lib.smiyc import smiyc_metrics
-from lib.submission import FishyscapesExporter, SMIYCExporter, UnitScoreMap
+from lib.submission import FishyscapesExporter, SMIYCExporter
 from tests.data_fixtures import write_all_flat_benchmarks, write_flat_benchmark, write_muad_like
 
 CPU = Inference(device=torch.device("cpu"))
@@ -202,7 +202,7 @@ def test_export_covers_unlabelled_frames_that_metrics_skip(root, tmp_path):
     labelled = build_benchmark("RoadAnomaly21", root=root)
     expected = _evaluate(model, labelled, inference=CPU)
     metric = MetricSink("learned")
-    with SMIYCExporter(tmp_path, method="m", track="AnomalyTrack", score_range=(-5.0, 5.0)) as exporter:
+    with SMIYCExporter(tmp_path, method="m", track="AnomalyTrack") as exporter:
         sinks = [
             metric,
             ExportSink(exporter, "learned"),
@@ -219,7 +219,7 @@ def test_export_covers_unlabelled_frames_that_metrics_skip(root, tmp_path):
     with torch.no_grad():
         anomaly = model(full[2]["image"][None])[0][0].numpy()
     with h5py.File(tmp_path / "anomaly_p" / "m" / "AnomalyTrack-all" / f"{name}.hdf5", "r") as f:
-        np.testing.assert_array_equal(f["value"][()], UnitScoreMap(-5.0, 5.0)(anomaly))
+        np.testing.assert_array_equal(f["value"][()], exporter.mapping(anomaly))
 
 
 def test_fishyscapes_export_by_index_with_predictions(root, tmp_path):

@@ -11,6 +11,7 @@ from PIL import Image
 
 from lib.labels import colorize
 from lib.models import build_model
+from lib.models.checkpoints import MissingOODHeadError
 from lib.postprocess import gaussian_blur
 from lib.predict import find_images, get_args_parser, main, split_overrides
 from lib.scores import msp
@@ -110,3 +111,13 @@ def test_input_errors(setup, tmp_path):
         main(get_args_parser().parse_args([*args, "--out", str(tmp_path / "o"), "eval.postprocess=blur"]))
     with pytest.raises(KeyError, match="unknown anomaly score 'energyy'"):
         main(get_args_parser().parse_args([*args, "--out", str(tmp_path / "o"), "eval.score=energyy"]))
+
+
+def test_a_checkpoint_without_ood_head_is_refused(setup, tmp_path):
+    model, _, cfg, _, root = setup
+    closed = tmp_path / "closed_world.pth"
+    torch.save({k: v for k, v in model.state_dict().items() if k != "ood_head.weight"}, closed)
+    args = ["--cfg", str(cfg), "--weight_path", str(closed), "--input", str(root / "street.png")]
+    with pytest.raises(MissingOODHeadError, match=r"missing keys \(1\): ood_head\.weight"):
+        main(get_args_parser().parse_args([*args, "--out", str(tmp_path / "o")]))
+    assert not (tmp_path / "o").exists()

@@ -79,14 +79,15 @@ def build_paired_train_set(cfg: Config) -> MultiShiftPairs:
 
 
 def build_training_model(cfg: Config) -> nn.Module:
-    """``model.name`` with ``model.weight_path`` loaded strictly, then, with ``model.init_ood_head``
+    """``model.name`` with ``model.weight_path`` loaded strictly (a closed-world checkpoint without OOD
+    head is accepted here only, its head copied from the classifier), then, with ``model.init_ood_head``
     (default, as published), the OOD head set to a copy of the classifier by the model's
     ``uncertainty_head_init()`` (paper Sec. 3.3), so stage 1 starts from the closed-world model's
     own score. With ``init_ood_head`` false the loaded OOD head is kept."""
     logger = get_logger()
     model = build_model(cfg.model.name, **cfg.model.kwargs)
     if cfg.model.weight_path:
-        load_weights(model, cfg.model.weight_path)
+        load_weights(model, cfg.model.weight_path, fill_ood_head=True)
         logger.info("loaded starting weights %s", cfg.model.weight_path)
     else:
         logger.warning("model.weight_path is empty: training starts from a randomly initialised model")

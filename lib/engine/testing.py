@@ -17,6 +17,7 @@ up. A benchmark without an anomaly pixel reports its pixel metrics as not applic
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -46,7 +47,7 @@ from lib.models.checkpoints import load_weights
 from lib.protocols import SMIYC_TRACK_OF_BENCHMARK, get_protocol, smiyc_track
 from lib.results import provenance, results_header, results_table, write_results
 from lib.scores import get_score
-from lib.submission import EXPORT_FORMATS, Exporter, build_exporter, score_range
+from lib.submission import EXPORT_FORMATS, Exporter, bounded_score_range, build_exporter
 
 SCORE_FILE_SUFFIXES = (".hdf5", ".npy")
 """What counts as a stale score file in an export folder."""
@@ -162,7 +163,7 @@ def run_benchmarks(
     order, threshold_source = _evaluation_order(cfg)
     score_fn = get_score(cfg.eval.score)
     exported = _exported_benchmarks(cfg)
-    smiyc_range = score_range(cfg.model.name, cfg.eval.score) if cfg.eval.export == "smiyc" else None
+    smiyc_range = bounded_score_range(cfg.eval.score)
     exporters = {
         name: build_exporter(
             cfg.eval.export, cfg.eval.export_dir, benchmark=name, method=cfg.id, score_range=smiyc_range
@@ -225,9 +226,9 @@ def run_benchmarks(
         sinks = [metric, semantic, *_picture_and_export_sinks(cfg, name, metric, exporter)]
         indices, total = rank_share(len(dataset))
         images = model_images(model, dataset, {cfg.eval.score: score_fn}, inference, indices=indices)
-        stream(images, sinks, desc=name, total=len(indices), progress=progress and info.is_main)
+        with exporter if exporter is not None else nullcontext():  # closed (files written) or abandoned
+            stream(images, sinks, desc=name, total=len(indices), progress=progress and info.is_main)
         if exporter is not None:
-            exporter.close()
             logger.info("%s: %s files written under %s", name, cfg.eval.export, exporter.folder)
         if metric.n_labelled == 0:
             logger.warning("%s: no labelled image among %d; no metrics, only the export", name, total)

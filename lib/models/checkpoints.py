@@ -8,9 +8,16 @@ Loading accepts three layouts, always through ``torch.load(..., weights_only=Tru
   ``{"model": {...}, ...}`` (this project, detectron2);
 - an in-memory mapping of either, whose values may be numpy arrays (converted detectron2 pickles).
 
-Model-specific quirks (an OOD head missing from a closed-world checkpoint, renamed entries) go through an
-optional model hook ``adapt_state_dict(state_dict) -> state_dict``; everything else that does not fit is
-an ``IncompatibleCheckpointError`` listing missing keys, unexpected keys and shape mismatches.
+Renamed or dropped entries of published formats go through an optional model hook
+``adapt_state_dict(state_dict) -> state_dict``; everything else that does not fit is an
+``IncompatibleCheckpointError`` listing missing keys, unexpected keys and shape mismatches.
+
+A closed-world checkpoint (NVIDIA's DeepLab baseline, Mask2Anomaly's ``bt-f-xl.pth``) has no OOD
+head. Only *starting weights for training* may lack it (``load_weights(..., fill_ood_head=True)``):
+the model's ``closed_world_ood_head(state_dict)`` hook then copies the classifier into the head, as
+the published train scripts do. Everywhere else (testing, ``lib.predict``, ``--resume``) such a
+checkpoint is a :class:`MissingOODHeadError` naming the missing keys (the model lists them in
+``ood_head_keys``), never silently a copied classifier scored as the learned head.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from lib.errors import UserError
 from lib.models.registry import build_model
 
 logger = logging.getLogger(__name__)
@@ -37,8 +45,12 @@ DATA_PARALLEL_PREFIX = "module."
 MAX_LISTED = 10
 
 
-class IncompatibleCheckpointError(RuntimeError):
+class IncompatibleCheckpointError(UserError):
     """The checkpoint's keys or shapes do not match the model."""
+
+
+class MissingOODHeadError(IncompatibleCheckpointError):
+    """A closed-world checkpoint (no OOD head) given where trained OOD-head weights are needed."""
 
 
 def _read(path: Path) -> Mapping:
@@ -122,11 +134,34 @@ def check_compatible(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
         raise IncompatibleCheckpointError(message)
 
 
-def load_weights(model: nn.Module, path_or_state_dict: str | os.PathLike | Mapping) -> dict[str, object]:
+def _check_ood_head(
+    model: nn.Module, tensors: OrderedDict[str, torch.Tensor], source: str, fill: bool
+) -> OrderedDict[str, torch.Tensor]:
+    """``tensors`` with the model's OOD head present: as given, or (``fill``, whole head absent)
+    copied from the classifier by the model's hook; otherwise :class:`MissingOODHeadError`."""
+    keys = tuple(getattr(model, "ood_head_keys", ()))
+    missing = [k for k in keys if k not in tensors]
+    if not missing:
+        return tensors
+    if fill and len(missing) == len(keys):
+        return OrderedDict(model.closed_world_ood_head(tensors))
+    raise MissingOODHeadError(
+        f"{source} has no OOD head for {type(model).__name__}:"
+        + _listing("missing keys", missing)
+        + "\n  A closed-world checkpoint can only be the starting weights of training (model.weight_path"
+        " of train_*.py, where the head starts as a copy of the classifier); testing, lib.predict and"
+        " --resume need a checkpoint whose OOD head was trained."
+    )
+
+
+def load_weights(
+    model: nn.Module, path_or_state_dict: str | os.PathLike | Mapping, *, fill_ood_head: bool = False
+) -> dict[str, object]:
     """Load weights into ``model`` strictly; return the checkpoint's other entries (epoch, optimizer, ...).
 
     Steps: read (``weights_only=True``) -> unwrap ``state_dict``/``model`` -> strip ``module.`` ->
-    numpy to tensors -> ``model.adapt_state_dict`` if the model defines it -> key/shape check -> load.
+    numpy to tensors -> ``model.adapt_state_dict`` if the model defines it -> OOD head check (module
+    doc; ``fill_ood_head`` only for training's starting weights) -> key/shape check -> load.
     """
     model = _unwrap_parallel(model)
     if isinstance(path_or_state_dict, Mapping):
@@ -139,6 +174,7 @@ def load_weights(model: nn.Module, path_or_state_dict: str | os.PathLike | Mappi
     adapt = getattr(model, "adapt_state_dict", None)
     if adapt is not None:
         tensors = adapt(tensors)
+    tensors = _check_ood_head(model, tensors, source, fill_ood_head)
     check_compatible(model, tensors, source)
     model.load_state_dict(tensors, strict=True)
     return extra

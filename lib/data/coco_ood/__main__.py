@@ -6,7 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from lib.data.coco_ood import EXCLUDED_CLASSES, MASK_DIR, log, write_mask_bank
+from lib.data.coco_ood import EXCLUDED_CLASSES, MASK_DIR, log
+from lib.data.coco_ood.mask_bank import write_mask_bank
 
 
 def get_args_parser() -> argparse.ArgumentParser:
