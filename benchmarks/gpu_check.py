@@ -18,7 +18,7 @@ check                 what it does (sizes on a GPU; ``--smoke``: tiny inputs, li
 ``trainer``           ``lib.engine.trainer.fit`` (2 epochs = both stages, 3 iterations each, with
                       validation and checkpoints) on a tiny fixture tree with ``deeplab_wrn_light``
                       under ``train.amp_dtype`` bf16 and fp16
-``evaluator``         ``evaluate_benchmark`` on a tiny RoadAnomaly21 tree: CUDA strict fp32 metrics
+``evaluator``         ``evaluate_model`` on a tiny RoadAnomaly21 tree: CUDA strict fp32 metrics
                       equal to the CPU run's within 1e-6; bf16 differences reported
 ``controlnet``        ``bench_generation``'s real-size SD-1.5 + ControlNet (random weights built on
                       the GPU, loaded by the ``controlnet`` backend), fp16, 512x1024 control map;
@@ -461,7 +461,7 @@ def check_evaluator(ctx: Context) -> None:
     import copy
 
     from lib.data.benchmarks import build_benchmark
-    from lib.engine.evaluator import evaluate_benchmark, metric_summary
+    from lib.engine.evaluator import Inference, evaluate_model, metric_summary
     from lib.models import build_model
     from lib.scores import get_score
     from tests.data_fixtures import write_all_flat_benchmarks
@@ -476,13 +476,12 @@ def check_evaluator(ctx: Context) -> None:
     def evaluate(
         net: torch.nn.Module, device: torch.device, amp: torch.dtype | None, channels_last: bool
     ) -> dict[str, float]:
-        result = evaluate_benchmark(
+        result = evaluate_model(
             net,
             dataset,
+            score="learned",
             score_fn=get_score("learned"),
-            device=device,
-            amp_dtype=amp,
-            channels_last=channels_last,
+            inference=Inference(device=device, amp_dtype=amp, channels_last=channels_last),
             progress=False,
         )
         return metric_summary(result)

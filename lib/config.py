@@ -141,13 +141,20 @@ class LossConfig:
 
 @dataclass
 class EvalConfig:
-    """Benchmarks, anomaly score and metric protocol for testing."""
+    """Benchmarks, anomaly score and metric protocol for testing.
+
+    ``threshold_from``: a benchmark of ``datasets`` (evaluated first) whose highest score threshold
+    finding 95% of its anomaly pixels is applied to every benchmark: each then also reports the
+    false-positive rate at that threshold (``FPR_at_threshold``), the one anomaly number a set
+    without anomalies (``toy_covariate``) has.
+    """
 
     datasets: list[str] = field(default_factory=list)
     score: str = "learned"
     protocol: str = "published"
     per_image: bool = False
     postprocess: str = "none"
+    threshold_from: str = ""
     save_heatmaps: int = 0
     export: str = ""
     """Server-format score files while testing: "" (none), "smiyc" or "fishyscapes" (``--export``)."""

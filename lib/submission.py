@@ -52,15 +52,13 @@ import torch.distributed as dist
 from lib.atomic import atomic_open, write_bytes_atomic
 from lib.errors import UserError
 from lib.labels import NUM_CLASSES
+from lib.protocols import SMIYC_TRACK_OF_BENCHMARK
 from lib.smiyc import get_track
 
 SMIYC_DATASET = "value"
 SMIYC_GZIP_LEVEL = 9
 STAGING_FOLDER = ".staging"
 EXPORT_FORMATS = ("smiyc", "fishyscapes")
-
-SMIYC_TRACK_OF_BENCHMARK = {"RoadAnomaly21": "AnomalyTrack", "RoadObstacle21": "ObstacleTrack"}
-"""Benchmark name (:mod:`lib.data.benchmarks`) -> SMIYC track whose frames it holds."""
 
 BOUNDED_SCORE_RANGES: dict[str, tuple[float, float]] = {
     "msp": (0.0, 1.0),

@@ -3,8 +3,6 @@ Fishyscapes fixture trees (untrained light DeepLab and tiny Mask2Anomaly checkpo
 every frame, labelled or not, read back; component metrics; curves; provenance in results.json and
 results.md; ``lib.report`` reading the result."""
 
-import json
-
 import h5py
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ import test_m2f
 from lib import report
 from lib.data.benchmarks import build_benchmark
 from lib.models import build_model
+from lib.results import read_results
 from lib.scores import get_score
 from lib.submission import AffineUnitMap
 from tests.data_fixtures import write_flat_benchmark
@@ -115,15 +114,19 @@ def test_deeplab_smiyc_export_and_protocol(setup, tmp_path, capsys):
     assert not (method / "AnomalyTrack-all" / ".staging").exists()
 
     run = setup["out"] / "smiyc_run"
-    data = json.loads((run / "results.json").read_text())
-    assert (data["protocol"], data["score"], data["postprocess"], data["per_image"]) == (
-        "smiyc",
-        "learned",
-        "none",
-        False,
-    )
-    assert data["model"] == "deeplab_wrn_light" and data["export"] == {"format": "smiyc", "dir": str(export)}
-    assert "binned SMIYC curve" in data["fpr_rule"]
+    data = read_results(run)
+    assert list(data) == list(results)
+    for name, entry in data.items():
+        prov = entry["provenance"]
+        assert (prov["protocol"], prov["score"], prov["postprocess"], prov["per_image"]) == (
+            "smiyc",
+            "learned",
+            "none",
+            False,
+        )
+        assert prov["model"] == "deeplab_wrn_light" and "binned SMIYC curve" in prov["fpr_rule"]
+        exported = {"format": "smiyc", "dir": str(export)} if name != "FS_LostAndFound" else None
+        assert prov["export"] == exported
     for name in results:
         assert (run / f"curves_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (run / "results.md").read_text()
@@ -192,7 +195,7 @@ def test_m2f_rba_smiyc_export(setup, tmp_path):
     ]
     results = _run(test_m2f, argv)
     assert (results["RoadObstacle21"]["images"], results["RoadObstacle21"]["unlabelled"]) == (2, 1)
-    assert json.loads((setup["out"] / "m2f_run" / "results.json").read_text())["score"] == "rba"
+    assert read_results(setup["out"] / "m2f_run")["RoadObstacle21"]["provenance"]["score"] == "rba"
     dataset = build_benchmark("RoadObstacle21", root=setup["root"], include_unlabelled=True)
     raws = [_scores("mask2anomaly_tiny", setup["weights"] / "m2f.pth", "rba", dataset, i) for i in range(3)]
     with h5py.File(

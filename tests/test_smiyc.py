@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from lib.errors import UserError
 from lib.labels import OOD_IN, OOD_OUT, OOD_VOID
-from lib.metrics import OODEvaluation, ood_metrics
+from lib.metrics import ood_metrics
+from lib.protocols import OODEvaluation
 from lib.smiyc import (
     SIOU_THRESHOLDS,
     UNIFORM_BINS,
@@ -221,7 +223,7 @@ def test_protocol_selector():
     assert results["smiyc"]["track"] == "ObstacleTrack" and "F1_mean" in results["smiyc"]
     per_image = [ood_metrics(s, lab)["AUROC"] for s, lab in zip(scores, labels) if np.any(lab == OOD_OUT)]
     assert results["published"]["per_image"]["AUROC"] == pytest.approx(np.mean(per_image), abs=1e-15)
-    with pytest.raises(ValueError, match="unknown protocol 'fishy'"):
+    with pytest.raises(UserError, match="unknown eval.protocol 'fishy'"):
         OODEvaluation("fishy")
 
 

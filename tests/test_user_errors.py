@@ -20,13 +20,13 @@ from generation.__main__ import main as generation_main
 from lib.atomic import make_folder
 from lib.cli_errors import DEBUG_ENV, run_cli
 from lib.config import Config, load_config, save_config
-from lib.engine.evaluator import write_results
 from lib.engine.training import prepare_run_dir
 from lib.errors import UserError
 from lib.models import build_model
 from lib.models.checkpoints import UnreadableCheckpointError, load_weights, save_checkpoint
 from lib.predict import get_args_parser as predict_parser
 from lib.predict import main as predict_main
+from lib.results import provenance, write_results
 from lib.submission import build_exporter
 from lib.toy.demo import Demo
 from lib.toy.writers import write_outlier_bank
@@ -155,13 +155,8 @@ def test_written_files_get_the_usual_mode(tmp_path):
             model_kwargs={},
             metrics={},
         )
-        written = write_results(
-            tmp_path,
-            {"RoadAnomaly": {"AP": 0.5, "images": 3}},
-            protocol="published",
-            score="energy",
-            weights="w",
-        )
+        prov = provenance(weights="w", score="energy", protocol="published")
+        written = write_results(tmp_path, {"RoadAnomaly": {"AP": 0.5, "images": 3, "provenance": prov}})
         save_png(tmp_path / "heatmap.png", np.zeros((4, 4, 3), np.uint8))
         write_outlier_bank(tmp_path / "datasets", n_objects=1, seed=0)
         with build_exporter("fishyscapes", tmp_path / "export", benchmark="FS_Static") as exporter:
@@ -170,7 +165,7 @@ def test_written_files_get_the_usual_mode(tmp_path):
         os.umask(old)
     files = [tmp_path / "config.yaml", tmp_path / "last.pth", *written, tmp_path / "heatmap.png"]
     files += sorted((tmp_path / "datasets").rglob("*.png")) + sorted((tmp_path / "export").rglob("*.npy"))
-    assert len(files) >= 7 and json.loads(written[0].read_text())["protocol"] == "published"
+    assert len(files) >= 7 and json.loads(written[0].read_text())["benchmarks"]["RoadAnomaly"]["AP"] == 0.5
     assert {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {
         str(p.relative_to(tmp_path)): "0o644" for p in files
     }

@@ -362,8 +362,14 @@ class ACDC_POC(AnomalyBenchmark):
 
 
 def _muad(folder: str) -> Callable[..., MUADLike]:
-    def build(root: str | Path = DEFAULT_ROOT, transform: JointTransform | None = None) -> MUADLike:
-        return MUADLike(root, transform, folder=folder)
+    def build(
+        root: str | Path = DEFAULT_ROOT,
+        transform: JointTransform | None = None,
+        *,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> MUADLike:
+        return MUADLike(root, transform, folder=folder, mean=mean, std=std)
 
     return build
 
@@ -389,18 +395,21 @@ def build_benchmark(
     transform: JointTransform | None = None,
     *,
     include_unlabelled: bool = False,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> AnomalyBenchmark:
-    """Build benchmark ``name`` under the datasets ``root`` (default ``./datasets``);
-    ``include_unlabelled`` also lists the images without a public label (SMIYC tracks only)."""
+    """Build benchmark ``name`` under the datasets ``root`` (default ``./datasets``), its images
+    normalised with ``mean``/``std`` (the model's ``data.mean``/``data.std``); ``include_unlabelled``
+    also lists the images without a public label (SMIYC tracks only)."""
     if name not in BENCHMARKS:
         raise UnknownNameError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
     root = DEFAULT_ROOT if root is None else root
     if not include_unlabelled:
-        return BENCHMARKS[name](root, transform)
+        return BENCHMARKS[name](root, transform, mean=mean, std=std)
     if not getattr(BENCHMARKS[name], "allow_unlabelled", False):
         with_unlabelled = [k for k, b in BENCHMARKS.items() if getattr(b, "allow_unlabelled", False)]
         raise ValueError(
             f"benchmark {name!r} has no unlabelled images; "
             f"include_unlabelled is for {', '.join(with_unlabelled)}"
         )
-    return BENCHMARKS[name](root, transform, include_unlabelled=True)
+    return BENCHMARKS[name](root, transform, include_unlabelled=True, mean=mean, std=std)

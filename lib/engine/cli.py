@@ -37,7 +37,8 @@ def train_main(args: argparse.Namespace) -> dict[str, object]:
 
 
 def test_parser(description: str) -> argparse.ArgumentParser:
-    """The experiment arguments plus ``--export``, ``--save_heatmaps``, ``--device``, ``--no_progress``."""
+    """The experiment arguments plus ``--export``, ``--overwrite``, ``--save_heatmaps``, ``--device``,
+    ``--no_progress``."""
     return add_test_args(add_experiment_args(argparse.ArgumentParser(description=description)))
 
 
@@ -49,6 +50,8 @@ def test_main(args: argparse.Namespace) -> dict[str, dict]:
     setup_logging(cfg.run_dir, is_main=info.is_main, filename="test_log.txt")
     try:
         named = args.test_dataset is not None
-        return run_benchmarks(cfg, info=info, named=named, progress=not args.no_progress)
+        return run_benchmarks(
+            cfg, info=info, named=named, progress=not args.no_progress, overwrite=args.overwrite
+        )
     finally:
         cleanup()

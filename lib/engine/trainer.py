@@ -32,7 +32,7 @@ from tqdm import tqdm
 from lib.config import Config, ConfigError, config_to_dict, save_config
 from lib.data.collate import collate_items
 from lib.engine.distributed import DistInfo, barrier, wrap_ddp
-from lib.engine.evaluator import evaluate_benchmark, metric_summary, smiyc_track
+from lib.engine.evaluator import Inference, evaluate_model, metric_summary
 from lib.engine.logging_utils import ScalarWriter, get_logger
 from lib.engine.optim import build_optimizer
 from lib.engine.precision import autocast, make_grad_scaler, resolve_amp_dtype
@@ -40,6 +40,7 @@ from lib.engine.stages import StageSpec, apply_stage, set_train_mode, stage_at, 
 from lib.engine.steps import TrainStep
 from lib.errors import UserError
 from lib.models.checkpoints import UnreadableCheckpointError, load_weights, save_checkpoint
+from lib.protocols import smiyc_track
 from lib.scores import get_score
 
 LAST = "last.pth"
@@ -365,20 +366,19 @@ def fit(
             validate = validate and ((epoch + 1) % cfg.train.val_interval == 0 or last_epoch)
             metrics: dict[str, float] = {}
             if validate:
-                result = evaluate_benchmark(
+                result = evaluate_model(
                     model,
                     val_set,
+                    score=cfg.eval.score,
                     score_fn=score_fn,
-                    device=device,
-                    amp_dtype=None,  # float32, as test_*.py: best_AP.pth is picked on test-grade numbers
+                    # float32, as test_*.py: best_AP.pth is picked on test-grade numbers
+                    inference=Inference(
+                        device=device, channels_last=channels_last, postprocess=cfg.eval.postprocess
+                    ),
                     protocol=cfg.eval.protocol,
                     per_image=cfg.eval.per_image,
                     track=smiyc_track(cfg.data.val_ds),
-                    postprocess=cfg.eval.postprocess,
                     max_images=cfg.data.val_max_images,
-                    channels_last=channels_last,
-                    mean=cfg.data.mean,
-                    std=cfg.data.std,
                     desc=f"val {cfg.data.val_ds}",
                     progress=progress and info.is_main,
                 )
@@ -393,7 +393,7 @@ def fit(
                     " ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()),
                 )
                 writer.add_scalars(metrics, epoch, prefix="val")
-            improved = bool(metrics) and metrics["AP"] > best_ap
+            improved = "AP" in metrics and metrics["AP"] > best_ap
             if improved:
                 best_ap = float(metrics["AP"])
             states = _gather_rng_states()

@@ -71,7 +71,11 @@ def run_training(
         model = build_model(cfg.model.name, **cfg.model.kwargs)
     else:
         model = build_training_model(cfg)
-    val_set = build_benchmark(cfg.data.val_ds, root=cfg.data.root) if cfg.data.val_ds else None
+    val_set = (
+        build_benchmark(cfg.data.val_ds, root=cfg.data.root, mean=cfg.data.mean, std=cfg.data.std)
+        if cfg.data.val_ds
+        else None
+    )
     return fit(
         cfg,
         model=model,

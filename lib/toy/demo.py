@@ -13,7 +13,8 @@ exists, and can be rerun alone with ``--stage NAME --fresh``):
 - ``oe_only``: outlier-exposure-only fine-tuning of it (``exp/toy_oe.yaml``);
 - ``multishift``: the method, two stages, RCL + pixel selection (``exp/toy_multishift.yaml``);
 - ``evaluate``: every method on ``toy_anomaly``, ``toy_shift``, ``toy_covariate``
-  (:mod:`lib.toy.demo_eval`) -> ``metrics.json``, ``plots/``, ``heatmaps/``;
+  (:mod:`lib.toy.demo_eval`) -> ``methods/<method>/results.{json,md}`` (the project's results
+  files, so ``python -m lib.report outputs/demo/methods/*`` reads them), ``plots/``, ``heatmaps/``;
 - ``report``: ``results.json`` / ``results.md`` and the table on the console.
 
 Training runs go to ``runs/<stage>/`` (log, config, ``last.pth``); an interrupted training stage
@@ -51,21 +52,25 @@ from lib.config import Config, load_config
 from lib.engine import baseline_steps
 from lib.engine.builders import build_paired_train_set, build_training_model
 from lib.engine.distributed import DistInfo
-from lib.engine.evaluator import protocol_rule
 from lib.engine.logging_utils import setup_logging
 from lib.engine.steps import build_train_step
 from lib.engine.trainer import LAST, fit
 from lib.errors import UnknownNameError, UserError
 from lib.models import build_model
 from lib.models.checkpoints import load_weights
+from lib.protocols import get_protocol
+from lib.results import provenance, read_results, write_results
 from lib.toy.demo_eval import (
     COVARIATE_COLUMN,
     COVARIATE_SET,
+    PROTOCOL,
+    ROWS,
     SHIFT_SET,
     TEST_SETS,
     claim_checks,
+    demo_table,
     evaluate_rows,
-    markdown_table,
+    method_results,
     result_rows,
     save_heatmaps,
     save_plots,
@@ -82,6 +87,8 @@ TRAIN_CONFIGS = {
 GENERATION_CONFIG = "generation_toy.yaml"
 MULTISHIFT_DIR = "multishift_cityscapes"
 CPU = DistInfo(0, 1, torch.device("cpu"))
+MODEL_STAGES = {"closed": "pretrain", "oe_only": "oe_only", "multishift": "multishift"}
+"""Model of the rows (:data:`lib.toy.demo_eval.ROWS`) -> the training stage that made it."""
 
 
 @dataclass(frozen=True)
@@ -156,7 +163,7 @@ class Demo:
             "pretrain": [self.runs / "pretrain"],
             "oe_only": [self.runs / "oe_only"],
             "multishift": [self.runs / "multishift"],
-            "evaluate": [self.out / "metrics.json", self.out / "plots", self.out / "heatmaps"],
+            "evaluate": [self.out / "methods", self.out / "plots", self.out / "heatmaps"],
             "report": [self.out / "results.json", self.out / "results.md"],
         }[stage]
 
@@ -295,34 +302,60 @@ class Demo:
     def trained_models(self) -> dict[str, torch.nn.Module]:
         """The three models the rows score: closed-world, outlier-exposure-only, MultiShift."""
         models = {}
-        for name, stage in (("closed", "pretrain"), ("oe_only", "oe_only"), ("multishift", "multishift")):
+        for name, stage in MODEL_STAGES.items():
             cfg = self.config(stage)
             model = build_model(cfg.model.name, **cfg.model.kwargs)
             load_weights(model, cfg.run_dir / LAST)
             models[name] = model
         return models
 
+    def normalisation(self) -> tuple[list[float], list[float]]:
+        """The ``data.mean``/``data.std`` the models were trained with (one pair for all of them)."""
+        pairs = {
+            stage: (self.config(stage).data.mean, self.config(stage).data.std)
+            for stage in MODEL_STAGES.values()
+        }
+        if len({str(p) for p in pairs.values()}) > 1:
+            raise ValueError(f"the demo's models were trained with different data.mean/data.std: {pairs}")
+        return next(iter(pairs.values()))
+
     def stage_evaluate(self) -> None:
         self._require("evaluate", "data", "pretrain", "oe_only", "multishift")
-        evaluation = evaluate_rows(self.trained_models(), self.datasets, progress=self.progress)
-        rows = result_rows(evaluation)
+        mean, std = self.normalisation()
+        evaluation = evaluate_rows(
+            self.trained_models(), self.datasets, mean=mean, std=std, progress=self.progress
+        )
+        results = method_results(evaluation)
+        for row in ROWS:
+            cfg = self.config(MODEL_STAGES[row.model])
+            prov = provenance(
+                weights=str(cfg.run_dir / LAST), model=cfg.model.name, score=row.score, protocol=PROTOCOL
+            )
+            write_results(
+                self.out / "methods" / row.method,
+                {s: {**entry, "provenance": prov} for s, entry in results[row.method].items()},
+            )
+        rows = result_rows(self.method_results())
         save_plots(evaluation, rows, self.out / "plots")
         save_heatmaps(evaluation, self.out / "heatmaps")
-        _write_json(self.out / "metrics.json", {"rows": rows})
+
+    def method_results(self) -> dict[str, dict[str, dict]]:
+        """``{method: {set: entry}}`` read back from ``methods/<method>/results.json``."""
+        return {row.method: read_results(self.out / "methods" / row.method) for row in ROWS}
 
     def stage_report(self) -> None:
         self._require("report", "evaluate")
         start = time.perf_counter()
-        rows = json.loads((self.out / "metrics.json").read_text())["rows"]
+        rows = result_rows(self.method_results())
         seconds = sum(self.record(s)["seconds"] for s in STAGES[:-1] if self.is_done(s))
         rule = (
-            f"FPR95 on {', '.join(('toy_anomaly', SHIFT_SET))}: {protocol_rule('published')}. "
+            f"FPR95 on {', '.join(('toy_anomaly', SHIFT_SET))}: {get_protocol(PROTOCOL).description}. "
             f"{COVARIATE_SET} {COVARIATE_COLUMN}: fraction of its pixels (all in-distribution) scored at or "
             f"above the highest threshold that reaches TPR >= 0.95 on {SHIFT_SET}."
         )
         seconds += time.perf_counter() - start
         payload = {"rows": rows, "fpr_rule": rule, "seconds": round(seconds, 1)}
-        table = markdown_table(rows)
+        table = demo_table(rows)
         claim = "\n".join(f"- {name}: {'yes' if ok else 'NO'}" for name, ok in claim_checks(rows).items())
         md = (
             f"# ToyShift demo results\n\nPercent; bold = best per column. World: {asdict(self.sizes)}. "
@@ -333,7 +366,11 @@ class Demo:
         write_text_atomic(self.out / "results.md", md)
         print(f"\n{table}\n\n{rule}\n\nThe claim in miniature:\n{claim}\n")
         print(f"results: {self.out / 'results.md'}, {self.out / 'results.json'}")
-        print(f"plots: {self.out / 'plots'}   heat maps: {self.out / 'heatmaps'}   runs: {self.runs}")
+        print(
+            f"per method: {self.out / 'methods'}   plots: {self.out / 'plots'}   "
+            f"heat maps: {self.out / 'heatmaps'}"
+        )
+        print(f"runs: {self.runs}")
 
 
 def _write_json(path: Path, payload: dict) -> None:
