@@ -1,9 +1,12 @@
 """End-to-end CG-Aug CLI with the procedural backend on a tiny Cityscapes-layout fixture in tmp_path:
-layout, labels, metadata, resume after an interrupted run, and sharding."""
+layout, labels, metadata, resume after an interrupted run, sharding, and two processes under torchrun."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +16,10 @@ from PIL import Image
 from generation.__main__ import main
 from generation.writer import read_jsonl
 from lib.data.io import read_label, read_rgb
+from lib.errors import UserError
 from lib.labels import ANOMALY, TRAIN_LABELS
 
+REPO = Path(__file__).resolve().parents[1]
 CITIES = {"aachen": 3, "bochum": 2}
 H, W = 64, 128
 ROAD = next(lb.trainId for lb in TRAIN_LABELS if lb.name == "road")
@@ -121,3 +126,36 @@ def test_bad_shard_and_missing_source(source: Path, tmp_path: Path) -> None:
         run(source, tmp_path / "o", "--shard", "3/3")
     with pytest.raises(FileNotFoundError, match="gtFine"):
         run(tmp_path / "nowhere", tmp_path / "o")
+
+
+def test_torchrun_processes_share_the_work_of_one_process(source: Path, tmp_path: Path) -> None:
+    """Two torchrun processes (no --shard) write exactly the files of a single-process run."""
+    single, pair = tmp_path / "single", tmp_path / "pair"
+    run(source, single)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += ["-m", "generation", "--cfg", "exp/generation_toy.yaml", "--source", str(source)]
+    done = subprocess.run(
+        [*command, "--out", str(pair)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    parts = sorted(p.name for p in (pair / "metadata").iterdir())
+    assert parts == ["shard-0-of-2.jsonl", "shard-1-of-2.jsonl"]
+    lines = [r["stem"] for part in parts for r in read_jsonl(pair / "metadata" / part)]
+    assert sorted(lines) == sorted(stems(source))
+    files = {p.relative_to(single): p.read_bytes() for p in single.rglob("*") if p.is_file()}
+    shared = {k: v for k, v in files.items() if k.parts[0] != "metadata"}
+    config = Path("generation_config.yaml")  # it names its output root
+    shared[config] = shared[config].replace(str(single).encode(), str(pair).encode())
+    assert {p.relative_to(pair): p.read_bytes() for p in pair.rglob("*") if p.is_file()} == shared | {
+        Path("metadata", part): (pair / "metadata" / part).read_bytes() for part in parts
+    }
+    assert "metadata.jsonl" in {str(k) for k in shared} and "shard 1/2: " in done.stdout
+
+
+def test_shard_flag_is_refused_under_torchrun(source: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(UserError, match="leave --shard out"):
+        run(source, tmp_path / "o", "--shard", "1/2")
+    assert not (tmp_path / "o").exists()
