@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from generation.__main__ import main
+from generation.processes import Peers, peers_from_env, process_device
 from generation.writer import read_jsonl
 from lib.data.io import read_label, read_rgb
 from lib.errors import UserError
@@ -159,3 +160,15 @@ def test_shard_flag_is_refused_under_torchrun(source: Path, tmp_path: Path, monk
     with pytest.raises(UserError, match="leave --shard out"):
         run(source, tmp_path / "o", "--shard", "1/2")
     assert not (tmp_path / "o").exists()
+
+
+def test_each_torchrun_process_takes_its_rank_and_local_gpu(monkeypatch) -> None:
+    assert peers_from_env() == Peers() and Peers().shard == (0, 1)
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("RANK", "5")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    peers = peers_from_env()
+    assert peers == Peers(rank=5, world_size=8, local_rank=1) and peers.shard == (5, 8)
+    assert process_device("cuda", peers) == "cuda:1"
+    assert process_device("cuda:3", peers) == "cuda:3" and process_device("cpu", peers) == "cpu"
+    assert process_device("cuda", Peers()) == "cuda"
