@@ -51,7 +51,6 @@ def run(cfg: GenerationConfig, shard: tuple[int, int] | None = None, *, progress
         barrier()
         if peers.rank == 0:
             summary["metadata_lines"] = writer.merge_metadata()
-        barrier()
     finally:
         cleanup()
     return summary
