@@ -24,8 +24,8 @@ from generation.object_bank import ADE20KObjectBank, ObjectBank
 from generation.paste import PasteResult, paste_on_road
 from generation.prompts import Prompt, check_prompt_config, sample_prompt
 from generation.source import SourceItem
+from lib.config import ConfigError
 from lib.data.io import read_label, read_rgb
-from lib.errors import UserError
 from lib.labels import ANOMALY, check_train_label
 
 
@@ -86,7 +86,7 @@ class CGAugGenerator:
         if cfg.max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {cfg.max_attempts}")
         if cfg.batch_size < 1:
-            raise UserError(f"generation batch_size must be >= 1, got {cfg.batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
         self.cfg = cfg
         self.backend = backend
         self.object_bank = object_bank

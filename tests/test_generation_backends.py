@@ -21,7 +21,7 @@ from generation.filters import AnomalyScoreFilter, FilterResult, SamIoUFilter, l
 from generation.pipeline import CGAugGenerator
 from generation.source import SourceItem
 from generation.tiny_models import save_tiny_sam, save_tiny_sd_controlnet
-from lib.errors import UserError
+from lib.config import ConfigError
 from lib.labels import ANOMALY, IGNORE, TRAIN_LABELS
 
 
@@ -239,5 +239,5 @@ def test_batch_size_must_be_positive() -> None:
     from generation.backends.procedural import ProceduralBackend, ToyFamilyBank
 
     cfg = GenerationConfig(backend="procedural", device="cpu", batch_size=0)
-    with pytest.raises(UserError, match="batch_size must be >= 1, got 0"):
+    with pytest.raises(ConfigError, match="batch_size must be >= 1, got 0"):
         CGAugGenerator(cfg=cfg, backend=ProceduralBackend(), object_bank=ToyFamilyBank())
