@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import generation
 from generation.__main__ import main
+from generation.config import GenerationConfig
 from generation.processes import Peers, peers_from_env, process_device
 from generation.writer import read_jsonl
+from lib.config import load_config
 from lib.data.io import read_label, read_rgb
 from lib.errors import UserError
 from lib.labels import ANOMALY, TRAIN_LABELS
@@ -130,9 +133,12 @@ def test_bad_shard_and_missing_source(source: Path, tmp_path: Path) -> None:
 
 
 def test_torchrun_processes_share_the_work_of_one_process(source: Path, tmp_path: Path) -> None:
-    """Two torchrun processes (no --shard) write exactly the files of a single-process run."""
+    """Two torchrun processes (no --shard) write exactly the files of a single-process run
+    (``generation.run`` in this process)."""
     single, pair = tmp_path / "single", tmp_path / "pair"
-    run(source, single)
+    overrides = [f"source.root={source}", f"output.root={single}"]
+    summary = generation.run(load_config(GenerationConfig, REPO / "exp" / "generation_toy.yaml", overrides))
+    assert summary["generated"] == summary["metadata_lines"] == 5
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     command += ["-m", "generation", "--cfg", "exp/generation_toy.yaml", "--source", str(source)]
