@@ -49,8 +49,10 @@ def process_device(device: str, peers: Peers) -> str:
 
 
 def join(peers: Peers, device: str) -> None:
-    """Select this process's GPU and join the process group of a multi-process run."""
-    if torch.device(device).type == "cuda" and torch.cuda.is_available():
-        torch.cuda.set_device(torch.device(device))
+    """Make ``device`` (when it names a GPU by index) this process's current GPU, and join the
+    process group of a multi-process run."""
+    target = torch.device(device)
+    if target.type == "cuda" and target.index is not None and torch.cuda.is_available():
+        torch.cuda.set_device(target)
     if peers.world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="gloo", timeout=BARRIER_TIMEOUT)

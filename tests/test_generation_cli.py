@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import generation
 from generation.__main__ import main
 from generation.config import GenerationConfig
-from generation.processes import Peers, peers_from_env, process_device
+from generation.processes import Peers, join, peers_from_env, process_device
 from generation.writer import read_jsonl
 from lib.config import load_config
 from lib.data.io import read_label, read_rgb
@@ -178,3 +179,12 @@ def test_each_torchrun_process_takes_its_rank_and_local_gpu(monkeypatch) -> None
     assert process_device("cuda", peers) == "cuda:1"
     assert process_device("cuda:3", peers) == "cuda:3" and process_device("cpu", peers) == "cpu"
     assert process_device("cuda", Peers()) == "cuda"
+
+
+def test_join_selects_only_a_gpu_named_by_index(monkeypatch) -> None:
+    selected = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", selected.append)
+    for device in ("cuda", "cpu", "cuda:1"):
+        join(Peers(), device)
+    assert selected == [torch.device("cuda", 1)]
