@@ -115,12 +115,14 @@ class ScoreFilterConfig:
 
 @dataclass
 class GenerationConfig:
-    """Everything ``python -m generation`` needs."""
+    """Everything ``python -m generation`` needs. ``batch_size``: images per backend call (the
+    ControlNet sampler renders them together; each keeps its own prompt, condition and seed)."""
 
     backend: str = "controlnet"
     device: str = "cuda"
     seed: int = 214748365
     max_attempts: int = 5
+    batch_size: int = 1
     source: SourceConfig = field(default_factory=SourceConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     objects: ObjectsConfig = field(default_factory=ObjectsConfig)

@@ -19,7 +19,7 @@ from lib.engine.builders import build_paired_train_set, build_training_model
 from lib.engine.distributed import DistInfo
 from lib.engine.logging_utils import get_logger
 from lib.engine.steps import build_train_step
-from lib.engine.trainer import BEST, LAST, fit
+from lib.engine.trainer import BEST, LAST, fit, seed_everything
 from lib.errors import UserError
 from lib.models import build_model
 
@@ -62,9 +62,11 @@ def run_training(
     """Train per ``cfg`` into ``cfg.run_dir``; returns :func:`~lib.engine.trainer.fit`'s summary.
 
     ``resume``: continue from ``run_dir/last.pth`` (the starting weights and the OOD-head
-    initialisation are skipped: the checkpoint holds the trained model).
+    initialisation are skipped: the checkpoint holds the trained model). Everything random is
+    seeded from ``train.seed`` first, so a model built without starting weights is reproducible.
     """
     get_logger().info("run %s on %s (%d process(es))", cfg.run_dir, info.device, info.world_size)
+    seed_everything(cfg.train.seed)  # a model without starting weights is the same in every run
     step = build_train_step(cfg)
     train_set = build_paired_train_set(cfg)
     if resume:
