@@ -506,7 +506,9 @@ def check_deform_attn(ctx: Context) -> None:
     overrides = [f"model.name={name}"] + (["loss.num_points=256"] if ctx.smoke else [])
     cfg = load_config(Config, REPO / "exp" / "M2F.yaml", overrides)
     batch = paired_batch(1 if ctx.smoke else 2, (32, 32) if ctx.smoke else (700, 700))
-    for core in cores:
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    for core in cores:  # the same steps from the same weights with each core
+        model.load_state_dict(start)
         set_deform_attn(model, core)
         torch.manual_seed(0)
         time_train_steps(
@@ -516,6 +518,8 @@ def check_deform_attn(ctx: Context) -> None:
     ctx.record(
         "train_speedup", ctx.numbers[f"{key}_pytorch_s_per_step"] / ctx.numbers[f"{key}_triton_s_per_step"]
     )
+    losses = [ctx.numbers[f"{key}_{core}_terms"]["loss"] for core in cores]
+    ctx.record("train_loss_rel_diff", abs(losses[1] - losses[0]) / abs(losses[0]))
     if not ctx.cuda:
         ctx.skip("kernel on the GPU (ran on Triton's CPU interpreter) and the bf16 step (ran fp32)")
 

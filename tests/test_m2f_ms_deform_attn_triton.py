@@ -8,6 +8,11 @@ on its borders.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -21,6 +26,7 @@ triton_kernel = pytest.importorskip(
 )
 ms_deform_attn_triton = triton_kernel.ms_deform_attn_triton
 
+REPO = Path(__file__).resolve().parents[1]
 SHAPES = [(3, 4), (2, 3), (1, 2)]
 TOLERANCE = {torch.float64: {"rtol": 1e-12, "atol": 1e-12}, torch.float32: {"rtol": 1e-5, "atol": 1e-6}}
 
@@ -143,3 +149,39 @@ def test_cpu_tensors_without_the_interpreter_are_a_user_error(monkeypatch):
     with pytest.raises(UserError, match="runs on CUDA tensors, got a cpu tensor"):
         value, locations, weights = _inputs(torch.float32)
         ms_deform_attn_triton(value, SHAPES, locations, weights)
+
+
+_COMPILE_FOR_GPU = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from lib.models.mask2former import ms_deform_attn_triton as kernels
+
+assert not kernels.INTERPRETED
+constexprs = dict(N_HEADS=8, HEAD_DIM=32, N_LEVELS=3, N_POINTS=4, BLOCK_Q=64, BLOCK_D=32)
+for kernel in (kernels._forward_kernel, kernels._backward_kernel):
+    names = kernel.arg_names
+    signature = {
+        n: "constexpr" if n in constexprs else "i32" if n.startswith("n_") else
+        "*i32" if n in ("shapes_ptr", "starts_ptr") else "*fp32"
+        for n in names
+    }
+    source = ASTSource(
+        fn=kernel, signature=signature, constexprs={(names.index(n),): v for n, v in constexprs.items()}
+    )
+    assert "cubin" in triton.compile(source, target=GPUTarget("cuda", 80, 32)).asm
+print("compiled")
+"""
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_a_gpu():
+    """The interpreter accepts more than the compiler: both kernels go through Triton's real compiler
+    down to a CUDA binary (sm_80, the R50 encoder's shapes), which needs no GPU (about 2 min)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(REPO), env.get("PYTHONPATH"))))
+    done = subprocess.run(
+        [sys.executable, "-c", _COMPILE_FOR_GPU], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "compiled", done.stderr[-3000:]
