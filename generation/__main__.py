@@ -2,8 +2,8 @@
 [--backend controlnet|procedural] [--shard i/N] [section.key=value ...]``.
 
 Generates one multi-shift image per source label map of this shard, skipping items that already have
-a metadata line (resume), and prints a summary: generated, already done, skipped with the reason
-(no road, rejected by which filter), images per hour.
+a metadata line whose files exist (resume), and prints a summary: generated, already done, skipped
+with the reason (no road, rejected by which filter), images per hour.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import argparse
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
 
 from tqdm import tqdm
 
@@ -21,6 +20,8 @@ from generation.config import GenerationConfig
 from generation.pipeline import build_generator
 from generation.source import list_source_items, parse_shard, shard_items
 from generation.writer import DatasetWriter
+from lib.atomic import make_folder
+from lib.cli_errors import run_cli
 from lib.config import load_config, save_config
 
 log = logging.getLogger("generation")
@@ -49,11 +50,11 @@ def resolve_config(args: argparse.Namespace) -> GenerationConfig:
     return cfg
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
+def main(args: argparse.Namespace) -> dict:
     """Run one shard; returns the summary counts (also printed)."""
-    args = get_args_parser().parse_args(argv)
     shard = parse_shard(args.shard)
     cfg = resolve_config(args)
+    make_folder(cfg.output.root, "--out (output.root)")
     items = list_source_items(cfg.source.root, cfg.source.split, cfg.source.cities, cfg.source.condition_from)
     mine = shard_items(items, *shard)
     writer = DatasetWriter(root=cfg.output.root, shard=shard, save_condition=cfg.output.save_condition)
@@ -98,4 +99,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main()
+    run_cli(main, get_args_parser())

@@ -22,7 +22,8 @@ from generation.object_bank import ADE20KObjectBank, ObjectBank
 from generation.paste import paste_on_road
 from generation.prompts import check_prompt_config, sample_prompt
 from generation.source import SourceItem
-from lib.data.io import read_label, read_rgb
+from lib.config import ConfigError
+from lib.data.io import check_same_size, read_label, read_rgb
 from lib.labels import ANOMALY, check_train_label
 
 
@@ -59,7 +60,7 @@ class CGAugGenerator:
     ) -> None:
         check_prompt_config(cfg.prompt)
         if cfg.max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {cfg.max_attempts}")
+            raise ConfigError(f"max_attempts must be >= 1, got {cfg.max_attempts}")
         self.cfg = cfg
         self.backend = backend
         self.object_bank = object_bank
@@ -71,10 +72,7 @@ class CGAugGenerator:
         if item.color_path is None:
             return condition_from_train_ids(label, str(item.label_path))
         color = read_rgb(item.color_path)
-        if color.shape[:2] != label.shape:
-            raise ValueError(
-                f"{item.color_path}: size {color.shape[:2]} differs from its label {label.shape}"
-            )
+        check_same_size(color, item.color_path, label, item.label_path)
         return condition_from_color(color, str(item.color_path))
 
     def generate(self, item: SourceItem) -> Generated:
@@ -159,7 +157,7 @@ def resolve_object_source(cfg: GenerationConfig) -> str:
     if source == "auto":
         return "toyshift" if cfg.backend == "procedural" else "ade20k"
     if source not in ("ade20k", "toyshift"):
-        raise ValueError(f"objects.source: unknown {source!r}; expected auto, ade20k or toyshift")
+        raise ConfigError(f"objects.source: unknown {source!r}; expected auto, ade20k or toyshift")
     return source
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from lib.atomic import atomic_open
 from lib.labels import OOD_IN, OOD_OUT
 from lib.metrics import RECALL_LEVEL, OODEvaluation, OODMetricAccumulator
 from lib.smiyc import PixelCurve, SMIYCAccumulator
@@ -149,10 +150,9 @@ def save_curves(path: str | Path, curves: Mapping[str, CurvePoints], *, title: s
         ax.set_ylim(0.0, 1.01)
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right" if ax is roc else "upper right", fontsize=8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png")
+    return Path(path)
 
 
 def save_benchmark_curves(

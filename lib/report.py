@@ -19,6 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lib.atomic import write_text_atomic
+from lib.cli_errors import run_cli
+from lib.errors import UserError
+
 RESULTS_FILE = "results.json"
 PIXEL_METRICS = ("AUROC", "AP", "FPR95")
 METRICS = (
@@ -56,9 +60,9 @@ def _metrics_of(entry: dict, where: str) -> dict[str, float]:
     values.update({f"img {m}": v for m, v in dict(entry.get("per_image", {})).items() if m in PIXEL_METRICS})
     for metric, value in values.items():
         if not isinstance(value, int | float) or isinstance(value, bool):
-            raise ValueError(f"{where}: {metric} is {value!r}, expected a number")
+            raise UserError(f"{where}: {metric} is {value!r}, expected a number")
         if not math.isnan(value) and not 0.0 <= value <= 1.0:
-            raise ValueError(f"{where}: {metric} = {value} is not a fraction in [0, 1] (percent?)")
+            raise UserError(f"{where}: {metric} = {value} is not a fraction in [0, 1] (percent?)")
     return {m: float(v) for m, v in values.items()}
 
 
@@ -71,12 +75,12 @@ def load_run(path: str | Path) -> RunResults:
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{file}: not valid JSON ({err})") from err
+        raise UserError(f"{file}: not valid JSON ({err})") from err
     key = next((k for k in _BENCHMARK_KEYS if k in data), None) if isinstance(data, dict) else None
     if key is None or not isinstance(data[key], dict):
-        raise ValueError(f"{file}: expected a JSON object with a {_BENCHMARK_KEYS[0]!r} mapping")
+        raise UserError(f"{file}: expected a JSON object with a {_BENCHMARK_KEYS[0]!r} mapping")
     if "protocol" not in data:
-        raise ValueError(f"{file}: missing 'protocol'; results must say how they were computed")
+        raise UserError(f"{file}: missing 'protocol'; results must say how they were computed")
     benchmarks, images = {}, {}
     for name, entry in data[key].items():
         benchmarks[name] = _metrics_of(entry, f"{file}: {name}")
@@ -116,11 +120,11 @@ def _cell(value: float | None) -> str:
 def merge_table(runs: Sequence[RunResults], *, metrics: Sequence[str] | None = None) -> str:
     """Markdown: the (benchmark, run) table, then the run legend (module doc)."""
     if not runs:
-        raise ValueError("no runs to merge")
+        raise UserError("no runs to merge")
     if metrics is not None:
         unknown = [m for m in metrics if m not in METRICS]
         if unknown:
-            raise ValueError(f"unknown metrics {unknown}; known: {', '.join(METRICS)}")
+            raise UserError(f"unknown metrics {unknown}; known: {', '.join(METRICS)}")
     labels = run_labels(runs)
     present = {m for r in runs for values in r.benchmarks.values() for m in values}
     columns = list(metrics) if metrics is not None else [m for m in METRICS if m in present]
@@ -168,10 +172,8 @@ def main(args: argparse.Namespace) -> None:
     if args.out is None:
         sys.stdout.write(table)
         return
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table, encoding="utf-8")
+    write_text_atomic(args.out, table)
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

@@ -23,7 +23,7 @@ from lib.metrics import ConfusionMatrix, ood_metrics
 from lib.postprocess import apply_postprocess
 from lib.scores import get_score
 from lib.smiyc import smiyc_metrics
-from lib.submission import FishyscapesExporter, SMIYCExporter, UnitScoreMap
+from lib.submission import FishyscapesExporter, SMIYCExporter
 from tests.data_fixtures import write_all_flat_benchmarks, write_muad_like
 
 
@@ -169,7 +169,7 @@ def test_export_covers_unlabelled_frames_that_metrics_skip(root, tmp_path):
     labelled = build_benchmark("RoadAnomaly21", root=root)
     common = {"score_fn": get_score("learned"), "device": torch.device("cpu"), "progress": False}
     expected = evaluate_benchmark(model, labelled, **common)
-    with SMIYCExporter(tmp_path, method="m", track="AnomalyTrack", score_range=(-5.0, 5.0)) as exporter:
+    with SMIYCExporter(tmp_path, method="m", track="AnomalyTrack") as exporter:
         result = evaluate_benchmark(
             model,
             full,
@@ -187,7 +187,7 @@ def test_export_covers_unlabelled_frames_that_metrics_skip(root, tmp_path):
     with torch.no_grad():
         anomaly = model(full[2]["image"][None])[0][0].numpy()
     with h5py.File(tmp_path / "anomaly_p" / "m" / "AnomalyTrack-all" / f"{name}.hdf5", "r") as f:
-        np.testing.assert_array_equal(f["value"][()], UnitScoreMap(-5.0, 5.0)(anomaly))
+        np.testing.assert_array_equal(f["value"][()], exporter.mapping(anomaly))
 
 
 def test_fishyscapes_export_by_index_with_predictions(root, tmp_path):

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generation.__main__ import main
+from generation.__main__ import get_args_parser, main
 from generation.writer import read_jsonl
 from lib.data.io import read_label, read_rgb
+from lib.errors import UserError
 from lib.labels import ANOMALY, TRAIN_LABELS
 
 CITIES = {"aachen": 3, "bochum": 2}
@@ -43,7 +44,8 @@ def source(tmp_path: Path) -> Path:
 
 
 def run(source: Path, out: Path, *extra: str) -> dict:
-    return main(["--cfg", "exp/generation_toy.yaml", "--source", str(source), "--out", str(out), *extra])
+    argv = ["--cfg", "exp/generation_toy.yaml", "--source", str(source), "--out", str(out), *extra]
+    return main(get_args_parser().parse_args(argv))
 
 
 def stems(source: Path) -> set[str]:
@@ -117,7 +119,7 @@ def test_shards_cover_every_image_once(source: Path, tmp_path: Path) -> None:
 
 
 def test_bad_shard_and_missing_source(source: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="0 <= i < N"):
+    with pytest.raises(UserError, match="0 <= i < N"):
         run(source, tmp_path / "o", "--shard", "3/3")
     with pytest.raises(FileNotFoundError, match="gtFine"):
         run(tmp_path / "nowhere", tmp_path / "o")

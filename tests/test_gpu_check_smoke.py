@@ -1,6 +1,6 @@
 """``benchmarks/gpu_check.py --smoke``: every GPU check runs end to end on the CPU (each in its own
 process, light models, tiny inputs), CUDA-only parts say so, numbers land in ``gpu_check.json``; a
-failing check is recorded without stopping the run. About 45 s on two shared cores (the
+failing check is recorded without stopping the run. About a minute on two shared cores (the
 deformable-attention kernel runs on Triton's CPU interpreter)."""
 
 import json

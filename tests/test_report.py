@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from lib.engine.evaluator import write_results
+from lib.errors import UserError
 from lib.report import get_args_parser, load_run, main, merge_table
 
 
@@ -91,7 +92,7 @@ def test_metric_selection_and_same_name_runs(tmp_path):
     assert "| RoadAnomaly | blurred | energy + gaussian_blur | published | 50.00 | - | 3 |" in merge_table(
         [load_run(blurred)], metrics=["AP", "mIoU"]
     )
-    with pytest.raises(ValueError, match=r"unknown metrics \['AUPR'\]"):
+    with pytest.raises(UserError, match=r"unknown metrics \['AUPR'\]"):
         merge_table([load_run(run_a)], metrics=["AUPR"])
 
 
@@ -112,15 +113,15 @@ def test_bad_inputs_are_named(tmp_path):
     bad = tmp_path / "results.json"
     bad.write_text(json.dumps({"protocol": "published", "benchmarks": {"RoadAnomaly": {"AP": 71.2}}}))
     with pytest.raises(
-        ValueError, match=r"RoadAnomaly: AP = 71.2 is not a fraction in \[0, 1\] \(percent\?\)"
+        UserError, match=r"RoadAnomaly: AP = 71.2 is not a fraction in \[0, 1\] \(percent\?\)"
     ):
         load_run(bad)
     bad.write_text(json.dumps({"benchmarks": {}}))
-    with pytest.raises(ValueError, match="missing 'protocol'"):
+    with pytest.raises(UserError, match="missing 'protocol'"):
         load_run(bad)
     bad.write_text("[1, 2]")
-    with pytest.raises(ValueError, match="expected a JSON object with a 'benchmarks' mapping"):
+    with pytest.raises(UserError, match="expected a JSON object with a 'benchmarks' mapping"):
         load_run(bad)
     bad.write_text("{")
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(UserError, match="not valid JSON"):
         load_run(bad)

@@ -13,6 +13,7 @@ import torch
 import test_deeplab
 import train_deeplab
 from lib.models import build_model
+from lib.models.checkpoints import MissingOODHeadError
 from tests.data_fixtures import write_training_tree
 
 LIGHT = [
@@ -96,6 +97,18 @@ def test_test_script_all_benchmarks_with_heatmaps(trained, capsys, caplog):
         assert len(list((run / "heatmaps" / name).glob("*_heatmap.png"))) == 1
     log = (run / "test_log.txt").read_text()
     assert "skipping ACDC_POC: dataset folder not found" in log
+
+
+def test_test_script_refuses_a_checkpoint_without_ood_head(trained):
+    """The closed-world weights training started from cannot be tested as if they had a learned head."""
+    closed = trained["argv"][trained["argv"].index("--weight_path") + 1]
+    base = ["--cfg", "exp/DeepLab.yaml", "--id", "closed", "--no_progress", *trained["overrides"]]
+    args = test_deeplab.get_args_parser().parse_intermixed_args(
+        [*base, "--weight_path", closed, "--test_dataset", "RoadAnomaly"]
+    )
+    with pytest.raises(MissingOODHeadError, match=r"(?s)closed_world\.pth has no OOD head.*ood_head\.weight"):
+        test_deeplab.main(args)
+    assert not (trained["out"] / "closed" / "results.json").exists()
 
 
 def test_test_script_named_benchmark(trained):

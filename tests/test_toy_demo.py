@@ -12,9 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
+from lib.errors import UserError
 from lib.models import build_model
 from lib.models.checkpoints import load_weights
-from lib.toy.demo import STAGES, Demo, WorldSizes, main
+from lib.toy.demo import STAGES, Demo, WorldSizes, get_args_parser, main
 from lib.toy.demo_eval import ROWS, claim_checks
 
 TINY_WORLD = WorldSizes(n_train=4, n_outliers=4, n_test=2, height=64, width=128)
@@ -110,11 +111,17 @@ def test_single_stage_reruns_alone_and_deterministically(demo_run, capsys, monke
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert (out / "metrics.json").read_text() == before_metrics
     monkeypatch.setattr("lib.toy.demo.WorldSizes", lambda seed: replace(TINY_WORLD, seed=seed))
-    assert main(["--out", str(out), "--stage", "report", "--no_progress"]) == {"report": "skipped"}
-    assert main(["--out", str(out), "--stage", "report", "--fresh", "--no_progress"]) == {"report": "ran"}
+    assert _demo_main(out) == {"report": "skipped"}
+    assert _demo_main(out, "--fresh") == {"report": "ran"}
     assert "| multishift |" in capsys.readouterr().out
-    with pytest.raises(ValueError, match=r"'report' in .* ran for the world .*'seed': 0.*another --seed"):
-        main(["--out", str(out), "--stage", "report", "--seed", "1", "--no_progress"])
+    with pytest.raises(UserError, match=r"'report' in .* ran for the world .*'seed': 0.*another --seed"):
+        _demo_main(out, "--seed", "1")
+
+
+def _demo_main(out, *argv):
+    """``python -m lib.toy.demo --out OUT --stage report --no_progress ARGV``, in process."""
+    args = get_args_parser().parse_args(["--out", str(out), "--stage", "report", "--no_progress", *argv])
+    return main(args)
 
 
 def test_stage_needs_its_inputs(tmp_path):

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -29,6 +27,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from lib.atomic import write_text_atomic
+from lib.config import ConfigError
 from lib.data.collate import collate_items
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lib.engine.precision import autocast
@@ -66,7 +66,7 @@ SMIYC_OBSTACLE_BENCHMARKS = ("RoadObstacle21",)
 def protocol_rule(protocol: str) -> str:
     """The description of ``eval.protocol`` (an unknown protocol is an error listing the known ones)."""
     if protocol not in PROTOCOL_RULES:
-        raise ValueError(f"unknown eval.protocol {protocol!r}; expected one of {', '.join(PROTOCOL_RULES)}")
+        raise ConfigError(f"unknown eval.protocol {protocol!r}; expected one of {', '.join(PROTOCOL_RULES)}")
     return PROTOCOL_RULES[protocol]
 
 
@@ -124,7 +124,7 @@ def evaluate_benchmark(
     """
     protocol_rule(protocol)
     if postprocess not in POSTPROCESS:
-        raise ValueError(
+        raise ConfigError(
             f"unknown eval.postprocess {postprocess!r}; expected one of {', '.join(POSTPROCESS)}"
         )
     share, total = _rank_share(dataset, max_images)
@@ -237,14 +237,6 @@ def metric_summary(result: Mapping[str, object]) -> dict[str, float]:
     return {k: float(v) for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def results_header(
     *,
     protocol: str,
@@ -304,7 +296,7 @@ def write_results(
     if export is not None:
         payload["export"] = dict(export)
     json_path, md_path = run_dir / "results.json", run_dir / "results.md"
-    _atomic_write(json_path, json.dumps(payload, indent=2) + "\n")
+    write_text_atomic(json_path, json.dumps(payload, indent=2) + "\n")
     header = results_header(
         protocol=protocol,
         score=score,
@@ -314,5 +306,5 @@ def write_results(
         model=model,
     )
     footer = f"\n\nSkipped (benchmark folder missing): {', '.join(skipped)}\n" if skipped else "\n"
-    _atomic_write(md_path, header + "\n" + results_table(results) + footer)
+    write_text_atomic(md_path, header + "\n" + results_table(results) + footer)
     return json_path, md_path

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from lib.config import Config
+from lib.config import Config, ConfigError
 from lib.data.benchmarks import build_benchmark
 from lib.engine.distributed import DistInfo
 from lib.engine.evaluator import (
@@ -33,7 +33,7 @@ from lib.engine.trainer import BEST
 from lib.models import build_model
 from lib.models.checkpoints import load_weights
 from lib.scores import get_score
-from lib.submission import EXPORT_FORMATS, SMIYC_TRACK_OF_BENCHMARK, build_exporter, score_range
+from lib.submission import EXPORT_FORMATS, SMIYC_TRACK_OF_BENCHMARK, bounded_score_range, build_exporter
 
 
 def add_test_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -68,14 +68,14 @@ def _exported_benchmarks(cfg: Config) -> list[str]:
     if not kind:
         return []
     if kind not in EXPORT_FORMATS:
-        raise ValueError(f"unknown eval.export {kind!r}; expected one of {', '.join(EXPORT_FORMATS)}")
+        raise ConfigError(f"unknown eval.export {kind!r}; expected one of {', '.join(EXPORT_FORMATS)}")
     if not cfg.eval.export_dir:
-        raise ValueError(f"eval.export={kind} needs eval.export_dir (--export {kind} DIR)")
+        raise ConfigError(f"eval.export={kind} needs eval.export_dir (--export {kind} DIR)")
     if kind == "fishyscapes":
         return list(cfg.eval.datasets)
     covered = [name for name in cfg.eval.datasets if name in SMIYC_TRACK_OF_BENCHMARK]
     if not covered:
-        raise ValueError(
+        raise ConfigError(
             f"--export smiyc: none of the benchmarks {cfg.eval.datasets} is a SMIYC track "
             f"({', '.join(SMIYC_TRACK_OF_BENCHMARK)})"
         )
@@ -101,11 +101,11 @@ def run_benchmarks(
     """
     logger = get_logger()
     if not cfg.eval.datasets:
-        raise ValueError("nothing to test: eval.datasets is empty and no --test_dataset was given")
+        raise ConfigError("nothing to test: eval.datasets is empty and no --test_dataset was given")
     protocol_rule(cfg.eval.protocol)
     score_fn = get_score(cfg.eval.score)
     exported = _exported_benchmarks(cfg)
-    smiyc_range = score_range(cfg.model.name, cfg.eval.score) if cfg.eval.export == "smiyc" else None
+    smiyc_range = bounded_score_range(cfg.eval.score)
     score_label = (
         cfg.eval.score if cfg.eval.postprocess == "none" else f"{cfg.eval.score} + {cfg.eval.postprocess}"
     )

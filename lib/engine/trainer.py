@@ -29,7 +29,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from lib.config import Config, config_to_dict, save_config
+from lib.config import Config, ConfigError, config_to_dict, save_config
 from lib.data.collate import collate_items
 from lib.engine.distributed import DistInfo, barrier, wrap_ddp
 from lib.engine.evaluator import evaluate_benchmark, metric_summary, smiyc_track
@@ -38,12 +38,15 @@ from lib.engine.optim import build_optimizer
 from lib.engine.precision import autocast, make_grad_scaler, resolve_amp_dtype
 from lib.engine.stages import StageSpec, apply_stage, set_train_mode, stage_at, stages_from_config
 from lib.engine.steps import TrainStep
-from lib.models.checkpoints import load_weights, save_checkpoint
+from lib.errors import UserError
+from lib.models.checkpoints import UnreadableCheckpointError, load_weights, save_checkpoint
 from lib.scores import get_score
 
 LAST = "last.pth"
 BEST = "best_AP.pth"
 CONFIG_FILE = "config.yaml"
+TRAINING_STATE = ("epoch", "stage", "optimizer", "scaler", "config", "extra")
+"""What ``last.pth`` holds besides the weights, so that ``resume`` continues the run exactly."""
 
 
 def seed_everything(seed: int) -> None:
@@ -208,12 +211,12 @@ def _config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 def _train_loader(cfg: Config, dataset: Dataset, info: DistInfo) -> tuple[DataLoader, DistributedSampler]:
     if cfg.train.batch_size % info.world_size:
-        raise ValueError(
+        raise ConfigError(
             f"train.batch_size {cfg.train.batch_size} is not divisible by the {info.world_size} processes"
         )
     per_rank = cfg.train.batch_size // info.world_size
     if len(dataset) < per_rank * info.world_size:
-        raise ValueError(
+        raise UserError(
             f"training set has {len(dataset)} items, fewer than one batch of {cfg.train.batch_size}"
         )
     sampler = DistributedSampler(
@@ -267,6 +270,13 @@ def fit(
         if not path.is_file():
             raise FileNotFoundError(f"--resume: no {LAST} in {run_dir}; start the run without --resume")
         resumed = load_weights(model, path)
+        missing = [key for key in TRAINING_STATE if key not in resumed]
+        if missing:
+            raise UnreadableCheckpointError(
+                f"--resume: {path} holds weights only, without the training state {missing}; expected "
+                f"the {LAST} this trainer writes. To start a new run from these weights, pass "
+                "--weight_path with another --id (without --resume)"
+            )
         for diff in _config_differences(resumed["config"], config_to_dict(cfg)):
             logger.warning("resume: config differs from the checkpoint's: %s", diff)
         start_epoch = int(resumed["epoch"]) + 1

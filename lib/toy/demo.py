@@ -43,7 +43,10 @@ from pathlib import Path
 
 import torch
 
+from generation.__main__ import get_args_parser as generation_parser
 from generation.__main__ import main as generation_main
+from lib.atomic import make_folder, write_text_atomic
+from lib.cli_errors import run_cli
 from lib.config import Config, load_config
 from lib.engine import baseline_steps
 from lib.engine.builders import build_paired_train_set, build_training_model
@@ -52,6 +55,7 @@ from lib.engine.evaluator import protocol_rule
 from lib.engine.logging_utils import setup_logging
 from lib.engine.steps import build_train_step
 from lib.engine.trainer import LAST, fit
+from lib.errors import UnknownNameError, UserError
 from lib.models import build_model
 from lib.models.checkpoints import load_weights
 from lib.toy.demo_eval import (
@@ -114,7 +118,9 @@ class Demo:
     ) -> None:
         unknown = sorted(set(overrides or {}) - set(TRAIN_CONFIGS))
         if unknown:
-            raise KeyError(f"overrides for unknown training stage(s) {unknown}; known: {list(TRAIN_CONFIGS)}")
+            raise UnknownNameError(
+                f"overrides for unknown training stage(s) {unknown}; known: {list(TRAIN_CONFIGS)}"
+            )
         self.out = Path(out)
         self.sizes = sizes
         self.overrides = {k: list(v) for k, v in (overrides or {}).items()}
@@ -126,6 +132,21 @@ class Demo:
     # bookkeeping -------------------------------------------------------------------------------
     def record_path(self, stage: str) -> Path:
         return self.records / f"{stage}.json"
+
+    def record(self, stage: str) -> dict[str, object]:
+        """The record ``stage`` left when it finished; an unreadable one is an error naming the file."""
+        path = self.record_path(stage)
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            record = err
+        if not isinstance(record, dict) or not {"world", "seconds"} <= record.keys():
+            raise UserError(
+                f"{path}: corrupt stage record ({record}); expected the JSON object the demo writes "
+                f"when a stage finishes. Redo the stage: python -m lib.toy.demo --out {self.out} "
+                f"--stage {stage} --fresh"
+            )
+        return record
 
     def outputs(self, stage: str) -> list[Path]:
         """The files and folders ``stage`` writes (what ``--fresh`` removes)."""
@@ -143,9 +164,9 @@ class Demo:
         """Whether ``stage`` finished in this folder; one finished for another world is an error."""
         if not (self.record_path(stage).is_file() and all(p.exists() for p in self.outputs(stage))):
             return False
-        world = json.loads(self.record_path(stage).read_text()).get("world")
+        world = self.record(stage)["world"]
         if world != asdict(self.sizes):
-            raise ValueError(
+            raise UserError(
                 f"stage {stage!r} in {self.out} ran for the world {world}, not {asdict(self.sizes)} "
                 "(another --seed?); use another --out or --fresh"
             )
@@ -167,9 +188,7 @@ class Demo:
             "threads": torch.get_num_threads(),
             "world": asdict(self.sizes),
         }
-        tmp = self.record_path(stage).with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-        os.replace(tmp, self.record_path(stage))
+        _write_json(self.record_path(stage), payload)
 
     def _require(self, stage: str, *needed: str) -> None:
         missing = [s for s in needed if not self.is_done(s)]
@@ -183,7 +202,8 @@ class Demo:
         """Run ``stages`` in order, skipping finished ones; returns ``{stage: "ran" | "skipped"}``."""
         bad = [s for s in stages if s not in STAGES]
         if bad:
-            raise KeyError(f"unknown stage(s) {bad}; known: {', '.join(STAGES)}")
+            raise UnknownNameError(f"unknown stage(s) {bad}; known: {', '.join(STAGES)}")
+        make_folder(self.out, "--out")
         torch.set_num_threads(available_threads())
         status = {}
         for stage in STAGES:
@@ -214,15 +234,17 @@ class Demo:
     def stage_generate(self) -> None:
         self._require("generate", "data")
         generation_main(
-            [
-                "--cfg",
-                str(EXP_DIR / GENERATION_CONFIG),
-                "--source",
-                str(self.datasets / "cityscapes"),
-                "--out",
-                str(self.datasets / MULTISHIFT_DIR),
-                f"seed={self.sizes.seed}",
-            ]
+            generation_parser().parse_args(
+                [
+                    "--cfg",
+                    str(EXP_DIR / GENERATION_CONFIG),
+                    "--source",
+                    str(self.datasets / "cityscapes"),
+                    "--out",
+                    str(self.datasets / MULTISHIFT_DIR),
+                    f"seed={self.sizes.seed}",
+                ]
+            )
         )
 
     def config(self, stage: str) -> Config:
@@ -292,9 +314,7 @@ class Demo:
         self._require("report", "evaluate")
         start = time.perf_counter()
         rows = json.loads((self.out / "metrics.json").read_text())["rows"]
-        seconds = sum(
-            json.loads(self.record_path(s).read_text())["seconds"] for s in STAGES[:-1] if self.is_done(s)
-        )
+        seconds = sum(self.record(s)["seconds"] for s in STAGES[:-1] if self.is_done(s))
         rule = (
             f"FPR95 on {', '.join(('toy_anomaly', SHIFT_SET))}: {protocol_rule('published')}. "
             f"{COVARIATE_SET} {COVARIATE_COLUMN}: fraction of its pixels (all in-distribution) scored at or "
@@ -310,21 +330,14 @@ class Demo:
             f"{table}\n\n{rule}\n\nThe claim in miniature (MultiShift vs the others):\n{claim}\n"
         )
         _write_json(self.out / "results.json", payload)
-        _write_text(self.out / "results.md", md)
+        write_text_atomic(self.out / "results.md", md)
         print(f"\n{table}\n\n{rule}\n\nThe claim in miniature:\n{claim}\n")
         print(f"results: {self.out / 'results.md'}, {self.out / 'results.json'}")
         print(f"plots: {self.out / 'plots'}   heat maps: {self.out / 'heatmaps'}   runs: {self.runs}")
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_json(path: Path, payload: dict) -> None:
-    _write_text(path, json.dumps(payload, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -341,8 +354,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, str]:
-    args = get_args_parser().parse_args(argv)
+def main(args: argparse.Namespace) -> dict[str, str]:
+    """Run the demo's stages (all, or ``--stage``) in ``--out``; returns ``{stage: "ran" | "skipped"}``."""
     demo = Demo(args.out, sizes=WorldSizes(seed=args.seed), progress=not args.no_progress)
     stages = STAGES if args.stage is None else (args.stage,)
     if args.fresh:
@@ -352,4 +365,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, get_args_parser())

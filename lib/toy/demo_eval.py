@@ -30,6 +30,7 @@ from matplotlib.figure import Figure
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from lib.atomic import atomic_open
 from lib.data.benchmarks import build_benchmark
 from lib.data.collate import collate_items
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -186,8 +187,8 @@ def save_plots(evaluation: Evaluation, rows_out: Sequence[Mapping], folder: str 
     ax.set(ylabel="false positives (% of pixels)", title=f"{COVARIATE_SET}: FPR at 95% TPR on {SHIFT_SET}")
     ax.tick_params(axis="x", labelsize=8, rotation=15)
     path = folder / f"fpr_{COVARIATE_SET}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png")
     return [*paths, path]
 
 
