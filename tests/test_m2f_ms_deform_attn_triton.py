@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib.errors import UserError
+from lib.errors import UnknownNameError, UserError
 from lib.models import build_model
 from lib.models.mask2former import ms_deform_attn
 from lib.models.mask2former.ms_deform_attn import MSDeformAttn, deform_attn_core, ms_deform_attn_core
@@ -135,7 +135,7 @@ def test_builders_pass_deform_attn_to_every_layer():
 
 def test_unknown_or_unavailable_backend_is_a_user_error(monkeypatch):
     with pytest.raises(
-        UserError, match=r"model.kwargs.deform_attn='cuda' .*expected one of auto, pytorch, triton"
+        UnknownNameError, match=r"model.kwargs.deform_attn='cuda' .*expected one of auto, pytorch, triton"
     ):
         build_model("mask2anomaly_tiny", deform_attn="cuda")
     monkeypatch.setattr(ms_deform_attn, "triton_available", lambda: False)

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lib.errors import UserError
+from lib.errors import UnknownNameError, UserError
 
 DEFORM_ATTN_BACKENDS = ("auto", "pytorch", "triton")
 
@@ -43,10 +43,10 @@ def triton_available() -> bool:
 
 
 def check_deform_attn(name: str) -> str:
-    """``name`` if it is a usable backend; a :class:`UserError` for an unknown one or for ``triton``
-    where Triton is not importable."""
+    """``name`` if it is a usable backend; an :class:`UnknownNameError` for an unknown one, a
+    :class:`UserError` for ``triton`` where Triton is not importable."""
     if name not in DEFORM_ATTN_BACKENDS:
-        raise UserError(
+        raise UnknownNameError(
             f"model.kwargs.deform_attn={name!r} is not a deformable-attention backend; "
             f"expected one of {', '.join(DEFORM_ATTN_BACKENDS)}"
         )
