@@ -120,6 +120,8 @@ def test_core_selection_follows_deform_attn(monkeypatch):
     assert deform_attn_core("auto", cuda) is ms_deform_attn_triton
     assert deform_attn_core("pytorch", cuda) is ms_deform_attn_core
     assert deform_attn_core("triton", cpu) is ms_deform_attn_triton
+    assert deform_attn_core("auto", cuda, torch.bfloat16) is ms_deform_attn_core  # not a kernel dtype
+    assert deform_attn_core("auto", cuda, torch.float64) is ms_deform_attn_triton
     monkeypatch.setattr(ms_deform_attn, "triton_available", lambda: False)
     assert deform_attn_core("auto", cuda) is ms_deform_attn_core
 

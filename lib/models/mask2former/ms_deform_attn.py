@@ -14,7 +14,8 @@ Two implementations of the core, chosen per module by ``deform_attn`` (``model.k
 - ``triton``: the fused kernel of :mod:`lib.models.mask2former.ms_deform_attn_triton` (the
   compiled op of the published model), equal to the PyTorch path to float rounding, with far less
   memory in training.
-- ``auto`` (default): ``triton`` for CUDA tensors when Triton is importable, else ``pytorch``.
+- ``auto`` (default): ``triton`` for float32/float64 CUDA tensors when Triton is importable, else
+  ``pytorch``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import torch.nn.functional as F
 from lib.errors import UnknownNameError, UserError
 
 DEFORM_ATTN_BACKENDS = ("auto", "pytorch", "triton")
+TRITON_DTYPES = (torch.float32, torch.float64)
+"""The dtypes the Triton kernel computes in (the pixel decoder runs in float32 under autocast too)."""
 
 
 @functools.cache
@@ -58,10 +61,14 @@ def check_deform_attn(name: str) -> str:
     return name
 
 
-def deform_attn_core(deform_attn: str, device: torch.device) -> Callable[..., torch.Tensor]:
-    """The core function that backend ``deform_attn`` runs on ``device``: ``triton`` always takes the
-    kernel, ``auto`` takes it on CUDA when Triton is importable, anything else the PyTorch path."""
-    if deform_attn == "triton" or (deform_attn == "auto" and device.type == "cuda" and triton_available()):
+def deform_attn_core(
+    deform_attn: str, device: torch.device, dtype: torch.dtype = torch.float32
+) -> Callable[..., torch.Tensor]:
+    """The core function that backend ``deform_attn`` runs for values on ``device`` of ``dtype``:
+    ``triton`` always takes the kernel, ``auto`` takes it for CUDA values of :data:`TRITON_DTYPES`
+    when Triton is importable, anything else the PyTorch path."""
+    kernel_fits = device.type == "cuda" and dtype in TRITON_DTYPES and triton_available()
+    if deform_attn == "triton" or (deform_attn == "auto" and kernel_fits):
         from lib.models.mask2former.ms_deform_attn_triton import ms_deform_attn_triton
 
         return ms_deform_attn_triton
@@ -179,5 +186,5 @@ class MSDeformAttn(nn.Module):
         locations = (
             reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
         )
-        core = deform_attn_core(self.deform_attn, value.device)
+        core = deform_attn_core(self.deform_attn, value.device, value.dtype)
         return self.output_proj(core(value, spatial_shapes, locations, weights))

@@ -23,9 +23,8 @@ from torch.autograd.function import once_differentiable
 from triton.runtime.interpreter import InterpretedFunction
 
 from lib.errors import UserError
-from lib.models.mask2former.ms_deform_attn import check_spatial_shapes
+from lib.models.mask2former.ms_deform_attn import TRITON_DTYPES, check_spatial_shapes
 
-SUPPORTED_DTYPES = (torch.float32, torch.float64)
 _MAX_BLOCK_Q = 64
 
 
@@ -222,8 +221,8 @@ def ms_deform_attn_triton(
     """Deformable attention core with the arguments and result of ``ms_deform_attn_core``
     (``[B, Lq, M * D]``), differentiable in ``value``, ``sampling_locations`` and ``attention_weights``.
 
-    All three must share one floating dtype of :data:`SUPPORTED_DTYPES` and one device: CUDA, or the
-    CPU when the kernels run on Triton's interpreter.
+    All three must share one dtype of ``TRITON_DTYPES`` (float32, float64) and one device: CUDA, or
+    the CPU when the kernels run on Triton's interpreter.
     """
     if not value.is_cuda and not INTERPRETED:
         raise UserError(
@@ -231,9 +230,9 @@ def ms_deform_attn_triton(
             "(on a CPU it needs TRITON_INTERPRET=1, slow: use deform_attn=auto or pytorch)"
         )
     dtypes = {value.dtype, sampling_locations.dtype, attention_weights.dtype}
-    if len(dtypes) != 1 or value.dtype not in SUPPORTED_DTYPES:
+    if len(dtypes) != 1 or value.dtype not in TRITON_DTYPES:
         raise ValueError(
-            f"the Triton deformable attention needs one dtype of {SUPPORTED_DTYPES} for value, "
+            f"the Triton deformable attention needs one dtype of {TRITON_DTYPES} for value, "
             f"locations and weights, got {sorted(map(str, dtypes))}"
         )
     b, lq, m, n_levels, n_points, _ = sampling_locations.shape
