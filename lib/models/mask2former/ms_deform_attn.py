@@ -67,8 +67,10 @@ def deform_attn_core(
     """The core function that backend ``deform_attn`` runs for values on ``device`` of ``dtype``:
     ``triton`` always takes the kernel, ``auto`` takes it for CUDA values of :data:`TRITON_DTYPES`
     when Triton is importable, anything else the PyTorch path."""
-    kernel_fits = device.type == "cuda" and dtype in TRITON_DTYPES and triton_available()
-    if deform_attn == "triton" or (deform_attn == "auto" and kernel_fits):
+    if deform_attn == "auto":
+        kernel_fits = device.type == "cuda" and dtype in TRITON_DTYPES and triton_available()
+        deform_attn = "triton" if kernel_fits else "pytorch"
+    if deform_attn == "triton":
         from lib.models.mask2former.ms_deform_attn_triton import ms_deform_attn_triton
 
         return ms_deform_attn_triton
