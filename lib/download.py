@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lib.atomic import atomic_open
+from lib.cli_errors import run_cli
 from lib.errors import UserError
 
 HUB_FILE = "hub file"
@@ -290,4 +291,4 @@ def main(args: argparse.Namespace) -> list[Path | None]:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

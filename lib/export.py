@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 
 from lib.atomic import write_text_atomic
+from lib.cli_errors import run_cli
 from lib.config import Config, load_config
 from lib.errors import UserError
 from lib.postprocess import POSTPROCESS, apply_postprocess
@@ -185,4 +186,4 @@ def main(args: argparse.Namespace) -> tuple[Path, float | None]:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

@@ -9,6 +9,8 @@ image runs at full resolution, normalised with ``data.mean``/``data.std``, throu
 folder) it writes ``<stem>_pred.png`` (colourised trainId prediction), ``<stem>_heatmap.png``
 (anomaly map over the image, 1st..99th percentile of that image) and ``<stem>_anomaly.npy``
 (float32 ``[H, W]`` raw scores, higher = more anomalous). Runs on CPU when no GPU is present.
+Scores that are not all finite (weights with NaN, say) are an error naming the image and the
+weights, raised before any of that image's files is written.
 """
 
 from __future__ import annotations
@@ -23,8 +25,12 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from lib.config import Config, load_config
+from lib.atomic import atomic_open, make_folder
+from lib.cli_errors import run_cli
+from lib.config import Config, ConfigError, load_config
+from lib.data.image_file import set_max_image_pixels
 from lib.data.io import IMAGE_EXTENSIONS, read_rgb
+from lib.errors import UserError
 from lib.models import build_model
 from lib.models.checkpoints import load_weights
 from lib.postprocess import POSTPROCESS, apply_postprocess
@@ -50,14 +56,14 @@ def find_images(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
             found += [(p, p.relative_to(item).with_suffix("")) for p in files]
         elif item.is_file():
             if item.suffix.lower() not in IMAGE_EXTENSIONS:
-                raise ValueError(f"{item}: not an image file (expected {', '.join(IMAGE_EXTENSIONS)})")
+                raise UserError(f"{item}: not an image file (expected {', '.join(IMAGE_EXTENSIONS)})")
             found.append((item, Path(item.stem)))
         else:
             raise FileNotFoundError(f"{item}: no such file or folder")
     seen: dict[Path, Path] = {}
     for source, stem in found:
         if stem in seen:
-            raise ValueError(f"{seen[stem]} and {source} would both write outputs named {stem}_*")
+            raise UserError(f"{seen[stem]} and {source} would both write outputs named {stem}_*")
         seen[stem] = source
     return found
 
@@ -114,15 +120,16 @@ def main(args: argparse.Namespace) -> list[Path]:
     """Predict every input image; returns the written ``_anomaly.npy`` paths."""
     inputs, overrides = split_overrides(args.input, args.overrides)
     cfg = load_config(Config, args.cfg, overrides)
+    set_max_image_pixels(cfg.data.max_image_pixels)
     images = find_images(inputs)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     score_fn = get_score(cfg.eval.score)
     if cfg.eval.postprocess not in POSTPROCESS:
-        raise ValueError(
+        raise ConfigError(
             f"unknown eval.postprocess {cfg.eval.postprocess!r}; expected one of {', '.join(POSTPROCESS)}"
         )
+    out = make_folder(args.out, "--out")
     model = load_model(cfg, args.weight_path, device)
-    out = Path(args.out)
     written = []
     for source, stem in tqdm(images, desc="predict", unit="img"):
         rgb = read_rgb(source)
@@ -135,13 +142,20 @@ def main(args: argparse.Namespace) -> list[Path]:
             std=cfg.data.std,
             device=device,
         )
+        bad = np.count_nonzero(~np.isfinite(score))
+        if bad:
+            raise UserError(
+                f"{source}: {bad} of {score.size} anomaly scores are not finite (NaN or inf) with the "
+                f"weights {args.weight_path}; expected finite scores (are the weights corrupt or diverged?)"
+            )
         base = out / stem
         save_png(f"{base}_pred.png", colorize_segmentation(pred))
         save_png(f"{base}_heatmap.png", heatmap_overlay(rgb, score))
-        np.save(f"{base}_anomaly.npy", score)
+        with atomic_open(f"{base}_anomaly.npy", "wb") as handle:
+            np.save(handle, score)
         written.append(Path(f"{base}_anomaly.npy"))
     return written
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from lib.errors import UserError
 from lib.models import build_model
 from lib.models.checkpoints import (
     IncompatibleCheckpointError,
+    MissingOODHeadError,
     build_from_checkpoint,
     git_commit,
     load_weights,
@@ -36,13 +38,23 @@ def assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 
 def test_nvidia_closed_world_checkpoint_initialises_ood_head_from_classifier(tmp_path, caplog):
+    """As training's starting weights only (``fill_ood_head``); anywhere else it is refused."""
     source = fresh_model(1)
     weights = {f"module.{k}": v for k, v in source.state_dict().items() if not k.startswith("ood_head")}
     path = tmp_path / "DeepLabV3+_WideResNet38_baseline.pth"
     torch.save({"state_dict": weights, "epoch": 175, "mean_iu": 0.8}, path)
     model = fresh_model(2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(
+        MissingOODHeadError, match=r"has no OOD head.*\n  missing keys \(1\): ood_head\.weight"
+    ):
+        load_weights(model, path)
+    assert issubclass(MissingOODHeadError, UserError) and issubclass(
+        MissingOODHeadError, IncompatibleCheckpointError
+    )
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # nothing loaded
     with caplog.at_level(logging.INFO, logger="lib.models.deeplab"):
-        extra = load_weights(model, path)
+        extra = load_weights(model, path, fill_ood_head=True)
     assert extra == {"epoch": 175, "mean_iu": 0.8}
     torch.testing.assert_close(model.ood_head.weight, source.final[6].weight, rtol=0, atol=0)
     assert not torch.equal(model.ood_head.weight, source.ood_head.weight)

@@ -14,6 +14,7 @@ from lib.errors import UserError
 from lib.models import build_model
 from lib.models.checkpoints import (
     IncompatibleCheckpointError,
+    MissingOODHeadError,
     build_from_checkpoint,
     load_weights,
     save_checkpoint,
@@ -74,12 +75,16 @@ def test_deeplab_layouts_round_trip(tmp_path, layout, one_thread, monkeypatch):
     assert sidecar == tmp_path / "out.json"
     assert json.loads(sidecar.read_text()) == {"model_name": DEEPLAB, "model_kwargs": {}, "source": "in.pth"}
     original, converted = fresh(DEEPLAB, 2), fresh(DEEPLAB, 3)
-    load_weights(original, source)
+    closed_world = layout is nvidia_layout
+    load_weights(original, source, fill_ood_head=closed_world)
     tensors = header(target)
     assert not any(k.startswith("module.") for k in tensors)
-    assert ("ood_head.weight" in tensors) == (layout is released_layout)  # the file is kept as it was
+    assert ("ood_head.weight" in tensors) == (not closed_world)  # the file is kept as it was
     refuse_unpickling(monkeypatch)
-    extra = load_weights(converted, target)
+    if closed_world:  # still only starting weights: testing refuses it as it refuses the original
+        with pytest.raises(MissingOODHeadError, match="ood_head.weight"):
+            load_weights(fresh(DEEPLAB, 4), target)
+    extra = load_weights(converted, target, fill_ood_head=closed_world)
     assert extra == {"model_name": DEEPLAB, "model_kwargs": {}, "source": "in.pth"}
     assert_same_model(original, converted, torch.randn(1, 3, 40, 56))
 
@@ -93,9 +98,9 @@ def test_mask2anomaly_detectron2_layout_round_trips(tmp_path, one_thread, monkey
     target, _ = convert(source, tmp_path / "bt-f-xl.safetensors", model_name=M2F)
     assert f"{PRED}static_query.weight" in header(target)
     original, converted = fresh(M2F, 2), fresh(M2F, 3)
-    load_weights(original, source)
+    load_weights(original, source, fill_ood_head=True)
     refuse_unpickling(monkeypatch)
-    load_weights(converted, target)
+    load_weights(converted, target, fill_ood_head=True)
     assert_same_model(original, converted, torch.randn(1, 3, 64, 96))
 
 

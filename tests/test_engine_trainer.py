@@ -17,6 +17,7 @@ from lib.engine.logging_utils import setup_logging
 from lib.engine.trainer import BEST, CONFIG_FILE, LAST, check_finite, fit
 from lib.labels import IGNORE
 from lib.models import build_model
+from lib.models.checkpoints import MissingOODHeadError
 from tests.data_fixtures import write_all_flat_benchmarks, write_cityscapes, write_multishift
 
 CPU = DistInfo(0, 1, torch.device("cpu"))
@@ -157,6 +158,17 @@ def test_resume_matches_uninterrupted_run(root, tmp_path, full_run, split_after)
 def test_resume_without_checkpoint(root, tmp_path):
     with pytest.raises(FileNotFoundError, match="no last.pth in"):
         _run(_cfg(root, tmp_path, "none", "data.val_ds="), root, resume=True)
+
+
+def test_resume_refuses_a_checkpoint_without_ood_head(root, tmp_path):
+    cfg = _cfg(root, tmp_path, "closed", "data.val_ds=")
+    state = build_model("deeplab_wrn_light").state_dict()
+    (tmp_path / "closed").mkdir()
+    torch.save(
+        {"model": {k: v for k, v in state.items() if k != "ood_head.weight"}}, tmp_path / "closed" / LAST
+    )
+    with pytest.raises(MissingOODHeadError, match=r"missing keys \(1\): ood_head\.weight"):
+        _run(cfg, root, resume=True)
 
 
 def test_non_finite_loss_names_the_term():

@@ -9,8 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
+from lib.errors import UserError
 from lib.labels import colorize
 from lib.models import build_model
+from lib.models.checkpoints import MissingOODHeadError
 from lib.postprocess import gaussian_blur
 from lib.predict import find_images, get_args_parser, main, split_overrides
 from lib.scores import msp
@@ -99,14 +101,24 @@ def test_input_errors(setup, tmp_path):
     with pytest.raises(FileNotFoundError, match="no images"):
         find_images([root / "empty"])
     (root / "notes.txt").write_text("x")
-    with pytest.raises(ValueError, match="not an image file"):
+    with pytest.raises(UserError, match="not an image file"):
         find_images([root / "notes.txt"])
     (root / "other").mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "other" / "street.jpg")
-    with pytest.raises(ValueError, match=r"would both write outputs named street_\*"):
+    with pytest.raises(UserError, match=r"would both write outputs named street_\*"):
         find_images([root / "street.png", root / "other"])
     args = ["--cfg", str(cfg), "--weight_path", str(weights), "--input", str(root / "street.png")]
     with pytest.raises(ValueError, match="unknown eval.postprocess 'blur'"):
         main(get_args_parser().parse_args([*args, "--out", str(tmp_path / "o"), "eval.postprocess=blur"]))
     with pytest.raises(KeyError, match="unknown anomaly score 'energyy'"):
         main(get_args_parser().parse_args([*args, "--out", str(tmp_path / "o"), "eval.score=energyy"]))
+
+
+def test_a_checkpoint_without_ood_head_is_refused(setup, tmp_path):
+    model, _, cfg, _, root = setup
+    closed = tmp_path / "closed_world.pth"
+    torch.save({k: v for k, v in model.state_dict().items() if k != "ood_head.weight"}, closed)
+    args = ["--cfg", str(cfg), "--weight_path", str(closed), "--input", str(root / "street.png")]
+    with pytest.raises(MissingOODHeadError, match=r"missing keys \(1\): ood_head\.weight"):
+        main(get_args_parser().parse_args([*args, "--out", str(tmp_path / "o")]))
+    assert not any((tmp_path / "o").rglob("*")), "nothing is written with refused weights"

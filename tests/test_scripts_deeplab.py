@@ -5,14 +5,14 @@ Training starts from a closed-world checkpoint in NVIDIA's layout (``state_dict`
 contrastive loss and resumes; testing reads the run's best checkpoint.
 """
 
-import json
-
 import pytest
 import torch
 
 import test_deeplab
 import train_deeplab
 from lib.models import build_model
+from lib.models.checkpoints import MissingOODHeadError
+from lib.results import read_results
 from tests.data_fixtures import write_training_tree
 
 LIGHT = [
@@ -85,10 +85,11 @@ def test_test_script_all_benchmarks_with_heatmaps(trained, capsys, caplog):
     run = trained["out"] / "run"
     available = ["RoadAnomaly", "RoadAnomaly21", "RoadObstacle21", "FS_LostAndFound", "FS_Static"]
     assert list(results) == available
-    data = json.loads((run / "results.json").read_text())
-    assert data["weights"] == str(run / "best_AP.pth") and data["skipped"] == ["ACDC_POC", "MUAD"]
-    assert set(data["benchmarks"]["RoadAnomaly"]) == {"protocol", "AUROC", "AP", "FPR95", "images"}
-    assert all(0.0 <= data["benchmarks"][b]["AP"] <= 1.0 for b in available)
+    data = read_results(run)
+    assert list(data) == available
+    assert all(data[b]["provenance"]["weights"] == str(run / "best_AP.pth") for b in available)
+    assert set(data["RoadAnomaly"]) == {"protocol", "AUROC", "AP", "FPR95", "images", "provenance"}
+    assert all(0.0 <= data[b]["AP"] <= 1.0 for b in available)
     table = (run / "results.md").read_text()
     assert "| RoadAnomaly21 |" in table and "recall closest to 0.95" in table
     assert "| benchmark | AUROC | AP | FPR95 | images |" in capsys.readouterr().out
@@ -96,6 +97,18 @@ def test_test_script_all_benchmarks_with_heatmaps(trained, capsys, caplog):
         assert len(list((run / "heatmaps" / name).glob("*_heatmap.png"))) == 1
     log = (run / "test_log.txt").read_text()
     assert "skipping ACDC_POC: dataset folder not found" in log
+
+
+def test_test_script_refuses_a_checkpoint_without_ood_head(trained):
+    """The closed-world weights training started from cannot be tested as if they had a learned head."""
+    closed = trained["argv"][trained["argv"].index("--weight_path") + 1]
+    base = ["--cfg", "exp/DeepLab.yaml", "--id", "closed", "--no_progress", *trained["overrides"]]
+    args = test_deeplab.get_args_parser().parse_intermixed_args(
+        [*base, "--weight_path", closed, "--test_dataset", "RoadAnomaly"]
+    )
+    with pytest.raises(MissingOODHeadError, match=r"(?s)closed_world\.pth has no OOD head.*ood_head\.weight"):
+        test_deeplab.main(args)
+    assert not (trained["out"] / "closed" / "results.json").exists()
 
 
 def test_test_script_named_benchmark(trained):
@@ -106,7 +119,7 @@ def test_test_script_named_benchmark(trained):
     )
     results = test_deeplab.main(args)
     assert list(results) == ["RoadAnomaly"]
-    assert json.loads((trained["out"] / "named" / "results.json").read_text())["score"] == "msp"
+    assert read_results(trained["out"] / "named")["RoadAnomaly"]["provenance"]["score"] == "msp"
     args = test_deeplab.get_args_parser().parse_intermixed_args(
         [*base, "--weight_path", weights, "--test_dataset", "MUAD"]
     )

@@ -14,7 +14,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lib.data.io import expected_tree_error, index_by_stem, pair_by_stem, read_label, read_rgb
+from lib.data.io import (
+    check_same_size,
+    expected_tree_error,
+    index_by_stem,
+    pair_by_stem,
+    read_label,
+    read_rgb,
+)
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, JointTransform, Normalize, ToTensor
 from lib.labels import check_train_label
 
@@ -97,9 +104,9 @@ class CityscapesSeg(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         _, stem, img_path, lab_path = self.samples[index]
-        images, labels = self.to_tensor(
-            [read_rgb(img_path)], [read_train_label(lab_path, allow_anomaly=False)]
-        )
+        image, label = read_rgb(img_path), read_train_label(lab_path, allow_anomaly=False)
+        check_same_size(image, img_path, label, lab_path)
+        images, labels = self.to_tensor([image], [label])
         if self.transform is not None:
             images, labels = self.transform(images, labels)
         images, labels = self.normalize(images, labels)

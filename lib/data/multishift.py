@@ -18,8 +18,9 @@ from torch.utils.data import Dataset
 
 from lib.data.cityscapes import list_cityscapes_split, read_train_label
 from lib.data.coco_ood import OutlierObjects, paste_outlier
-from lib.data.io import read_rgb
+from lib.data.io import check_same_size, read_rgb
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, JointTransform, Normalize, ToTensor
+from lib.errors import UserError
 
 DEFAULT_OOD_SCALES = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
@@ -103,11 +104,14 @@ class MultiShiftPairs(Dataset):
         gen_path, gen_lab_path = variants[self.variant_index(index)]
         original, generated = read_rgb(img_path), read_rgb(gen_path)
         if original.shape != generated.shape:
-            raise ValueError(
-                f"{gen_path} is {generated.shape[:2]}, its original {img_path} {original.shape[:2]}"
+            raise UserError(
+                f"generated image {gen_path} is {generated.shape[1]} x {generated.shape[0]} but its "
+                f"original {img_path} is {original.shape[1]} x {original.shape[0]}; expected one size"
             )
         label = read_train_label(lab_path, allow_anomaly=False)
         gen_label = read_train_label(gen_lab_path, allow_anomaly=True)
+        check_same_size(original, img_path, label, lab_path)
+        check_same_size(generated, gen_path, gen_label, gen_lab_path)
         if self.mixup_max > 0:
             generated = mixup(original, generated, min(random.random(), self.mixup_max))
         images, labels = self.to_tensor([original, generated], [label, gen_label])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from lib.config import Config, DataConfig
+from lib.config import Config, ConfigError, DataConfig
 from lib.data.coco_ood import OutlierObjects
 from lib.data.multishift import MultiShiftPairs
 from lib.data.transforms import Compose, HorizontalFlip, RandomCrop, RandomResize, mask2former_train_transform
@@ -46,7 +46,7 @@ AUGMENTATIONS: dict[str, Callable[[DataConfig], Compose]] = {
 def paired_train_transform(data: DataConfig) -> Compose:
     """Joint augmentation of each (original, generated) pair, chosen by ``data.augmentation``."""
     if data.augmentation not in AUGMENTATIONS:
-        raise ValueError(
+        raise ConfigError(
             f"unknown data.augmentation {data.augmentation!r}; expected one of {', '.join(AUGMENTATIONS)}"
         )
     return AUGMENTATIONS[data.augmentation](data)
@@ -57,7 +57,7 @@ def build_paired_train_set(cfg: Config) -> MultiShiftPairs:
     (``data.ood_prob`` > 0, objects from ``data.root/data.coco``) and mixup up to ``data.mixup_max``."""
     d = cfg.data
     if not d.use_generated:
-        raise ValueError(
+        raise ConfigError(
             "data.use_generated=false: training without generated twins is not supported by the paired "
             "DeepLab trainer (every batch is B originals + their B generated images)"
         )
@@ -79,14 +79,15 @@ def build_paired_train_set(cfg: Config) -> MultiShiftPairs:
 
 
 def build_training_model(cfg: Config) -> nn.Module:
-    """``model.name`` with ``model.weight_path`` loaded strictly, then, with ``model.init_ood_head``
+    """``model.name`` with ``model.weight_path`` loaded strictly (a closed-world checkpoint without OOD
+    head is accepted here only, its head copied from the classifier), then, with ``model.init_ood_head``
     (default, as published), the OOD head set to a copy of the classifier by the model's
     ``uncertainty_head_init()`` (paper Sec. 3.3), so stage 1 starts from the closed-world model's
     own score. With ``init_ood_head`` false the loaded OOD head is kept."""
     logger = get_logger()
     model = build_model(cfg.model.name, **cfg.model.kwargs)
     if cfg.model.weight_path:
-        load_weights(model, cfg.model.weight_path)
+        load_weights(model, cfg.model.weight_path, fill_ood_head=True)
         logger.info("loaded starting weights %s", cfg.model.weight_path)
     else:
         logger.warning("model.weight_path is empty: training starts from a randomly initialised model")
@@ -95,7 +96,7 @@ def build_training_model(cfg: Config) -> nn.Module:
         return model
     head_init = getattr(model, "uncertainty_head_init", None)
     if head_init is None:
-        raise ValueError(
+        raise ConfigError(
             f"model.init_ood_head=true but {type(model).__name__} ({cfg.model.name}) has no "
             "uncertainty_head_init(); set model.init_ood_head=false"
         )

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from lib.config import Config
+from lib.config import Config, ConfigError
 from lib.engine.stages import StageSpec
 from lib.engine.steps import register_step
 from lib.losses import relative_contrastive_terms
@@ -115,9 +115,9 @@ def build_set_criterion(cfg: Config, *, ood_loss: bool = True) -> SetCriterion:
     ``ood_loss`` False leaves the RCL (``loss.margins``) out."""
     loss = cfg.loss
     if not 0.0 < loss.selection_ratio <= 1.0:
-        raise ValueError(f"loss.selection_ratio must be in (0, 1], got {loss.selection_ratio}")
+        raise ConfigError(f"loss.selection_ratio must be in (0, 1], got {loss.selection_ratio}")
     if len(loss.margins) != 3:
-        raise ValueError(f"loss.margins must hold 3 values (in, aug, pair), got {loss.margins}")
+        raise ConfigError(f"loss.margins must hold 3 values (in, aug, pair), got {loss.margins}")
     matcher = HungarianMatcher(
         cost_class=loss.class_weight,
         cost_mask=loss.mask_weight,

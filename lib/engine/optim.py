@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from lib.config import ConfigError
 from lib.engine.stages import StageSpec
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -68,4 +69,4 @@ def build_optimizer(model: nn.Module, stage: StageSpec) -> torch.optim.Optimizer
         return torch.optim.AdamW(groups, lr=stage.lr)
     if stage.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=stage.lr, momentum=SGD_MOMENTUM)
-    raise ValueError(f"unknown train.optimizer {stage.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+    raise ConfigError(f"unknown train.optimizer {stage.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")

@@ -29,21 +29,25 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from lib.config import Config, config_to_dict, save_config
+from lib.config import Config, ConfigError, config_to_dict, save_config
 from lib.data.collate import collate_items
 from lib.engine.distributed import DistInfo, barrier, wrap_ddp
-from lib.engine.evaluator import evaluate_benchmark, metric_summary, smiyc_track
+from lib.engine.evaluator import Inference, evaluate_model, metric_summary
 from lib.engine.logging_utils import ScalarWriter, get_logger
 from lib.engine.optim import build_optimizer
 from lib.engine.precision import autocast, make_grad_scaler, resolve_amp_dtype
 from lib.engine.stages import StageSpec, apply_stage, set_train_mode, stage_at, stages_from_config
 from lib.engine.steps import TrainStep
-from lib.models.checkpoints import load_weights, save_checkpoint
+from lib.errors import UserError
+from lib.models.checkpoints import UnreadableCheckpointError, load_weights, save_checkpoint
+from lib.protocols import smiyc_track
 from lib.scores import get_score
 
 LAST = "last.pth"
 BEST = "best_AP.pth"
 CONFIG_FILE = "config.yaml"
+TRAINING_STATE = ("epoch", "stage", "optimizer", "scaler", "config", "extra")
+"""What ``last.pth`` holds besides the weights, so that ``resume`` continues the run exactly."""
 
 
 def seed_everything(seed: int) -> None:
@@ -208,12 +212,12 @@ def _config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 def _train_loader(cfg: Config, dataset: Dataset, info: DistInfo) -> tuple[DataLoader, DistributedSampler]:
     if cfg.train.batch_size % info.world_size:
-        raise ValueError(
+        raise ConfigError(
             f"train.batch_size {cfg.train.batch_size} is not divisible by the {info.world_size} processes"
         )
     per_rank = cfg.train.batch_size // info.world_size
     if len(dataset) < per_rank * info.world_size:
-        raise ValueError(
+        raise UserError(
             f"training set has {len(dataset)} items, fewer than one batch of {cfg.train.batch_size}"
         )
     sampler = DistributedSampler(
@@ -267,6 +271,13 @@ def fit(
         if not path.is_file():
             raise FileNotFoundError(f"--resume: no {LAST} in {run_dir}; start the run without --resume")
         resumed = load_weights(model, path)
+        missing = [key for key in TRAINING_STATE if key not in resumed]
+        if missing:
+            raise UnreadableCheckpointError(
+                f"--resume: {path} holds weights only, without the training state {missing}; expected "
+                f"the {LAST} this trainer writes. To start a new run from these weights, pass "
+                "--weight_path with another --id (without --resume)"
+            )
         for diff in _config_differences(resumed["config"], config_to_dict(cfg)):
             logger.warning("resume: config differs from the checkpoint's: %s", diff)
         start_epoch = int(resumed["epoch"]) + 1
@@ -355,20 +366,19 @@ def fit(
             validate = validate and ((epoch + 1) % cfg.train.val_interval == 0 or last_epoch)
             metrics: dict[str, float] = {}
             if validate:
-                result = evaluate_benchmark(
+                result = evaluate_model(
                     model,
                     val_set,
+                    score=cfg.eval.score,
                     score_fn=score_fn,
-                    device=device,
-                    amp_dtype=None,  # float32, as test_*.py: best_AP.pth is picked on test-grade numbers
+                    # float32, as test_*.py: best_AP.pth is picked on test-grade numbers
+                    inference=Inference(
+                        device=device, channels_last=channels_last, postprocess=cfg.eval.postprocess
+                    ),
                     protocol=cfg.eval.protocol,
                     per_image=cfg.eval.per_image,
                     track=smiyc_track(cfg.data.val_ds),
-                    postprocess=cfg.eval.postprocess,
                     max_images=cfg.data.val_max_images,
-                    channels_last=channels_last,
-                    mean=cfg.data.mean,
-                    std=cfg.data.std,
                     desc=f"val {cfg.data.val_ds}",
                     progress=progress and info.is_main,
                 )
@@ -383,7 +393,7 @@ def fit(
                     " ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()),
                 )
                 writer.add_scalars(metrics, epoch, prefix="val")
-            improved = bool(metrics) and metrics["AP"] > best_ap
+            improved = "AP" in metrics and metrics["AP"] > best_ap
             if improved:
                 best_ap = float(metrics["AP"])
             states = _gather_rng_states()

@@ -5,8 +5,9 @@ Mask2Anomaly's ``bt-f-xl.pth``, the released MultiShiftSeg weights, this project
 and writes ``OUT.safetensors`` with its state dict plus ``OUT.json`` with the model name and
 arguments, so a release needs no pickle at all. The tensors are kept as they are (only unwrapped,
 with the ``module.`` prefix stripped): loading the converted file goes through the same model hooks
-as the original and gives the same model, bit for bit. Before writing, the weights are loaded
-strictly into the named model, so a file that would not load is never produced.
+as the original and gives the same model, bit for bit; a closed-world file stays without its OOD
+head, so testing still refuses it. Before writing, the weights are loaded strictly into the named
+model (as training's starting weights), so a file that would not load is never produced.
 
 The model comes from the checkpoint itself (``model_name``/``model_kwargs``, written by training),
 else from ``--cfg`` (``model.name``/``model.kwargs`` of an experiment YAML) or ``--model`` (+
@@ -24,6 +25,7 @@ from pathlib import Path
 import torch
 
 from lib.atomic import write_bytes_atomic, write_text_atomic
+from lib.cli_errors import run_cli
 from lib.errors import UserError
 from lib.models.checkpoints import SAFETENSORS_SUFFIX, load_weights, read_state_dict, sidecar_path
 from lib.models.registry import build_model, model_names
@@ -71,7 +73,7 @@ def convert(
         raise UserError(f"unknown model {name!r}; known models: {', '.join(model_names())}")
     own_kwargs = extra.get("model_kwargs") if model_name is None else None
     kwargs = dict(model_kwargs if model_kwargs is not None else own_kwargs or {})
-    load_weights(build_model(name, **kwargs), tensors)
+    load_weights(build_model(name, **kwargs), tensors, fill_ood_head=True)  # as starting weights, at least
     meta = {"model_name": name, "model_kwargs": kwargs, "source": Path(source).name}
     write_bytes_atomic(target, save(_unshared(tensors)))
     sidecar = write_text_atomic(sidecar_path(target), json.dumps(meta, indent=2) + "\n")
@@ -115,4 +117,4 @@ def main(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 SIZE_DIVISIBILITY = 32
 MASK_STRIDE = 4
 _QUERY_CHUNK = 20
+_PREDICTOR = "sem_seg_head.predictor."
 
 UNUSED_CHECKPOINT_KEYS = re.compile(
     r"^(sem_seg_head\.predictor\.transformer_cross_attention_layers\.\d+\.fusion_layer\.(weight|bias)"
@@ -127,9 +128,7 @@ class Mask2Anomaly(nn.Module):
         """Map a published Mask2Anomaly / MultiShiftSeg state dict onto this model's keys.
 
         - drops exactly the entries named by ``UNUSED_CHECKPOINT_KEYS``;
-        - renames ``static_query`` to ``query_feat`` (older GMA checkpoints);
-        - initialises the OOD head ``class_embed2`` from ``class_embed`` when the checkpoint has
-          neither of its two entries (Mask2Anomaly's ``bt-f-xl.pth``), and logs it.
+        - renames ``static_query`` to ``query_feat`` (older GMA checkpoints).
         Everything else passes through for the strict load to judge.
         """
         adapted = {}
@@ -137,11 +136,20 @@ class Mask2Anomaly(nn.Module):
             if UNUSED_CHECKPOINT_KEYS.match(key):
                 continue
             adapted[key.replace("predictor.static_query.", "predictor.query_feat.")] = value
-        prefix = "sem_seg_head.predictor."
-        ood = [f"{prefix}class_embed2.weight", f"{prefix}class_embed2.bias"]
-        cls = [f"{prefix}class_embed.weight", f"{prefix}class_embed.bias"]
-        if not any(k in adapted for k in ood) and all(k in adapted for k in cls):
-            for src, dst in zip(cls, ood):
-                adapted[dst] = adapted[src].clone()
-            logger.info("checkpoint has no OOD head: class_embed2 initialised from class_embed")
+        return adapted
+
+    ood_head_keys = (f"{_PREDICTOR}class_embed2.weight", f"{_PREDICTOR}class_embed2.bias")
+    """State-dict keys of the OOD head (what a closed-world checkpoint lacks)."""
+
+    def closed_world_ood_head(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Starting weights from a closed-world checkpoint (Mask2Anomaly's ``bt-f-xl.pth``), which has
+        no ``class_embed2``: the OOD head as a copy of ``class_embed``, logged (see
+        :func:`lib.models.checkpoints.load_weights`)."""
+        cls = (f"{_PREDICTOR}class_embed.weight", f"{_PREDICTOR}class_embed.bias")
+        if not all(k in state_dict for k in cls):
+            return state_dict
+        adapted = dict(state_dict)
+        for src, dst in zip(cls, self.ood_head_keys):
+            adapted[dst] = state_dict[src].clone()
+        logger.info("checkpoint has no OOD head: class_embed2 initialised from class_embed")
         return adapted
