@@ -27,7 +27,7 @@ from pathlib import Path
 
 from lib.atomic import atomic_open
 from lib.cli_errors import run_cli
-from lib.errors import UserError
+from lib.errors import UnknownNameError, UserError
 
 HUB_FILE = "hub file"
 HUB_REPO = "hub repository"
@@ -148,11 +148,11 @@ ARTIFACTS_BY_NAME = {artifact.name: artifact for artifact in ARTIFACTS}
 
 
 def get_artifact(name: str) -> Artifact:
-    """The artifact called ``name``; an unknown name is a ``UserError`` naming the nearest known one."""
+    """The artifact called ``name``; an unknown name is an ``UnknownNameError`` naming the nearest one."""
     if name in ARTIFACTS_BY_NAME:
         return ARTIFACTS_BY_NAME[name]
     nearest = difflib.get_close_matches(name, list(ARTIFACTS_BY_NAME), n=1, cutoff=0.0)
-    raise UserError(
+    raise UnknownNameError(
         f"unknown artifact {name!r}; did you mean {nearest[0]!r}? Known: {', '.join(ARTIFACTS_BY_NAME)} "
         "(python -m lib.download --list)"
     )

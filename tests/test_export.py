@@ -17,6 +17,7 @@ from lib.models import build_model
 from lib.postprocess import gaussian_blur
 from lib.scores import get_score
 
+pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")  # inside torch.export.load
 SIZES = [(64, 96), (75, 130), (121, 203)]
 FAMILIES = [
     pytest.param(

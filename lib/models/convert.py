@@ -69,8 +69,6 @@ def convert(
             f"{source} does not say which model it holds; pass --cfg exp/<experiment>.yaml or --model NAME "
             f"(one of {', '.join(model_names())})"
         )
-    if name not in model_names():
-        raise UserError(f"unknown model {name!r}; known models: {', '.join(model_names())}")
     own_kwargs = extra.get("model_kwargs") if model_name is None else None
     kwargs = dict(model_kwargs if model_kwargs is not None else own_kwargs or {})
     load_weights(build_model(name, **kwargs), tensors, fill_ood_head=True)  # as starting weights, at least
