@@ -1,4 +1,4 @@
-"""Objects an experiment needs, built from its config: model with starting weights, training pairs.
+"""Objects an experiment needs, built from its config: model with starting weights, training sets.
 
 The entry scripts call these so they hold no logic of their own.
 """
@@ -11,8 +11,10 @@ from pathlib import Path
 import torch.nn as nn
 
 from lib.config import Config, ConfigError, DataConfig
+from lib.data.cityscapes import CityscapesSeg
 from lib.data.coco_ood import OutlierObjects
 from lib.data.multishift import MultiShiftPairs
+from lib.data.pasting import PasteOutliers
 from lib.data.transforms import Compose, HorizontalFlip, RandomCrop, RandomResize, mask2former_train_transform
 from lib.engine.logging_utils import get_logger
 from lib.models import build_model
@@ -58,8 +60,9 @@ def build_paired_train_set(cfg: Config) -> MultiShiftPairs:
     d = cfg.data
     if not d.use_generated:
         raise ConfigError(
-            "data.use_generated=false: training without generated twins is not supported by the paired "
-            "DeepLab trainer (every batch is B originals + their B generated images)"
+            f"data.use_generated=false, but the recipe loss.name={cfg.loss.name} trains on pairs (every "
+            "batch is B originals + their B generated images); without generated images train "
+            "loss.name=oe (outlier exposure) or loss.name=ce (closed world)"
         )
     root = Path(d.root)
     outliers = OutlierObjects(root / d.coco) if d.ood_prob > 0 else None
@@ -75,6 +78,21 @@ def build_paired_train_set(cfg: Config) -> MultiShiftPairs:
         mean=tuple(d.mean),
         std=tuple(d.std),
         seed=cfg.train.seed,
+    )
+
+
+def build_unpaired_train_set(cfg: Config) -> CityscapesSeg:
+    """``data.root/data.cityscapes`` train images alone (no generated twins) with the joint transform of
+    ``data.augmentation`` and then, when ``data.ood_prob`` > 0, one object of ``data.root/data.coco``
+    pasted with that probability (as :class:`~lib.data.multishift.MultiShiftPairs` pastes into its
+    originals). Items: ``image [3,H,W]`` normalised, ``label [H,W]`` int64, ``name``."""
+    d = cfg.data
+    steps: list = list(paired_train_transform(d).steps)
+    if d.ood_prob > 0:
+        outliers = OutlierObjects(Path(d.root) / d.coco)
+        steps.append(PasteOutliers(outliers, scales=d.ood_scale_array, prob=d.ood_prob))
+    return CityscapesSeg(
+        Path(d.root) / d.cityscapes, "train", Compose(steps), mean=tuple(d.mean), std=tuple(d.std)
     )
 
 
