@@ -11,7 +11,7 @@ import torch
 import test_deeplab
 import train_deeplab
 from lib.models import build_model
-from lib.models.checkpoints import MissingOODHeadError
+from lib.models.checkpoints import MissingOODHeadError, WrongModelError
 from lib.results import read_results
 from lib.toy.writers import write_outlier_bank, write_source_dataset
 from tests.data_fixtures import write_training_tree
@@ -110,6 +110,18 @@ def test_test_script_refuses_a_checkpoint_without_ood_head(trained):
     with pytest.raises(MissingOODHeadError, match=r"(?s)closed_world\.pth has no OOD head.*ood_head\.weight"):
         test_deeplab.main(args)
     assert not (trained["out"] / "closed" / "results.json").exists()
+
+
+def test_test_script_refuses_a_config_that_names_another_model(trained):
+    """The run's checkpoint names the model it trained (deeplab_wrn_light); exp/DeepLab.yaml names the
+    full deeplab_wrn38: the error says which is which before any benchmark is read."""
+    overrides = [o for o in trained["overrides"] if not o.startswith("model.name=")]
+    base = ["--cfg", "exp/DeepLab.yaml", "--id", "other", "--no_progress", *overrides]
+    weights = str(trained["out"] / "run" / "last.pth")
+    args = test_deeplab.get_args_parser().parse_intermixed_args([*base, "--weight_path", weights])
+    with pytest.raises(WrongModelError, match="'deeplab_wrn_light' model .* model.name is 'deeplab_wrn38'"):
+        test_deeplab.main(args)
+    assert not (trained["out"] / "other" / "results.json").exists()
 
 
 def test_test_script_named_benchmark(trained):

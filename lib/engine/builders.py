@@ -18,7 +18,7 @@ from lib.data.pasting import PasteOutliers
 from lib.data.transforms import Compose, HorizontalFlip, RandomCrop, RandomResize, mask2former_train_transform
 from lib.engine.logging_utils import get_logger
 from lib.models import build_model
-from lib.models.checkpoints import load_weights
+from lib.models.checkpoints import load_model
 
 
 def deeplab_train_transform(data: DataConfig) -> Compose:
@@ -103,11 +103,13 @@ def build_training_model(cfg: Config) -> nn.Module:
     ``uncertainty_head_init()`` (paper Sec. 3.3), so stage 1 starts from the closed-world model's
     own score. With ``init_ood_head`` false the loaded OOD head is kept."""
     logger = get_logger()
-    model = build_model(cfg.model.name, **cfg.model.kwargs)
     if cfg.model.weight_path:
-        load_weights(model, cfg.model.weight_path, fill_ood_head=True)
+        model = load_model(
+            cfg.model.weight_path, name=cfg.model.name, kwargs=cfg.model.kwargs, fill_ood_head=True
+        )
         logger.info("loaded starting weights %s", cfg.model.weight_path)
     else:
+        model = build_model(cfg.model.name, **cfg.model.kwargs)
         logger.warning("model.weight_path is empty: training starts from a randomly initialised model")
     if not cfg.model.init_ood_head:
         logger.info("model.init_ood_head=false: the OOD head keeps the starting weights' values")

@@ -54,8 +54,7 @@ from lib.engine.logging_utils import setup_logging
 from lib.engine.trainer import LAST
 from lib.engine.training import run_training
 from lib.errors import UnknownNameError, UserError
-from lib.models import build_model
-from lib.models.checkpoints import load_weights
+from lib.models.checkpoints import load_model
 from lib.protocols import get_protocol
 from lib.results import provenance, read_results, write_results
 from lib.toy.demo_eval import (
@@ -290,9 +289,7 @@ class Demo:
         models = {}
         for name, stage in MODEL_STAGES.items():
             cfg = self.config(stage)
-            model = build_model(cfg.model.name, **cfg.model.kwargs)
-            load_weights(model, cfg.run_dir / LAST)
-            models[name] = model
+            models[name] = load_model(cfg.run_dir / LAST, name=cfg.model.name, kwargs=cfg.model.kwargs)
         return models
 
     def normalisation(self) -> tuple[list[float], list[float]]:
