@@ -78,6 +78,10 @@ class ModelConfig:
     the classifier, as the published train scripts always do (DeepLab ``final.6 -> ood_head``,
     Mask2Former ``class_embed -> class_embed2``); false keeps the loaded OOD head, e.g. to fine-tune
     a released MultiShiftSeg checkpoint.
+
+    A checkpoint this project wrote names its model: starting weights, testing and ``lib.predict``
+    rebuild that model (``kwargs`` here override its arguments), and a different ``name`` is an
+    error; external weights are built as ``name(**kwargs)``.
     """
 
     name: str = "deeplab_wrn38"

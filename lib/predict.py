@@ -3,8 +3,9 @@
 
 Inputs are image files or folders (searched recursively for ``.png .jpg .jpeg .webp``). Each
 image runs at full resolution, normalised with ``data.mean``/``data.std``, through the model of
-``model.name``/``model.kwargs`` with the weights ``W`` (any layout
-:func:`lib.models.checkpoints.load_weights` reads), scored by ``eval.score`` and
+the model ``W`` was trained as (:func:`lib.models.checkpoints.load_model`: a checkpoint of this
+project rebuilds its own model, and a ``model.name`` that differs is an error; other layouts build
+``model.name``/``model.kwargs``), scored by ``eval.score`` and
 ``eval.postprocess``. For an image ``<stem>`` (a folder's images keep their path inside the
 folder) it writes ``<stem>_pred.png`` (colourised trainId prediction), ``<stem>_heatmap.png``
 (anomaly map over the image, 1st..99th percentile of that image) and ``<stem>_anomaly.npy``
@@ -31,8 +32,7 @@ from lib.config import Config, ConfigError, load_config
 from lib.data.image_file import set_max_image_pixels
 from lib.data.io import IMAGE_EXTENSIONS, read_rgb
 from lib.errors import UserError
-from lib.models import build_model
-from lib.models.checkpoints import load_weights
+from lib.models.checkpoints import load_model
 from lib.postprocess import POSTPROCESS, apply_postprocess
 from lib.scores import ScoreFn, get_score
 from lib.viz import colorize_segmentation, heatmap_overlay, save_png
@@ -91,13 +91,6 @@ def predict_image(
     return pred, score[0].float().cpu().numpy()
 
 
-def load_model(cfg: Config, weight_path: str | Path, device: torch.device) -> nn.Module:
-    """Build ``cfg.model`` and load ``weight_path`` strictly; eval mode on ``device``."""
-    model = build_model(cfg.model.name, **cfg.model.kwargs)
-    load_weights(model, weight_path)
-    return model.to(device).eval()
-
-
 def split_overrides(inputs: Sequence[str], overrides: Sequence[str]) -> tuple[list[str], list[str]]:
     """Move ``section.key=value`` words that ``--input PATH...`` swallowed (and that are not existing
     paths) to the overrides: ``(inputs, overrides)``."""
@@ -129,7 +122,7 @@ def main(args: argparse.Namespace) -> list[Path]:
             f"unknown eval.postprocess {cfg.eval.postprocess!r}; expected one of {', '.join(POSTPROCESS)}"
         )
     out = make_folder(args.out, "--out")
-    model = load_model(cfg, args.weight_path, device)
+    model = load_model(args.weight_path, name=cfg.model.name, kwargs=cfg.model.kwargs).to(device).eval()
     written = []
     for source, stem in tqdm(images, desc="predict", unit="img"):
         rgb = read_rgb(source)

@@ -15,7 +15,7 @@ from lib.models import build_model
 from lib.models.checkpoints import (
     IncompatibleCheckpointError,
     MissingOODHeadError,
-    build_from_checkpoint,
+    load_model,
     load_weights,
     save_checkpoint,
 )
@@ -120,7 +120,7 @@ def test_own_checkpoint_converts_without_a_model_name_and_rebuilds(tmp_path, one
     )
     target, sidecar = main(get_args_parser().parse_args([str(path), str(tmp_path / "release.safetensors")]))
     assert json.loads(sidecar.read_text())["model_kwargs"] == {"num_classes": 19}
-    rebuilt = build_from_checkpoint(target).eval()
+    rebuilt = load_model(target).eval()
     assert_same_model(model, rebuilt, torch.randn(1, 3, 32, 48))
 
 

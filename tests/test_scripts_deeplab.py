@@ -11,8 +11,9 @@ import torch
 import test_deeplab
 import train_deeplab
 from lib.models import build_model
-from lib.models.checkpoints import MissingOODHeadError
+from lib.models.checkpoints import MissingOODHeadError, WrongModelError
 from lib.results import read_results
+from lib.toy.writers import write_outlier_bank, write_source_dataset
 from tests.data_fixtures import write_training_tree
 
 LIGHT = [
@@ -111,6 +112,18 @@ def test_test_script_refuses_a_checkpoint_without_ood_head(trained):
     assert not (trained["out"] / "closed" / "results.json").exists()
 
 
+def test_test_script_refuses_a_config_that_names_another_model(trained):
+    """The run's checkpoint names the model it trained (deeplab_wrn_light); exp/DeepLab.yaml names the
+    full deeplab_wrn38: the error says which is which before any benchmark is read."""
+    overrides = [o for o in trained["overrides"] if not o.startswith("model.name=")]
+    base = ["--cfg", "exp/DeepLab.yaml", "--id", "other", "--no_progress", *overrides]
+    weights = str(trained["out"] / "run" / "last.pth")
+    args = test_deeplab.get_args_parser().parse_intermixed_args([*base, "--weight_path", weights])
+    with pytest.raises(WrongModelError, match="'deeplab_wrn_light' model .* model.name is 'deeplab_wrn38'"):
+        test_deeplab.main(args)
+    assert not (trained["out"] / "other" / "results.json").exists()
+
+
 def test_test_script_named_benchmark(trained):
     base = ["--cfg", "exp/DeepLab.yaml", "--id", "named", "--no_progress", *trained["overrides"]]
     weights = str(trained["out"] / "run" / "last.pth")
@@ -125,3 +138,24 @@ def test_test_script_named_benchmark(trained):
     )
     with pytest.raises(FileNotFoundError, match="MUAD_challenge"):
         test_deeplab.main(args)
+
+
+def test_train_script_trains_the_unpaired_recipes_ce_then_oe(tmp_path):
+    """Closed-world pretraining (``loss.name: ce``) and outlier exposure (``oe``) from train_deeplab.py
+    on a ToyShift tree that has no generated twins: each recipe reads its own training set."""
+    root, out = tmp_path / "datasets", tmp_path / "outputs"
+    write_source_dataset(root, n_train=2, n_val=0, height=32, width=64, seed=0)
+    write_outlier_bank(root, n_objects=2, seed=0)
+    common = [f"data.root={root}", f"output_root={out}", "train.batch_size=2", "train.epochs=2", *LIGHT]
+    common += ["train.warmup_epoch=1", "train.iters_per_epoch=1", "data.val_ds=", "--no_progress"]
+    parser = train_deeplab.get_args_parser()
+    train_deeplab.main(parser.parse_args(["--cfg", "exp/toy_pretrain.yaml", "--id", "ce", *common]))
+    closed = out / "ce" / "last.pth"
+    assert torch.load(closed, weights_only=True)["epoch"] == 1
+    assert " ce " in (out / "ce" / "log.txt").read_text()
+    argv = ["--cfg", "exp/toy_oe.yaml", "--id", "oe", "--weight_path", str(closed)]
+    train_deeplab.main(parser.parse_args([*argv, "data.ood_prob=1", *common]))
+    last = torch.load(out / "oe" / "last.pth", weights_only=True)
+    assert (last["epoch"], last["stage"]) == (1, 2)
+    log = (out / "oe" / "log.txt").read_text()
+    assert " ce_orig " in log and " rcl_in " in log  # pasted outliers give the in-vs-out term

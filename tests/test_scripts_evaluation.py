@@ -147,8 +147,7 @@ def test_normalisation_reaches_the_validation_benchmark(setup, monkeypatch):
         ],
     )
     seen = {}
-    monkeypatch.setattr(training, "build_train_step", lambda cfg: None)
-    monkeypatch.setattr(training, "build_paired_train_set", lambda cfg: None)
+    monkeypatch.setattr(training, "build_recipe", lambda cfg: (None, None))
     monkeypatch.setattr(training, "build_training_model", lambda cfg: None)
     monkeypatch.setattr(training, "fit", lambda cfg, **kw: seen.update(kw) or {})
     training.run_training(cfg, info=DistInfo(0, 1, torch.device("cpu")))

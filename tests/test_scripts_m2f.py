@@ -66,7 +66,12 @@ def test_train_writes_checkpoints_from_mask2anomaly_weights(trained):
     log = (run / "log.txt").read_text()
     assert "checkpoint has no OOD head: class_embed2 initialised from class_embed" in log
     assert "OOD head initialised as a copy of the classifier (model.init_ood_head=true)" in log
-    assert "stage1 from epoch 0: adam at lr 0.001" in log and "stage2 from epoch 1: adamw at lr 0.0001" in log
+    assert "stage1 from epoch 0: adam at lr other 0.001 trains" in log
+    # every parameter group's rate, by name, in the stage header and in each step's line
+    lrs = "lr backbone 1e-05, other 0.0001, other_no_decay 0.0001"
+    assert (
+        f"stage2 from epoch 1: adamw at {lrs} trains" in log and f"epoch 1 it 1/1 stage2 {lrs} loss_ce" in log
+    )
     assert "'class_embed2'], no clipping" in log and "[''], gradient norm clipped at 0.01" in log
     for term in ("rcl_in", "rcl_aug", "rcl_pair", "loss_ce", "loss_mask", "loss_dice"):
         assert f" {term} " in log

@@ -17,8 +17,9 @@ import torch
 from torch.utils.data import Dataset
 
 from lib.data.cityscapes import list_cityscapes_split, read_train_label
-from lib.data.coco_ood import OutlierObjects, paste_outlier
+from lib.data.coco_ood import OutlierObjects
 from lib.data.io import check_same_size, read_rgb
+from lib.data.pasting import PasteOutliers
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, JointTransform, Normalize, ToTensor
 from lib.errors import UserError
 
@@ -49,9 +50,10 @@ class MultiShiftPairs(Dataset):
         label, aug_label: int64 [H, W] trainIds / ANOMALY / IGNORE
         name: the original's stem
 
-    ``outliers`` (an :class:`OutlierObjects`) enables pasting with probability ``paste_prob``,
-    scale drawn from ``ood_scale_array``. ``mixup_max`` > 0 blends ``p = min(U(0, 1), mixup_max)``
-    of the original into the generated image. ``transform`` acts on ``0..1`` tensors.
+    ``outliers`` (an :class:`OutlierObjects`) enables pasting into the original
+    (:class:`~lib.data.pasting.PasteOutliers`) with probability ``paste_prob``, scale drawn from
+    ``ood_scale_array``. ``mixup_max`` > 0 blends ``p = min(U(0, 1), mixup_max)`` of the original
+    into the generated image. ``transform`` acts on ``0..1`` tensors.
     """
 
     def __init__(
@@ -81,8 +83,9 @@ class MultiShiftPairs(Dataset):
             variants.setdefault(base, []).append((img, lab))
         self.pairs = [(stem, originals[stem], variants[stem]) for stem in sorted(variants)]
         self.transform = transform
-        self.outliers, self.paste_prob = outliers, paste_prob
-        self.ood_scale_array = tuple(ood_scale_array)
+        self.paste = (
+            None if outliers is None else PasteOutliers(outliers, scales=ood_scale_array, prob=paste_prob)
+        )
         self.mixup_max = mixup_max
         self.to_tensor, self.normalize = ToTensor(), Normalize(mean, std)
         self.seed, self.epoch = seed, 0
@@ -117,9 +120,8 @@ class MultiShiftPairs(Dataset):
         images, labels = self.to_tensor([original, generated], [label, gen_label])
         if self.transform is not None:
             images, labels = self.transform(images, labels)
-        if self.outliers is not None and (self.paste_prob >= 1.0 or random.random() < self.paste_prob):
-            rgb, mask = self.outliers[random.randrange(len(self.outliers))]
-            paste_outlier(images[0], labels[0], rgb, mask, random.choice(self.ood_scale_array))
+        if self.paste is not None:
+            images, labels = self.paste(images, labels)
         images, labels = self.normalize(images, labels)
         return {
             "image": images[0].contiguous(),

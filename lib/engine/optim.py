@@ -36,8 +36,15 @@ def _no_decay_names(model: nn.Module) -> set[str]:
     return names
 
 
+def group_name(*, backbone: bool, no_decay: bool) -> str:
+    """The name a parameter group is logged under: ``backbone`` or ``other``, ``_no_decay`` appended
+    for normalisation and embedding parameters."""
+    return ("backbone" if backbone else "other") + ("_no_decay" if no_decay else "")
+
+
 def parameter_groups(model: nn.Module, stage: StageSpec) -> list[dict]:
-    """Groups of the trainable parameters: ``{"params", "param_names", "lr", "weight_decay"}``."""
+    """Groups of the trainable parameters: ``{"name", "params", "param_names", "lr", "weight_decay"}``
+    (``name`` from :func:`group_name`)."""
     no_decay = _no_decay_names(model)
     groups: dict[tuple[bool, bool], dict] = {}
     for name, param in model.named_parameters():
@@ -47,6 +54,7 @@ def parameter_groups(model: nn.Module, stage: StageSpec) -> list[dict]:
         group = groups.setdefault(
             (is_backbone, skip_decay),
             {
+                "name": group_name(backbone=is_backbone, no_decay=skip_decay),
                 "params": [],
                 "param_names": [],
                 "lr": stage.lr * (stage.backbone_lr_mult if is_backbone else 1.0),

@@ -42,8 +42,7 @@ from lib.engine.logging_utils import get_logger
 from lib.engine.trainer import BEST
 from lib.errors import UserError
 from lib.metrics import RECALL_LEVEL
-from lib.models import build_model
-from lib.models.checkpoints import load_weights
+from lib.models.checkpoints import load_model
 from lib.protocols import SMIYC_TRACK_OF_BENCHMARK, get_protocol, smiyc_track
 from lib.results import provenance, results_header, results_table, write_results
 from lib.scores import get_score
@@ -180,8 +179,7 @@ def run_benchmarks(
     if info.is_main:
         _prepare_export_folders(exporters, overwrite=overwrite)
     barrier()  # no rank writes a score file before the stale ones are gone
-    model = build_model(cfg.model.name, **cfg.model.kwargs)
-    load_weights(model, weights)
+    model = load_model(weights, name=cfg.model.name, kwargs=cfg.model.kwargs)
     model.to(info.device).eval()
     if inference.channels_last:
         model.to(memory_format=torch.channels_last)

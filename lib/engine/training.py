@@ -1,8 +1,8 @@
 """Training an experiment from its config: what ``train_*.py`` runs.
 
-Builds the train step ``loss.name`` and the paired training set first (a config error there shows
-before any weights load), then the model (with its starting weights, or bare when resuming:
-:func:`~lib.engine.trainer.fit` then restores ``last.pth``) and the validation benchmark
+Builds the recipe ``loss.name`` first — its train step and the training set that step reads (a
+config error there shows before any weights load) — then the model (with its starting weights, or
+bare when resuming: :func:`~lib.engine.trainer.fit` then restores ``last.pth``) and the validation benchmark
 ``data.val_ds``, and runs :func:`~lib.engine.trainer.fit`. The entry scripts only parse arguments,
 set up distributed state and logging, and call :func:`run_training`; before any of it,
 :func:`prepare_run_dir` refuses to start a new run over a finished one.
@@ -15,10 +15,10 @@ from pathlib import Path
 
 from lib.config import Config
 from lib.data.benchmarks import build_benchmark
-from lib.engine.builders import build_paired_train_set, build_training_model
+from lib.engine.builders import build_training_model
 from lib.engine.distributed import DistInfo
 from lib.engine.logging_utils import get_logger
-from lib.engine.steps import build_train_step
+from lib.engine.steps import build_recipe
 from lib.engine.trainer import BEST, LAST, fit, seed_everything
 from lib.errors import UserError
 from lib.models import build_model
@@ -67,8 +67,7 @@ def run_training(
     """
     get_logger().info("run %s on %s (%d process(es))", cfg.run_dir, info.device, info.world_size)
     seed_everything(cfg.train.seed)  # a model without starting weights is the same in every run
-    step = build_train_step(cfg)
-    train_set = build_paired_train_set(cfg)
+    step, train_set = build_recipe(cfg)
     if resume:
         model = build_model(cfg.model.name, **cfg.model.kwargs)
     else:

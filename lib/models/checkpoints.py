@@ -10,7 +10,7 @@ from a ``.safetensors`` file (no pickle at all; :mod:`lib.models.convert` writes
 - an in-memory mapping of either, whose values may be numpy arrays (converted detectron2 pickles).
 
 A ``.safetensors`` file holds the state dict; the JSON file of the same stem beside it, when present,
-holds the other entries (``model_name``, ``model_kwargs``, ...), so ``build_from_checkpoint`` rebuilds
+holds the other entries (``model_name``, ``model_kwargs``, ...), so ``load_model`` rebuilds
 from it as from a ``.pth`` written by ``save_checkpoint``.
 
 Renamed or dropped entries of published formats go through an optional model hook
@@ -58,6 +58,10 @@ PICKLE_START = b"\x80"
 
 class IncompatibleCheckpointError(UserError, RuntimeError):
     """The checkpoint's keys or shapes do not match the model."""
+
+
+class WrongModelError(IncompatibleCheckpointError):
+    """The checkpoint was trained as another model than the one the config names."""
 
 
 class MissingOODHeadError(IncompatibleCheckpointError):
@@ -230,12 +234,13 @@ def load_weights(
     head check (module doc; ``fill_ood_head`` only for training's starting weights) -> key/shape check ->
     load.
     """
-    model = _unwrap_parallel(model)
     if isinstance(path_or_state_dict, Mapping):
-        source, checkpoint = "the given state dict", path_or_state_dict
-    else:
-        source = str(path_or_state_dict)
-        checkpoint = _read(Path(path_or_state_dict))
+        return _load_into(model, path_or_state_dict, "the given state dict", fill_ood_head)
+    return _load_into(model, _read(Path(path_or_state_dict)), str(path_or_state_dict), fill_ood_head)
+
+
+def _load_into(model: nn.Module, checkpoint: Mapping, source: str, fill_ood_head: bool) -> dict[str, object]:
+    model = _unwrap_parallel(model)
     state_dict, extra = _unwrap(checkpoint)
     tensors = _to_tensors(state_dict, source)
     adapt = getattr(model, "adapt_state_dict", None)
@@ -245,6 +250,44 @@ def load_weights(
     check_compatible(model, tensors, source)
     model.load_state_dict(tensors, strict=True)
     return extra
+
+
+def load_model(
+    path: str | os.PathLike,
+    *,
+    name: str | None = None,
+    kwargs: Mapping[str, object] | None = None,
+    fill_ood_head: bool = False,
+    name_key: str = "model.name",
+) -> nn.Module:
+    """The model the checkpoint at ``path`` holds, built and loaded strictly (:func:`load_weights`).
+
+    A checkpoint of :func:`save_checkpoint` names the model it was trained as, so it is rebuilt from
+    its ``model_name`` and ``model_kwargs``; ``kwargs`` (the caller's config) override same-named
+    arguments (e.g. a kernel choice). A ``name`` other than its
+    ``model_name`` is a :class:`WrongModelError` naming both (``name_key``: the config key that holds
+    ``name``). Weights without these entries — external checkpoints (NVIDIA's, Mask2Anomaly's, the
+    released MultiShiftSeg files) — build ``name(**kwargs)``; they need a ``name``.
+    """
+    checkpoint = _read(Path(path))
+    trained_as = checkpoint.get("model_name")
+    if trained_as is None or "model_kwargs" not in checkpoint:
+        if name is None:
+            raise UnreadableCheckpointError(
+                f"{path} has no model_name/model_kwargs (not written by save_checkpoint); name its "
+                f"model ({name_key})"
+            )
+        model_name, model_kwargs = name, dict(kwargs or {})
+    else:
+        if name is not None and name != trained_as:
+            raise WrongModelError(
+                f"{path} holds a {trained_as!r} model (its model_name) but {name_key} is {name!r}; set "
+                f"{name_key}={trained_as} or pass weights trained as {name!r}"
+            )
+        model_name, model_kwargs = trained_as, {**checkpoint["model_kwargs"], **(kwargs or {})}
+    model = build_model(model_name, **model_kwargs)
+    _load_into(model, checkpoint, str(path), fill_ood_head)
+    return model
 
 
 @functools.lru_cache(maxsize=1)
@@ -302,7 +345,7 @@ def save_checkpoint(
 
     Holds ``model`` (state dict, DDP/DataParallel unwrapped), ``optimizer``, ``scaler``, ``epoch``,
     ``stage``, ``config`` (a plain dict; a dataclass config is converted), ``model_name`` and
-    ``model_kwargs`` (what ``build_from_checkpoint`` rebuilds from), ``metrics``, ``git_commit``
+    ``model_kwargs`` (what :func:`load_model` rebuilds from), ``metrics``, ``git_commit``
     and ``extra`` (e.g. RNG states as tensors).
     """
     model = _unwrap_parallel(model)
@@ -324,19 +367,6 @@ def save_checkpoint(
     _check_plain(checkpoint, "checkpoint")
     with atomic_open(path, "wb") as handle:
         torch.save(checkpoint, handle)
-
-
-def build_from_checkpoint(path: str | os.PathLike) -> nn.Module:
-    """Rebuild the model a ``save_checkpoint`` file was trained with and load its weights."""
-    checkpoint = _read(Path(path))
-    if "model_name" not in checkpoint or "model_kwargs" not in checkpoint:
-        raise UnreadableCheckpointError(
-            f"{path} has no model_name/model_kwargs (not written by save_checkpoint); build the model with "
-            "lib.models.build_model(name, ...) and call load_weights(model, path)"
-        )
-    model = build_model(checkpoint["model_name"], **checkpoint["model_kwargs"])
-    load_weights(model, checkpoint)
-    return model
 
 
 def read_state_dict(path: str | os.PathLike) -> tuple[OrderedDict[str, torch.Tensor], dict[str, object]]:

@@ -38,7 +38,7 @@ import argparse
 import json
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -49,15 +49,12 @@ from generation.__main__ import main as generation_main
 from lib.atomic import make_folder, write_text_atomic
 from lib.cli_errors import run_cli
 from lib.config import Config, load_config
-from lib.engine import baseline_steps
-from lib.engine.builders import build_paired_train_set, build_training_model
 from lib.engine.distributed import DistInfo
 from lib.engine.logging_utils import setup_logging
-from lib.engine.steps import build_train_step
-from lib.engine.trainer import LAST, fit
+from lib.engine.trainer import LAST
+from lib.engine.training import run_training
 from lib.errors import UnknownNameError, UserError
-from lib.models import build_model
-from lib.models.checkpoints import load_weights
+from lib.models.checkpoints import load_model
 from lib.protocols import get_protocol
 from lib.results import provenance, read_results, write_results
 from lib.toy.demo_eval import (
@@ -270,43 +267,29 @@ class Demo:
             ],
         )
 
-    def _train(self, stage: str, build_set: Callable[[Config], torch.utils.data.Dataset]) -> None:
+    def _train(self, stage: str) -> None:
         cfg = self.config(stage)
         setup_logging(cfg.run_dir)
-        torch.manual_seed(cfg.train.seed)  # the initial weights must not depend on what ran before
-        resume = (cfg.run_dir / LAST).is_file()
-        model = build_model(cfg.model.name, **cfg.model.kwargs) if resume else build_training_model(cfg)
-        fit(
-            cfg,
-            model=model,
-            train_set=build_set(cfg),
-            val_set=None,
-            step=build_train_step(cfg),
-            info=CPU,
-            resume=resume,
-            progress=self.progress,
-        )
+        run_training(cfg, info=CPU, resume=(cfg.run_dir / LAST).is_file(), progress=self.progress)
 
     def stage_pretrain(self) -> None:
         self._require("pretrain", "data")
-        self._train("pretrain", baseline_steps.build_unpaired_train_set)
+        self._train("pretrain")
 
     def stage_oe_only(self) -> None:
         self._require("oe_only", "data", "pretrain")
-        self._train("oe_only", baseline_steps.build_unpaired_train_set)
+        self._train("oe_only")
 
     def stage_multishift(self) -> None:
         self._require("multishift", "data", "generate", "pretrain")
-        self._train("multishift", build_paired_train_set)
+        self._train("multishift")
 
     def trained_models(self) -> dict[str, torch.nn.Module]:
         """The three models the rows score: closed-world, outlier-exposure-only, MultiShift."""
         models = {}
         for name, stage in MODEL_STAGES.items():
             cfg = self.config(stage)
-            model = build_model(cfg.model.name, **cfg.model.kwargs)
-            load_weights(model, cfg.run_dir / LAST)
-            models[name] = model
+            models[name] = load_model(cfg.run_dir / LAST, name=cfg.model.name, kwargs=cfg.model.kwargs)
         return models
 
     def normalisation(self) -> tuple[list[float], list[float]]:
