@@ -33,8 +33,8 @@ from lib.atomic import write_text_atomic
 from lib.cli_errors import run_cli
 from lib.config import Config, load_config
 from lib.errors import UserError
+from lib.models.checkpoints import load_model
 from lib.postprocess import POSTPROCESS, apply_postprocess
-from lib.predict import load_model
 from lib.scores import get_score
 
 FORMATS = ("torch_export", "onnx")
@@ -130,7 +130,7 @@ def export(cfg: Config, weight_path: str | Path, fmt: str, out: str | Path) -> t
     if fmt not in FORMATS:
         raise UserError(f"unknown --format {fmt!r}; expected one of {', '.join(FORMATS)}")
     out = Path(out)
-    model = load_model(cfg, weight_path, torch.device("cpu"))
+    model = load_model(weight_path, name=cfg.model.name, kwargs=cfg.model.kwargs).eval()
     segmenter = ScoredSegmenter(model, score=cfg.eval.score, postprocess=cfg.eval.postprocess).eval()
     check = example_image(CHECK_SIZE, seed=1)
     with torch.no_grad():
