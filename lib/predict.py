@@ -34,7 +34,7 @@ from lib.data.io import IMAGE_EXTENSIONS, read_rgb
 from lib.errors import UserError
 from lib.models.checkpoints import load_model
 from lib.postprocess import POSTPROCESS, apply_postprocess
-from lib.scores import ScoreFn, get_score
+from lib.scores import ScoreFn, get_score, reads_ood_head
 from lib.viz import colorize_segmentation, heatmap_overlay, save_png
 
 _OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=")
@@ -122,7 +122,13 @@ def main(args: argparse.Namespace) -> list[Path]:
             f"unknown eval.postprocess {cfg.eval.postprocess!r}; expected one of {', '.join(POSTPROCESS)}"
         )
     out = make_folder(args.out, "--out")
-    model = load_model(args.weight_path, name=cfg.model.name, kwargs=cfg.model.kwargs).to(device).eval()
+    model = load_model(
+        args.weight_path,
+        name=cfg.model.name,
+        kwargs=cfg.model.kwargs,
+        fill_ood_head=not reads_ood_head(cfg.eval.score),
+    )
+    model.to(device).eval()
     written = []
     for source, stem in tqdm(images, desc="predict", unit="img"):
         rgb = read_rgb(source)

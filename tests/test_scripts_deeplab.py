@@ -112,6 +112,22 @@ def test_test_script_refuses_a_checkpoint_without_ood_head(trained):
     assert not (trained["out"] / "closed" / "results.json").exists()
 
 
+def test_closed_world_weights_are_tested_with_a_classifier_score(trained):
+    """A baseline score that reads only the classifier (msp) may test the closed-world weights: the
+    missing head is filled in (and logged) but never scored."""
+    closed = trained["argv"][trained["argv"].index("--weight_path") + 1]
+    base = ["--cfg", "exp/DeepLab.yaml", "--id", "closed_msp", "--no_progress", *trained["overrides"]]
+    args = test_deeplab.get_args_parser().parse_intermixed_args(
+        [*base, "--weight_path", closed, "--test_dataset", "RoadAnomaly", "eval.score=msp"]
+    )
+    result = test_deeplab.main(args)
+    assert 0.0 <= result["RoadAnomaly"]["AP"] <= 1.0
+    assert (
+        "has no OOD head: ood_head.weight starts as a copy"
+        in (trained["out"] / "closed_msp" / "test_log.txt").read_text()
+    )
+
+
 def test_test_script_refuses_a_config_that_names_another_model(trained):
     """The run's checkpoint names the model it trained (deeplab_wrn_light); exp/DeepLab.yaml names the
     full deeplab_wrn38: the error says which is which before any benchmark is read."""

@@ -45,7 +45,7 @@ from lib.metrics import RECALL_LEVEL
 from lib.models.checkpoints import load_model
 from lib.protocols import SMIYC_TRACK_OF_BENCHMARK, get_protocol, smiyc_track
 from lib.results import provenance, results_header, results_table, write_results
-from lib.scores import get_score
+from lib.scores import get_score, reads_ood_head
 from lib.submission import EXPORT_FORMATS, Exporter, bounded_score_range, build_exporter
 
 SCORE_FILE_SUFFIXES = (".hdf5", ".npy")
@@ -179,7 +179,12 @@ def run_benchmarks(
     if info.is_main:
         _prepare_export_folders(exporters, overwrite=overwrite)
     barrier()  # no rank writes a score file before the stale ones are gone
-    model = load_model(weights, name=cfg.model.name, kwargs=cfg.model.kwargs)
+    model = load_model(
+        weights,
+        name=cfg.model.name,
+        kwargs=cfg.model.kwargs,
+        fill_ood_head=not reads_ood_head(cfg.eval.score),
+    )
     model.to(info.device).eval()
     if inference.channels_last:
         model.to(memory_format=torch.channels_last)

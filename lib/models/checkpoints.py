@@ -214,13 +214,15 @@ def _check_ood_head(
     if not missing:
         return tensors
     if fill and len(missing) == len(keys):
+        logger.info("%s has no OOD head: %s starts as a copy of the classifier", source, ", ".join(keys))
         return OrderedDict(model.closed_world_ood_head(tensors))
     raise MissingOODHeadError(
         f"{source} has no OOD head for {type(model).__name__}:"
         + _listing("missing keys", missing)
         + "\n  A closed-world checkpoint can only be the starting weights of training (model.weight_path"
-        " of train_*.py, where the head starts as a copy of the classifier); testing, lib.predict and"
-        " --resume need a checkpoint whose OOD head was trained."
+        " of train_*.py, where the head starts as a copy of the classifier) or be scored by a function of"
+        " its classifier (eval.score=msp, maxlogit, entropy, energy, mask_confidence, rba); the learned"
+        " score and --resume need a checkpoint whose OOD head was trained."
     )
 
 
