@@ -31,6 +31,7 @@ from lib.config import Config, ConfigError, load_config
 from lib.data.image_file import set_max_image_pixels
 from lib.data.io import IMAGE_EXTENSIONS, read_rgb
 from lib.errors import UserError
+from lib.image_tensor import rgb_to_normalized
 from lib.models import build_model
 from lib.models.checkpoints import load_weights
 from lib.postprocess import POSTPROCESS, apply_postprocess
@@ -81,10 +82,7 @@ def predict_image(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(trainId prediction [H, W] uint8, anomaly score [H, W] float32)`` of one ``[H, W, 3]`` uint8
     RGB image."""
-    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    image = ((image - m) / s).unsqueeze(0).to(device)
+    image = rgb_to_normalized(rgb, mean, std).unsqueeze(0).to(device)
     anomaly_score, logits = model(image)
     score = apply_postprocess(postprocess, score_fn(logits, anomaly_score))
     pred = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()

@@ -32,6 +32,7 @@ from lib.data.io import (
 )
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, JointTransform, Normalize, ToTensor
 from lib.errors import UnknownNameError, UserError
+from lib.image_tensor import rgb_to_unit
 from lib.labels import ID_TO_TRAIN_ID, IGNORE, LABELS, NUM_CLASSES, OOD_IN, OOD_OUT, OOD_VOID, check_ood_label
 
 DEFAULT_ROOT = "./datasets"
@@ -132,7 +133,7 @@ class AnomalyBenchmark(Dataset, ABC):
 
     def _image_only(self, image: np.ndarray) -> torch.Tensor:
         """``[3, H, W]`` normalised tensor of an unlabelled image (the transform sees no label maps)."""
-        images = torch.from_numpy(image[None]).permute(0, 3, 1, 2).float().div_(255.0)
+        images = rgb_to_unit(image[None])
         labels = torch.empty((0, *image.shape[:2]), dtype=torch.int64)
         if self.transform is not None:
             images, labels = self.transform(images, labels)
