@@ -22,7 +22,6 @@ from lib.errors import UserError
 NUM_CLASSES = 19
 IGNORE = 255
 ANOMALY = 254
-RESERVED = range(100, 254)
 
 OOD_IN = 0
 OOD_OUT = 1

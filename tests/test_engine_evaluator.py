@@ -31,9 +31,9 @@ from lib.postprocess import apply_postprocess
 from lib.protocols import get_protocol, smiyc_track
 from lib.results import provenance, read_results, results_header, results_table, write_results
 from lib.scores import get_score
-from lib.smiyc import smiyc_metrics
 from lib.submission import FishyscapesExporter, SMIYCExporter
 from tests.data_fixtures import write_all_flat_benchmarks, write_flat_benchmark, write_muad_like
+from tests.utils import smiyc_metrics
 
 CPU = Inference(device=torch.device("cpu"))
 

@@ -74,10 +74,10 @@ def test_every_step_module_registers_without_side_effect_imports():
     code = (
         "import sys\n"
         "from lib.config import Config, load_config\n"
-        "from lib.engine.steps import STEP_MODULES, build_train_step, step_names\n"
+        "from lib.engine.steps import STEP_MODULES, STEPS, build_train_step\n"
         "assert not any(m in sys.modules for m in STEP_MODULES), 'imported eagerly'\n"
         "step = build_train_step(load_config(Config, 'exp/M2F.yaml', ['loss.num_points=16']))\n"
-        "print(type(step).__name__, ' '.join(step_names()))\n"
+        "print(type(step).__name__, ' '.join(STEPS.names()))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["Mask2AnomalyRCLStep", "ce", "m2f_rcl", "m2f_set", "oe", "rcl"]

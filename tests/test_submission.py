@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 from lib.errors import UserError
 from lib.labels import NUM_CLASSES, OOD_IN, OOD_OUT, OOD_VOID
-from lib.smiyc import PIXEL_METRICS, frame_bins, pixel_metrics, smiyc_metrics
+from lib.smiyc import PIXEL_METRICS, frame_bins, pixel_metrics
 from lib.submission import (
     AffineUnitMap,
     FishyscapesExporter,
@@ -23,6 +23,7 @@ from lib.submission import (
     bounded_score_range,
     build_exporter,
 )
+from tests.utils import smiyc_metrics
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -292,8 +292,3 @@ def mask2former_train_transform(crop_size: tuple[int, int]) -> Compose:
             (RandomCrop(crop_size), 1.0),
         ]
     )
-
-
-def eval_transform(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Compose:
-    """Benchmarks' default: to tensor and normalise, no geometry."""
-    return Compose([ToTensor(), Normalize(mean, std)])

@@ -43,7 +43,6 @@ STEP_MODULES = ("lib.engine.m2f_step", "lib.engine.baseline_steps")
 """Modules that register train steps besides this one (imported on first use)."""
 STEPS: Registry[StepBuilder] = Registry("train step", key="loss.name", modules=STEP_MODULES)
 register_step = STEPS.register
-step_names = STEPS.names
 
 
 def build_train_step(cfg: Config) -> TrainStep:
