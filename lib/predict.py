@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from lib.atomic import atomic_open, make_folder
 from lib.cli_errors import run_cli
-from lib.config import Config, ConfigError, load_config
+from lib.config import Config, load_config
 from lib.data.image_file import set_max_image_pixels
 from lib.data.io import IMAGE_EXTENSIONS, read_rgb
 from lib.errors import UserError
@@ -122,10 +122,7 @@ def main(args: argparse.Namespace) -> list[Path]:
     images = find_images(inputs)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     score_fn = get_score(cfg.eval.score)
-    if cfg.eval.postprocess not in POSTPROCESS:
-        raise ConfigError(
-            f"unknown eval.postprocess {cfg.eval.postprocess!r}; expected one of {', '.join(POSTPROCESS)}"
-        )
+    POSTPROCESS.get(cfg.eval.postprocess)
     out = make_folder(args.out, "--out")
     model = load_model(cfg, args.weight_path, device)
     written = []

@@ -24,7 +24,7 @@ from lib.engine.evaluator import (
     model_images,
     stream,
 )
-from lib.errors import UserError
+from lib.errors import UnknownNameError, UserError
 from lib.labels import IGNORE, NUM_CLASSES
 from lib.metrics import ConfusionMatrix, fpr_at_threshold, ood_metrics, threshold_at_tpr
 from lib.postprocess import apply_postprocess
@@ -158,7 +158,7 @@ def test_postprocess_blurs_each_map_before_scoring(root):
             labels.append(item["ood_label"].flatten())
     expected = ood_metrics(torch.cat(scores), torch.cat(labels))
     assert {k: result[k] for k in expected} == expected and result["postprocess"] == "gaussian_blur"
-    with pytest.raises(ValueError, match="unknown eval.postprocess 'blur'"):
+    with pytest.raises(UnknownNameError, match="unknown eval.postprocess 'blur'"):
         Inference(torch.device("cpu"), postprocess="blur")
 
 
