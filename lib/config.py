@@ -361,13 +361,6 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def config_from_dict(schema: type[T], data: dict[str, Any], source: str = "checkpoint") -> T:
-    """Rebuild a config saved with :func:`config_to_dict`, validating it like a YAML file."""
-    cfg = schema()
-    _merge(cfg, data, source)
-    return cfg
-
-
 def save_config(cfg: Any, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML, atomically."""
     with atomic_open(path, "w") as f:

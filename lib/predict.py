@@ -28,10 +28,11 @@ from tqdm import tqdm
 
 from lib.atomic import atomic_open, make_folder
 from lib.cli_errors import run_cli
-from lib.config import Config, ConfigError, load_config
+from lib.config import Config, load_config
 from lib.data.image_file import set_max_image_pixels
 from lib.data.io import IMAGE_EXTENSIONS, read_rgb
 from lib.errors import UserError
+from lib.image_tensor import rgb_to_normalized
 from lib.models.checkpoints import load_model
 from lib.postprocess import POSTPROCESS, apply_postprocess
 from lib.scores import ScoreFn, get_score, reads_ood_head
@@ -81,10 +82,7 @@ def predict_image(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(trainId prediction [H, W] uint8, anomaly score [H, W] float32)`` of one ``[H, W, 3]`` uint8
     RGB image."""
-    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    image = ((image - m) / s).unsqueeze(0).to(device)
+    image = rgb_to_normalized(rgb, mean, std).unsqueeze(0).to(device)
     anomaly_score, logits = model(image)
     score = apply_postprocess(postprocess, score_fn(logits, anomaly_score))
     pred = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
@@ -117,10 +115,7 @@ def main(args: argparse.Namespace) -> list[Path]:
     images = find_images(inputs)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     score_fn = get_score(cfg.eval.score)
-    if cfg.eval.postprocess not in POSTPROCESS:
-        raise ConfigError(
-            f"unknown eval.postprocess {cfg.eval.postprocess!r}; expected one of {', '.join(POSTPROCESS)}"
-        )
+    POSTPROCESS.get(cfg.eval.postprocess)
     out = make_folder(args.out, "--out")
     model = load_model(
         args.weight_path,

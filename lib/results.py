@@ -24,7 +24,6 @@ from lib.models.checkpoints import git_commit
 from lib.protocols import get_protocol
 
 RESULTS_FILE = "results.json"
-MARKDOWN_FILE = "results.md"
 OOD_COLUMNS = ("AUROC", "AP", "FPR95")
 COMPONENT_COLUMNS = ("best_f1", "sIoU", "PPV", "F1_mean")
 THRESHOLD_COLUMN = "FPR_at_threshold"

@@ -15,15 +15,16 @@ import torch
 from PIL import Image
 
 from lib.atomic import atomic_open
+from lib.image_tensor import channel_stats
 from lib.labels import colorize
 
 
 def denormalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """A normalised ``[3, H, W]`` float image back to ``[H, W, 3]`` uint8 RGB."""
+    """A normalised ``[3, H, W]`` float image back to ``[H, W, 3]`` uint8 RGB: the inverse of
+    :func:`lib.image_tensor.rgb_to_normalized` (rounded, clipped to ``0..255``)."""
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"expected an image [3,H,W], got shape {tuple(image.shape)}")
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    m, s = channel_stats(mean, std)
     rgb = (image.detach().float().cpu() * s + m).clamp_(0.0, 1.0).mul_(255.0).round_()
     return rgb.to(torch.uint8).permute(1, 2, 0).numpy()
 

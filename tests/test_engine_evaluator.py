@@ -24,16 +24,16 @@ from lib.engine.evaluator import (
     model_images,
     stream,
 )
-from lib.errors import UserError
+from lib.errors import UnknownNameError, UserError
 from lib.labels import IGNORE, NUM_CLASSES
 from lib.metrics import ConfusionMatrix, fpr_at_threshold, ood_metrics, threshold_at_tpr
 from lib.postprocess import apply_postprocess
 from lib.protocols import get_protocol, smiyc_track
 from lib.results import provenance, read_results, results_header, results_table, write_results
 from lib.scores import get_score
-from lib.smiyc import smiyc_metrics
 from lib.submission import FishyscapesExporter, SMIYCExporter
 from tests.data_fixtures import write_all_flat_benchmarks, write_flat_benchmark, write_muad_like
+from tests.utils import smiyc_metrics
 
 CPU = Inference(device=torch.device("cpu"))
 
@@ -158,7 +158,7 @@ def test_postprocess_blurs_each_map_before_scoring(root):
             labels.append(item["ood_label"].flatten())
     expected = ood_metrics(torch.cat(scores), torch.cat(labels))
     assert {k: result[k] for k in expected} == expected and result["postprocess"] == "gaussian_blur"
-    with pytest.raises(ValueError, match="unknown eval.postprocess 'blur'"):
+    with pytest.raises(UnknownNameError, match="unknown eval.postprocess 'blur'"):
         Inference(torch.device("cpu"), postprocess="blur")
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lib.errors import UserError
+from lib.errors import UnknownNameError, UserError
 from lib.labels import colorize
 from lib.models import build_model
 from lib.models.checkpoints import MissingOODHeadError, WrongModelError, save_checkpoint
@@ -108,7 +108,7 @@ def test_input_errors(setup, tmp_path):
     with pytest.raises(UserError, match=r"would both write outputs named street_\*"):
         find_images([root / "street.png", root / "other"])
     args = ["--cfg", str(cfg), "--weight_path", str(weights), "--input", str(root / "street.png")]
-    with pytest.raises(ValueError, match="unknown eval.postprocess 'blur'"):
+    with pytest.raises(UnknownNameError, match="unknown eval.postprocess 'blur'"):
         main(get_args_parser().parse_args([*args, "--out", str(tmp_path / "o"), "eval.postprocess=blur"]))
     with pytest.raises(KeyError, match="unknown anomaly score 'energyy'"):
         main(get_args_parser().parse_args([*args, "--out", str(tmp_path / "o"), "eval.score=energyy"]))

@@ -82,10 +82,7 @@ class Inference:
     postprocess: str = "none"
 
     def __post_init__(self) -> None:
-        if self.postprocess not in POSTPROCESS:
-            raise ValueError(
-                f"unknown eval.postprocess {self.postprocess!r}; expected one of {', '.join(POSTPROCESS)}"
-            )
+        POSTPROCESS.get(self.postprocess)
 
 
 def rank_share(n_images: int, limit: int = 0) -> tuple[range, int]:

@@ -62,7 +62,8 @@ def add_test_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         nargs=2,
         default=None,
         metavar=("FORMAT", "DIR"),
-        help=f"also write the anomaly maps as benchmark-server files ({' | '.join(EXPORT_FORMATS)}) into DIR",
+        help="also write the anomaly maps as benchmark-server files "
+        f"({' | '.join(EXPORT_FORMATS.names())}) into DIR",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="with --export: replace score files already in DIR"
@@ -86,8 +87,7 @@ def _exported_benchmarks(cfg: Config) -> list[str]:
     kind = cfg.eval.export
     if not kind:
         return []
-    if kind not in EXPORT_FORMATS:
-        raise ConfigError(f"unknown eval.export {kind!r}; expected one of {', '.join(EXPORT_FORMATS)}")
+    EXPORT_FORMATS.get(kind)
     if not cfg.eval.export_dir:
         raise ConfigError(f"eval.export={kind} needs eval.export_dir (--export {kind} DIR)")
     if kind == "fishyscapes":
