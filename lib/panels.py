@@ -20,6 +20,7 @@ Figures use matplotlib's Agg canvas (no pyplot); every text is at least :data:`M
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +85,12 @@ def _outline(ax, ood_label: np.ndarray | None) -> None:
 
 
 def _blank(ax, text: str) -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=TEXT_PT, transform=ax.transAxes)
+    """An empty tile that says why it is empty (wrapped to the tile, left out of the layout)."""
+    lines = [textwrap.fill(line, 44) for line in text.splitlines()]
+    note = ax.text(
+        0.5, 0.5, "\n".join(lines), ha="center", va="center", fontsize=TEXT_PT, transform=ax.transAxes
+    )
+    note.set_in_layout(False)
     ax.set_axis_off()
 
 
@@ -181,6 +187,7 @@ def panel_figure(
         ax.set_yticks([])
     bar = fig.colorbar(shown, ax=list(axes[1:, 0]), location="left", shrink=0.9)
     bar.ax.tick_params(labelsize=TEXT_PT)
+    shared = ", the same scale for every method" if len(maps) > 1 else ""
     if fpr_scale:
         ticks = [t for t in (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001) if t >= FPR_FLOOR]
         bar.ax.yaxis.set_major_locator(FixedLocator(ticks))
@@ -190,14 +197,13 @@ def panel_figure(
         bar.set_label(f"FPR on {reference} at the pixel's score (log)", fontsize=TEXT_PT)
         scale = (
             f"Colour: the share of {reference}'s in-distribution pixels scoring at least as high as the "
-            "pixel (its false-positive rate as a threshold), the same scale for every method; bright = "
-            "more anomalous."
+            f"pixel (its false-positive rate as a threshold){shared}; bright = more anomalous."
         )
     else:
         bar.set_label("raw anomaly score (higher = more anomalous)", fontsize=TEXT_PT)
         scale = (
             f"Colour: raw anomaly score from {norm.vmin:.4g} to {norm.vmax:.4g} (1st..99th percentile of "
-            "the maps of this figure), the same scale for every method."
+            f"the maps of this figure){shared}."
         )
     fig.suptitle(title, fontsize=TEXT_PT + 3)
     fig.supxlabel(f"{scale}\nBinary maps: {threshold_note}.", fontsize=TEXT_PT, wrap=True)
