@@ -31,7 +31,6 @@ import torch.nn as nn
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lib.atomic import atomic_open
 from lib.data.benchmarks import build_benchmark
 from lib.engine.evaluator import (
     Inference,
@@ -43,7 +42,7 @@ from lib.engine.evaluator import (
     stream,
 )
 from lib.metrics import RECALL_LEVEL
-from lib.panels import MethodMap, panel_figure, save_figure
+from lib.panels import DPI, TEXT_PT, MethodMap, panel_figure, save_figure
 from lib.plots import curve_points, save_curves
 from lib.results import THRESHOLD_COLUMN, markdown_table, percent
 from lib.scores import get_score
@@ -231,28 +230,33 @@ def demo_table(rows: Sequence[Mapping]) -> str:
     return markdown_table(header, cells)
 
 
-def save_plots(evaluation: Evaluation, rows_out: Sequence[Mapping], folder: str | Path) -> list[Path]:
-    """ROC/PR curves of every method on each set with anomalies, and the covariate FPR bar chart."""
+def save_plots(
+    evaluation: Evaluation, rows_out: Sequence[Mapping], folder: str | Path, rows: Sequence[Row] = ROWS
+) -> list[Path]:
+    """ROC/PR curves of every method (named with its score) on each set with anomalies, and the
+    covariate FPR bar chart."""
     folder = Path(folder)
+    score_of = {r.method: r.score for r in rows}
     paths = []
     for set_name in (ANOMALY_SET, SHIFT_SET):
         curves = {
-            m: curve_points(sink.evaluation) for (m, s), sink in evaluation.ood.items() if s == set_name
+            f"{m} ({score_of[m]})": curve_points(sink.evaluation)
+            for (m, s), sink in evaluation.ood.items()
+            if s == set_name
         }
         paths.append(save_curves(folder / f"curves_{set_name}.png", curves, title=set_name))
-    fig = Figure(figsize=(6.4, 3.6), dpi=100, layout="constrained")
+    fig = Figure(figsize=(7.2, 4.0), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     methods = [r["method"] for r in rows_out]
     values = [100.0 * r[COVARIATE_SET][COVARIATE_COLUMN] for r in rows_out]
     bars = ax.bar(methods, values, color="tab:red")
-    ax.bar_label(bars, fmt="%.1f", fontsize=8)
-    ax.set(ylabel="false positives (% of pixels)", title=f"{COVARIATE_SET}: FPR at 95% TPR on {SHIFT_SET}")
-    ax.tick_params(axis="x", labelsize=8, rotation=15)
-    path = folder / f"fpr_{COVARIATE_SET}.png"
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png")
-    return [*paths, path]
+    ax.bar_label(bars, fmt="%.1f", fontsize=TEXT_PT)
+    ax.set_ylabel("false positives (% of pixels)", fontsize=TEXT_PT)
+    ax.set_title(f"{COVARIATE_SET}: FPR at 95% TPR on {SHIFT_SET}", fontsize=TEXT_PT + 1)
+    ax.tick_params(labelsize=TEXT_PT)
+    ax.tick_params(axis="x", rotation=15)
+    return [*paths, save_figure(folder / f"fpr_{COVARIATE_SET}.png", fig)]
 
 
 def heatmap_figures(evaluation: Evaluation, rows: Sequence[Row] = ROWS) -> dict[str, list[Figure]]:
