@@ -12,7 +12,7 @@ the PR base rate labelled.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
@@ -121,3 +121,47 @@ def _pct(fraction: float) -> str:
 def save_curves(path: str | Path, curves: Mapping[str, Curve], *, title: str) -> Path:
     """Draw :func:`curves_figure` into the PNG ``path``."""
     return save_figure(path, curves_figure(curves, title=title))
+
+
+def grouped_bars(
+    values: Mapping[str, Mapping[str, Mapping[str, float]]],
+    *,
+    groups: Sequence[str],
+    ylabel: Mapping[str, str],
+) -> Figure:
+    """One panel per metric of ``values`` (``{metric: {series: {group: value}}}``), stacked: bars of
+    every series side by side within each group, each bar labelled with its value; a missing value
+    leaves a gap. One legend names the series."""
+    if not values or not groups:
+        raise ValueError("no values to draw")
+    series = list(dict.fromkeys(s for per_metric in values.values() for s in per_metric))
+    fig = Figure(
+        figsize=(max(7.0, 1.4 + 0.5 * len(groups) * (len(series) + 1)), 3.6 * len(values) + 1.0),
+        dpi=DPI,
+        layout="constrained",
+    )
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(values), 1, squeeze=False)[:, 0]
+    width = 0.8 / len(series)
+    x = np.arange(len(groups))
+    for ax, (metric, per_series) in zip(axes, values.items()):
+        for k, name in enumerate(series):
+            points = per_series.get(name, {})
+            at = [i for i, g in enumerate(groups) if g in points]
+            bars = ax.bar(
+                x[at] + (k - (len(series) - 1) / 2) * width,
+                [points[groups[i]] for i in at],
+                width,
+                label=name,
+                color=f"C{k}",
+            )
+            ax.bar_label(bars, fmt="%.1f", fontsize=TEXT_PT)
+        ax.set_xticks(x, groups)
+        ax.set_ylabel(ylabel.get(metric, metric), fontsize=TEXT_PT)
+        ax.set_title(metric, fontsize=TEXT_PT + 2)
+        ax.tick_params(labelsize=TEXT_PT)
+        ax.margins(y=0.15)
+        ax.grid(axis="y", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(series), 3), fontsize=TEXT_PT)
+    return fig

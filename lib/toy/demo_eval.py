@@ -44,7 +44,7 @@ from lib.engine.evaluator import (
 from lib.metrics import RECALL_LEVEL
 from lib.panels import DPI, TEXT_PT, MethodMap, panel_figure, save_figure
 from lib.plots import curve_points, save_curves
-from lib.results import THRESHOLD_COLUMN, markdown_table, percent
+from lib.results import THRESHOLD_COLUMN, best_marks, bold, markdown_table, percent
 from lib.scores import get_score
 from lib.viz import denormalize
 
@@ -214,18 +214,15 @@ def demo_table(rows: Sequence[Mapping]) -> str:
         (COVARIATE_SET, COVARIATE_COLUMN),
     ]
     lower_is_better = {"FPR95", COVARIATE_COLUMN}
-    best = {}
-    for s, c in columns:
-        values = [r[s][c] for r in rows]
-        best[(s, c)] = min(values) if c in lower_is_better else max(values)
     header = ["method", *(f"{s.removeprefix('toy_')} {c}" for s, c in columns)]
     header[-1] = "covariate FPR@shift-TPR95"
+    printed = {(s, c): [percent(r[s][c]) for r in rows] for s, c in columns}
+    marks = {
+        key: best_marks(cells, lower_is_better=key[1] in lower_is_better) for key, cells in printed.items()
+    }
     cells = [
-        [
-            r["method"],
-            *(f"**{percent(r[s][c])}**" if r[s][c] == best[(s, c)] else percent(r[s][c]) for s, c in columns),
-        ]
-        for r in rows
+        [r["method"], *(bold(printed[k][i]) if marks[k][i] else printed[k][i] for k in columns)]
+        for i, r in enumerate(rows)
     ]
     return markdown_table(header, cells)
 
