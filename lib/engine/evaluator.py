@@ -381,17 +381,23 @@ def evaluate_model(
     max_images: int = 0,
     desc: str = "eval",
     progress: bool = True,
+    heatmaps: HeatmapSink | None = None,
 ) -> dict[str, object]:
     """Metrics (and mIoU where the benchmark has semantic labels) of one score of ``model`` on
     ``dataset``: the loop with a metric and a semantic sink (validation during training).
-    ``max_images`` > 0 evaluates only the first images."""
+    ``max_images`` > 0 evaluates only the first images. ``heatmaps`` (optional) is fed too, with
+    this evaluation's metrics as the first reference of its thresholds."""
     indices, total = rank_share(len(dataset), max_images)
     if max_images > 0 and total < len(dataset):
         logger.info("%s: evaluating the first %d of %d images (max_images)", desc, total, len(dataset))
     metric = MetricSink(score, protocol, per_image=per_image, track=track)
     semantic = SemanticSink()
     images = model_images(model, dataset, {score: score_fn}, inference, indices=indices)
-    stream(images, [metric, semantic], desc=desc, total=len(indices), progress=progress)
+    sinks: list[Sink] = [metric, semantic]
+    if heatmaps is not None:
+        heatmaps.references.insert(0, (heatmaps.benchmark, metric))
+        sinks.append(heatmaps)
+    stream(images, sinks, desc=desc, total=len(indices), progress=progress)
     if metric.n_labelled == 0:
         logger.warning("%s: no labelled image among %d; no metrics", desc, total)
     return benchmark_result(metric, semantic, postprocess=inference.postprocess)

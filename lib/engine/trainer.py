@@ -9,6 +9,10 @@ with the resolved config, the stage, the optimizer and every rank's RNG state, s
 continues exactly where the run stopped. The family-specific part of a step (how the batch
 enters the model, which criterion) is a :class:`~lib.engine.steps.TrainStep`.
 
+TensorBoard (``run_dir/tensorboard``, rank 0, when installed): the resolved config as text, loss
+terms and learning rate, validation metrics, heat-map panels of the first ``train.val_heatmaps``
+validation images at every validation, and at the end the hyper-parameters with the final metrics.
+
 ``train.batch_size`` is the global number of (original, generated) pairs per step; under DDP
 each of the ``world_size`` processes takes ``batch_size / world_size`` of them.
 """
@@ -26,20 +30,22 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+import yaml
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from lib.config import Config, ConfigError, config_to_dict, save_config
 from lib.data.collate import collate_items
 from lib.engine.distributed import DistInfo, barrier, wrap_ddp
-from lib.engine.evaluator import Inference, evaluate_model, metric_summary
-from lib.engine.logging_utils import ScalarWriter, get_logger
+from lib.engine.evaluator import HeatmapSink, Inference, evaluate_model, metric_summary
+from lib.engine.logging_utils import ScalarWriter, flat_hparams, get_logger, tensorboard_available
 from lib.engine.optim import build_optimizer
 from lib.engine.precision import autocast, make_grad_scaler, resolve_amp_dtype
 from lib.engine.stages import StageSpec, apply_stage, set_train_mode, stage_at, stages_from_config
 from lib.engine.steps import TrainStep
 from lib.errors import UserError
 from lib.models.checkpoints import UnreadableCheckpointError, load_weights, save_checkpoint
+from lib.panels import figure_rgb
 from lib.protocols import smiyc_track
 from lib.scores import get_score
 
@@ -241,6 +247,22 @@ def _train_loader(cfg: Config, dataset: Dataset, info: DistInfo) -> tuple[DataLo
     return loader, sampler
 
 
+def _validation_heatmaps(cfg: Config) -> HeatmapSink | None:
+    """The sink of the heat-map panels of the first ``train.val_heatmaps`` validation images (the same
+    images at every validation), when TensorBoard is there to show them."""
+    if cfg.train.val_heatmaps <= 0 or not tensorboard_available():
+        return None
+    return HeatmapSink(
+        None,
+        count=cfg.train.val_heatmaps,
+        score=cfg.eval.score,
+        label=f"{cfg.id}: {cfg.eval.score}",
+        benchmark=cfg.data.val_ds,
+        mean=cfg.data.mean,
+        std=cfg.data.std,
+    )
+
+
 def fit(
     cfg: Config,
     *,
@@ -306,6 +328,7 @@ def fit(
     loader, sampler = _train_loader(cfg, train_set, info)
     writer = ScalarWriter(run_dir / "tensorboard", enabled=info.is_main)
     logger.info("TensorBoard scalars: %s", "on" if writer.active else "off (tensorboard not installed)")
+    writer.add_text("config", yaml.safe_dump(config_to_dict(cfg), sort_keys=False), code=True)
     stage, optimizer, scaler, train_model = None, None, None, model
     metrics: dict[str, float] = {}
     try:
@@ -366,6 +389,7 @@ def fit(
             validate = validate and ((epoch + 1) % cfg.train.val_interval == 0 or last_epoch)
             metrics: dict[str, float] = {}
             if validate:
+                heatmaps = _validation_heatmaps(cfg)
                 result = evaluate_model(
                     model,
                     val_set,
@@ -381,7 +405,10 @@ def fit(
                     max_images=cfg.data.val_max_images,
                     desc=f"val {cfg.data.val_ds}",
                     progress=progress and info.is_main,
+                    heatmaps=heatmaps,
                 )
+                for name, fig in heatmaps.figures if heatmaps is not None else ():
+                    writer.add_image(f"val_heatmaps/{name}", figure_rgb(fig), epoch)
                 metrics = metric_summary(result)
                 images = int(metrics.pop("images"))
                 logger.info(
@@ -415,6 +442,7 @@ def fit(
                     logger.info("new best AP %.2f: saved %s", 100 * best_ap, run_dir / BEST)
                 save_checkpoint(run_dir / LAST, **saved)
             barrier()
+        writer.add_hparams(flat_hparams(config_to_dict(cfg)), {"best_AP": best_ap, **metrics})
     finally:
         writer.close()
     return {"best_AP": best_ap, "last_metrics": metrics, "epoch": cfg.train.epochs - 1}
