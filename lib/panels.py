@@ -169,9 +169,7 @@ def panel_figure(
             _blank(ax_bin, f"no binary map:\n{threshold_note}")
         else:
             flagged = m.score >= m.threshold
-            ax_bin.imshow(flagged, cmap="gray", vmin=0, vmax=1, interpolation="nearest").set_gid(
-                f"binary:{m.method}"
-            )
+            ax_bin.imshow(flagged, cmap="gray", vmin=0, vmax=1).set_gid(f"binary:{m.method}")
             _outline(ax_bin, ood_label)
             rate = f" (FPR {_percent(float(m.fpr(np.asarray(m.threshold))))})" if fpr_scale else ""
             ax_bin.set_title(
