@@ -103,6 +103,8 @@ class TrainConfig:
     ``grad_clip_update`` (``None``: the same as stage 1); ``backbone_lr_mult`` applies to both stages.
     ``grad_clip`` is the stage-1 bound on the global gradient norm of the trained parameters (0: no
     clipping); the published Mask2Former run clips only in stage 2 (``grad_clip_update`` 0.01).
+    ``val_heatmaps``: heat-map panels of the first validation images, drawn into TensorBoard at every
+    validation (0: none).
     """
 
     epochs: int = 50
@@ -122,6 +124,7 @@ class TrainConfig:
     seed: int = 0
     log_interval: int = 20
     val_interval: int = 1
+    val_heatmaps: int = 2
 
 
 @dataclass
