@@ -23,8 +23,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: install
-	$(PY) -m ruff check lib generation tests benchmarks *.py
-	$(PY) -m ruff format --check lib generation tests benchmarks *.py
+	$(PY) -m ruff check lib generation demo tests benchmarks *.py
+	$(PY) -m ruff format --check lib generation demo tests benchmarks *.py
 
 test: install lint
 	$(PY) -m pytest -q
@@ -34,7 +34,7 @@ test-slow: install
 	$(PY) -m pytest -q -m slow
 
 demo: install
-	$(PY) -m lib.toy.demo --out outputs/demo
+	$(PY) -m demo --out outputs/demo
 
 bench: install
 	$(PY) benchmarks/bench_metrics.py

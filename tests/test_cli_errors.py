@@ -104,13 +104,13 @@ ENTRY_POINTS = {
     "lib.report": ["{tmp}/no_run"],
     "lib.evaluate": ["--benchmark", "RoadAnomaly", "--scores", "{tmp}/no_scores", "--root", "{tmp}"],
     "lib.data.coco_ood": ["--coco", "{tmp}/no_coco"],
-    "lib.toy.demo": ["--out", "{tmp}/a_file"],
+    "demo": ["--out", "{tmp}/a_file"],
 }
 EXPECTED = {
     "lib.report": "no_run: no results file",
     "lib.evaluate": "dataset folder not found: {tmp}/road_anomaly",
     "lib.data.coco_ood": "dataset folder not found: {tmp}/no_coco",
-    "lib.toy.demo": "a_file is a file, not a folder",
+    "demo": "a_file is a file, not a folder",
 }
 
 

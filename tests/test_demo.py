@@ -12,12 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
+from demo.__main__ import get_args_parser, main
+from demo.claims import claim_checks
+from demo.evaluation import ROWS
+from demo.stages import STAGES, Demo, WorldSizes
 from lib.errors import UserError
 from lib.models import build_model
 from lib.models.checkpoints import load_weights
 from lib.results import read_results
-from lib.toy.demo import STAGES, Demo, WorldSizes, get_args_parser, main
-from lib.toy.demo_eval import ROWS, claim_checks
 
 TINY_WORLD = WorldSizes(n_train=4, n_outliers=4, n_test=2, height=64, width=128)
 _TINY = ["train.iters_per_epoch=2", "train.batch_size=2", "data.crop_size=64"]
@@ -134,7 +136,7 @@ def test_single_stage_reruns_alone_and_deterministically(demo_run, capsys, monke
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert _method_numbers(out) == before_metrics
-    monkeypatch.setattr("lib.toy.demo.WorldSizes", lambda seed: replace(TINY_WORLD, seed=seed))
+    monkeypatch.setattr("demo.__main__.WorldSizes", lambda seed: replace(TINY_WORLD, seed=seed))
     assert _demo_main(out) == {"report": "skipped"}
     assert _demo_main(out, "--fresh") == {"report": "ran"}
     assert "| multishift |" in capsys.readouterr().out
@@ -143,7 +145,7 @@ def test_single_stage_reruns_alone_and_deterministically(demo_run, capsys, monke
 
 
 def _demo_main(out, *argv):
-    """``python -m lib.toy.demo --out OUT --stage report --no_progress ARGV``, in process."""
+    """``python -m demo --out OUT --stage report --no_progress ARGV``, in process."""
     args = get_args_parser().parse_args(["--out", str(out), "--stage", "report", "--no_progress", *argv])
     return main(args)
 

@@ -1,41 +1,29 @@
-"""`make demo`: the paper's claim in miniature on ToyShift, generate -> train -> test on a CPU.
-
-    python -m lib.toy.demo --out outputs/demo [--stage NAME] [--fresh] [--seed N]
+"""The demo's stages over one output folder: ToyShift world -> CG-Aug -> training -> evaluation -> report.
 
 Stages, in order (each shows progress bars, is skipped when its record ``stages/<name>.json``
-exists, and can be rerun alone with ``--stage NAME --fresh``):
+exists, and can be rerun alone with ``python -m demo --stage NAME --fresh``):
 
 - ``data``: ToyShift source set, training-family outlier bank and the three test sets under
   ``datasets/`` (:mod:`lib.toy.writers`);
-- ``generate``: its CG-Aug twin through the generation CLI with the procedural backend
+- ``generate``: its CG-Aug twin through :func:`generation.run` with the procedural backend
   (``exp/generation_toy.yaml``) into ``datasets/multishift_cityscapes``;
 - ``pretrain``: closed-world light DeepLab, cross-entropy only (``exp/toy_pretrain.yaml``);
 - ``oe_only``: outlier-exposure-only fine-tuning of it (``exp/toy_oe.yaml``);
 - ``multishift``: the method, two stages, RCL + pixel selection (``exp/toy_multishift.yaml``);
 - ``evaluate``: every method on ``toy_anomaly``, ``toy_shift``, ``toy_covariate``
-  (:mod:`lib.toy.demo_eval`) -> ``methods/<method>/results.{json,md}`` (the project's results
+  (:mod:`demo.evaluation`) -> ``methods/<method>/results.{json,md}`` (the project's results
   files, so ``python -m lib.report outputs/demo/methods/*`` reads them), ``plots/``, ``heatmaps/``;
 - ``report``: ``results.json`` / ``results.md`` and the table on the console.
 
 Training runs go to ``runs/<stage>/`` (log, config, ``last.pth``); an interrupted training stage
-resumes from its ``last.pth``. Everything is seeded by ``--seed`` (default 0; the world's seed and
-every training stage's ``train.seed``): the same seed gives the same numbers on the same machine.
-
-The module sets ``OMP_WAIT_POLICY=PASSIVE`` (unless set already) before it imports torch, which
-takes effect under ``python -m lib.toy.demo`` (torch not loaded yet): with OpenMP's default
-spin-waiting, one other busy process on a 2-core machine makes every training step about 15 times
-slower; passive waiting costs about 20% on an idle machine.
+resumes from its ``last.pth``. Everything is seeded by the world's seed (also every training
+stage's ``train.seed``): the same seed gives the same numbers on the same machine.
 """
 
-# ruff: noqa: E402  (the OpenMP wait policy must be set before the first torch import)
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import argparse
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -44,10 +32,12 @@ from pathlib import Path
 
 import torch
 
-from generation.__main__ import get_args_parser as generation_parser
-from generation.__main__ import main as generation_main
+from demo.claims import COVARIATE_COLUMN, claim_checks, demo_table, result_rows
+from demo.evaluation import COVARIATE_SET, PROTOCOL, ROWS, SHIFT_SET, TEST_SETS, evaluate_rows, method_results
+from demo.pictures import save_heatmaps, save_plots
+from generation import run as generate
+from generation.config import GenerationConfig
 from lib.atomic import make_folder, write_text_atomic
-from lib.cli_errors import run_cli
 from lib.config import Config, load_config
 from lib.engine import baseline_steps
 from lib.engine.builders import build_paired_train_set, build_training_model
@@ -60,25 +50,10 @@ from lib.models import build_model
 from lib.models.checkpoints import load_weights
 from lib.protocols import get_protocol
 from lib.results import provenance, read_results, write_results
-from lib.toy.demo_eval import (
-    COVARIATE_COLUMN,
-    COVARIATE_SET,
-    PROTOCOL,
-    ROWS,
-    SHIFT_SET,
-    TEST_SETS,
-    claim_checks,
-    demo_table,
-    evaluate_rows,
-    method_results,
-    result_rows,
-    save_heatmaps,
-    save_plots,
-)
 from lib.toy.writers import write_benchmark, write_outlier_bank, write_source_dataset
 
 STAGES = ("data", "generate", "pretrain", "oe_only", "multishift", "evaluate", "report")
-EXP_DIR = Path(__file__).resolve().parents[2] / "exp"
+EXP_DIR = Path(__file__).resolve().parents[1] / "exp"
 TRAIN_CONFIGS = {
     "pretrain": "toy_pretrain.yaml",
     "oe_only": "toy_oe.yaml",
@@ -88,7 +63,7 @@ GENERATION_CONFIG = "generation_toy.yaml"
 MULTISHIFT_DIR = "multishift_cityscapes"
 CPU = DistInfo(0, 1, torch.device("cpu"))
 MODEL_STAGES = {"closed": "pretrain", "oe_only": "oe_only", "multishift": "multishift"}
-"""Model of the rows (:data:`lib.toy.demo_eval.ROWS`) -> the training stage that made it."""
+"""Model of the rows (:data:`demo.evaluation.ROWS`) -> the training stage that made it."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +125,7 @@ class Demo:
         if not isinstance(record, dict) or not {"world", "seconds"} <= record.keys():
             raise UserError(
                 f"{path}: corrupt stage record ({record}); expected the JSON object the demo writes "
-                f"when a stage finishes. Redo the stage: python -m lib.toy.demo --out {self.out} "
+                f"when a stage finishes. Redo the stage: python -m demo --out {self.out} "
                 f"--stage {stage} --fresh"
             )
         return record
@@ -202,7 +177,7 @@ class Demo:
         if missing:
             raise FileNotFoundError(
                 f"stage {stage!r} needs the output of {missing} in {self.out}; run them first "
-                f"(python -m lib.toy.demo --out {self.out})"
+                f"(python -m demo --out {self.out})"
             )
 
     def run(self, stages: Sequence[str] = STAGES) -> dict[str, str]:
@@ -240,19 +215,10 @@ class Demo:
 
     def stage_generate(self) -> None:
         self._require("generate", "data")
-        generation_main(
-            generation_parser().parse_args(
-                [
-                    "--cfg",
-                    str(EXP_DIR / GENERATION_CONFIG),
-                    "--source",
-                    str(self.datasets / "cityscapes"),
-                    "--out",
-                    str(self.datasets / MULTISHIFT_DIR),
-                    f"seed={self.sizes.seed}",
-                ]
-            )
-        )
+        cfg = load_config(GenerationConfig, EXP_DIR / GENERATION_CONFIG, [f"seed={self.sizes.seed}"])
+        cfg.source.root = str(self.datasets / "cityscapes")
+        cfg.output.root = str(self.datasets / MULTISHIFT_DIR)
+        generate(cfg, (0, 1), progress=self.progress)
 
     def config(self, stage: str) -> Config:
         """The resolved config of a training stage."""
@@ -375,31 +341,3 @@ class Demo:
 
 def _write_json(path: Path, payload: dict) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lib.toy.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="outputs/demo", help="output folder (datasets, runs, results)")
-    parser.add_argument("--stage", choices=STAGES, default=None, help="run only this stage")
-    parser.add_argument(
-        "--fresh", action="store_true", help="redo from scratch (with --stage: redo that stage only)"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the world and of every training stage (default 0)"
-    )
-    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
-    return parser
-
-
-def main(args: argparse.Namespace) -> dict[str, str]:
-    """Run the demo's stages (all, or ``--stage``) in ``--out``; returns ``{stage: "ran" | "skipped"}``."""
-    demo = Demo(args.out, sizes=WorldSizes(seed=args.seed), progress=not args.no_progress)
-    stages = STAGES if args.stage is None else (args.stage,)
-    if args.fresh:
-        for stage in stages:
-            demo.clear(stage)
-    return demo.run(stages)
-
-
-if __name__ == "__main__":
-    run_cli(main, get_args_parser())
