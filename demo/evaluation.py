@@ -1,8 +1,9 @@
 """The demo's test: every compared method on the three ToyShift sets, in one pass per model.
 
-A *row* is a method = (model, anomaly score): the closed-world model under MSP, max-logit and
-energy, and the fine-tuned models under their learned OOD-head energy. Each model sees each image
-once through the one evaluation loop (:mod:`lib.engine.evaluator`, batches of full-resolution
+A *row* is a method = (model, anomaly score): the closed-world light DeepLab under MSP, max-logit
+and energy, the closed-world tiny Mask2Anomaly under its mask-confidence and RbA scores
+(:mod:`lib.scores_m2f`), and the fine-tuned models under their learned OOD-head score. Each model
+sees each image once through the one evaluation loop (:mod:`lib.engine.evaluator`, batches of full-resolution
 images): every score of its rows goes to a :class:`~lib.engine.evaluator.MetricSink` (published
 protocol) per (row, set), its argmax to a :class:`~lib.engine.evaluator.SemanticSink`, and the
 first images to the heat-map panels. Each method's results are written with the one results writer
@@ -63,6 +64,9 @@ ROWS = (
     Row("closed_energy", "closed", "energy"),
     Row("oe_only", "oe_only", "learned"),
     Row("multishift", "multishift", "learned"),
+    Row("m2f_closed_mask_confidence", "m2f_closed", "mask_confidence"),
+    Row("m2f_closed_rba", "m2f_closed", "rba"),
+    Row("m2f_multishift", "m2f_multishift", "learned"),
 )
 
 

@@ -10,6 +10,9 @@ exists, and can be rerun alone with ``python -m demo --stage NAME --fresh``):
 - ``pretrain``: closed-world light DeepLab, cross-entropy only (``exp/toy_pretrain.yaml``);
 - ``oe_only``: outlier-exposure-only fine-tuning of it (``exp/toy_oe.yaml``);
 - ``multishift``: the method, two stages, RCL + pixel selection (``exp/toy_multishift.yaml``);
+- ``m2f_pretrain``: closed-world tiny Mask2Anomaly, set criterion only (``exp/toy_m2f_pretrain.yaml``);
+- ``m2f_multishift``: the method on it, stage 1 RCL on the OOD head, stage 2 set criterion with
+  point selection + RCL (``exp/toy_m2f_multishift.yaml``);
 - ``evaluate``: every method on ``toy_anomaly``, ``toy_shift``, ``toy_covariate``
   (:mod:`demo.evaluation`) -> ``methods/<method>/results.{json,md}`` (the project's results
   files, so ``python -m lib.report outputs/demo/methods/*`` reads them), ``plots/``, ``heatmaps/``;
@@ -31,9 +34,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
-from demo.claims import COVARIATE_COLUMN, claim_checks, demo_table, result_rows
-from demo.evaluation import COVARIATE_SET, PROTOCOL, ROWS, SHIFT_SET, TEST_SETS, evaluate_rows, method_results
+from demo.claims import CLAIMS, claim_checks, demo_table, result_rows
+from demo.evaluation import (
+    COVARIATE_COLUMN,
+    COVARIATE_SET,
+    PROTOCOL,
+    ROWS,
+    SHIFT_SET,
+    TEST_SETS,
+    evaluate_rows,
+    method_results,
+)
 from demo.pictures import save_heatmaps, save_plots
 from generation import run as generate
 from generation.config import GenerationConfig
@@ -52,17 +65,42 @@ from lib.protocols import get_protocol
 from lib.results import provenance, read_results, write_results
 from lib.toy.writers import write_benchmark, write_outlier_bank, write_source_dataset
 
-STAGES = ("data", "generate", "pretrain", "oe_only", "multishift", "evaluate", "report")
 EXP_DIR = Path(__file__).resolve().parents[1] / "exp"
-TRAIN_CONFIGS = {
-    "pretrain": "toy_pretrain.yaml",
-    "oe_only": "toy_oe.yaml",
-    "multishift": "toy_multishift.yaml",
-}
 GENERATION_CONFIG = "generation_toy.yaml"
 MULTISHIFT_DIR = "multishift_cityscapes"
 CPU = DistInfo(0, 1, torch.device("cpu"))
-MODEL_STAGES = {"closed": "pretrain", "oe_only": "oe_only", "multishift": "multishift"}
+
+
+@dataclass(frozen=True)
+class TrainingStage:
+    """A training stage: its experiment config in ``exp/``, the builder of its training set (unpaired
+    originals, or (original, CG-Aug twin) pairs), the stages whose outputs it needs and the training
+    stage whose ``last.pth`` it starts from (None: from scratch)."""
+
+    config: str
+    train_set: Callable[[Config], Dataset]
+    needs: tuple[str, ...]
+    start_from: str | None = None
+
+
+UNPAIRED, PAIRED = baseline_steps.build_unpaired_train_set, build_paired_train_set
+TRAINING = {
+    "pretrain": TrainingStage("toy_pretrain.yaml", UNPAIRED, ("data",)),
+    "oe_only": TrainingStage("toy_oe.yaml", UNPAIRED, ("data", "pretrain"), "pretrain"),
+    "multishift": TrainingStage("toy_multishift.yaml", PAIRED, ("data", "generate", "pretrain"), "pretrain"),
+    "m2f_pretrain": TrainingStage("toy_m2f_pretrain.yaml", UNPAIRED, ("data",)),
+    "m2f_multishift": TrainingStage(
+        "toy_m2f_multishift.yaml", PAIRED, ("data", "generate", "m2f_pretrain"), "m2f_pretrain"
+    ),
+}
+STAGES = ("data", "generate", *TRAINING, "evaluate", "report")
+MODEL_STAGES = {
+    "closed": "pretrain",
+    "oe_only": "oe_only",
+    "multishift": "multishift",
+    "m2f_closed": "m2f_pretrain",
+    "m2f_multishift": "m2f_multishift",
+}
 """Model of the rows (:data:`demo.evaluation.ROWS`) -> the training stage that made it."""
 
 
@@ -98,10 +136,10 @@ class Demo:
         overrides: Mapping[str, Sequence[str]] | None = None,
         progress: bool = True,
     ) -> None:
-        unknown = sorted(set(overrides or {}) - set(TRAIN_CONFIGS))
+        unknown = sorted(set(overrides or {}) - set(TRAINING))
         if unknown:
             raise UnknownNameError(
-                f"overrides for unknown training stage(s) {unknown}; known: {list(TRAIN_CONFIGS)}"
+                f"overrides for unknown training stage(s) {unknown}; known: {list(TRAINING)}"
             )
         self.out = Path(out)
         self.sizes = sizes
@@ -132,12 +170,11 @@ class Demo:
 
     def outputs(self, stage: str) -> list[Path]:
         """The files and folders ``stage`` writes (what ``--fresh`` removes)."""
+        if stage in TRAINING:
+            return [self.runs / stage]
         return {
             "data": [self.datasets / n for n in ("cityscapes", "coco", *TEST_SETS)],
             "generate": [self.datasets / MULTISHIFT_DIR],
-            "pretrain": [self.runs / "pretrain"],
-            "oe_only": [self.runs / "oe_only"],
-            "multishift": [self.runs / "multishift"],
             "evaluate": [self.out / "methods", self.out / "plots", self.out / "heatmaps"],
             "report": [self.out / "results.json", self.out / "results.md"],
         }[stage]
@@ -197,7 +234,10 @@ class Demo:
                 continue
             print(f"[demo] {stage}: running")
             start = time.perf_counter()
-            getattr(self, f"stage_{stage}")()
+            if stage in TRAINING:
+                self._train(stage)
+            else:
+                getattr(self, f"stage_{stage}")()
             seconds = time.perf_counter() - start
             self._write_record(stage, seconds)
             print(f"[demo] {stage}: done in {seconds:.1f} s")
@@ -222,10 +262,11 @@ class Demo:
 
     def config(self, stage: str) -> Config:
         """The resolved config of a training stage."""
-        weights = [] if stage == "pretrain" else [f"model.weight_path={self.runs / 'pretrain' / LAST}"]
+        start = TRAINING[stage].start_from
+        weights = [] if start is None else [f"model.weight_path={self.runs / start / LAST}"]
         return load_config(
             Config,
-            EXP_DIR / TRAIN_CONFIGS[stage],
+            EXP_DIR / TRAINING[stage].config,
             [
                 f"data.root={self.datasets}",
                 f"output_root={self.runs}",
@@ -236,7 +277,8 @@ class Demo:
             ],
         )
 
-    def _train(self, stage: str, build_set: Callable[[Config], torch.utils.data.Dataset]) -> None:
+    def _train(self, stage: str) -> None:
+        self._require(stage, *TRAINING[stage].needs)
         cfg = self.config(stage)
         setup_logging(cfg.run_dir)
         torch.manual_seed(cfg.train.seed)  # the initial weights must not depend on what ran before
@@ -245,7 +287,7 @@ class Demo:
         fit(
             cfg,
             model=model,
-            train_set=build_set(cfg),
+            train_set=TRAINING[stage].train_set(cfg),
             val_set=None,
             step=build_train_step(cfg),
             info=CPU,
@@ -253,20 +295,8 @@ class Demo:
             progress=self.progress,
         )
 
-    def stage_pretrain(self) -> None:
-        self._require("pretrain", "data")
-        self._train("pretrain", baseline_steps.build_unpaired_train_set)
-
-    def stage_oe_only(self) -> None:
-        self._require("oe_only", "data", "pretrain")
-        self._train("oe_only", baseline_steps.build_unpaired_train_set)
-
-    def stage_multishift(self) -> None:
-        self._require("multishift", "data", "generate", "pretrain")
-        self._train("multishift", build_paired_train_set)
-
     def trained_models(self) -> dict[str, torch.nn.Module]:
-        """The three models the rows score: closed-world, outlier-exposure-only, MultiShift."""
+        """The models the rows score, by name (:data:`MODEL_STAGES`), from their stages' ``last.pth``."""
         models = {}
         for name, stage in MODEL_STAGES.items():
             cfg = self.config(stage)
@@ -286,7 +316,7 @@ class Demo:
         return next(iter(pairs.values()))
 
     def stage_evaluate(self) -> None:
-        self._require("evaluate", "data", "pretrain", "oe_only", "multishift")
+        self._require("evaluate", "data", *TRAINING)
         mean, std = self.normalisation()
         evaluation = evaluate_rows(
             self.trained_models(), self.datasets, mean=mean, std=std, progress=self.progress
@@ -319,18 +349,23 @@ class Demo:
             f"{COVARIATE_SET} {COVARIATE_COLUMN}: fraction of its pixels (all in-distribution) scored at or "
             f"above the highest threshold that reaches TPR >= 0.95 on {SHIFT_SET}."
         )
+        claims = {c.method: claim_checks(rows, c) for c in CLAIMS}
         seconds += time.perf_counter() - start
-        payload = {"rows": rows, "fpr_rule": rule, "seconds": round(seconds, 1)}
-        table = demo_table(rows)
-        claim = "\n".join(f"- {name}: {'yes' if ok else 'NO'}" for name, ok in claim_checks(rows).items())
+        payload = {"rows": rows, "claims": claims, "fpr_rule": rule, "seconds": round(seconds, 1)}
+        sections = []
+        for c in CLAIMS:
+            table = demo_table([r for r in rows if r["method"] in c.rows])
+            checks = "\n".join(f"- {name}: {'yes' if ok else 'NO'}" for name, ok in claims[c.method].items())
+            claim = f"The claim in miniature ({c.method} vs the others):\n{checks}"
+            sections.append(f"## {c.architecture}\n\n{table}\n\n{claim}\n")
         md = (
-            f"# ToyShift demo results\n\nPercent; bold = best per column. World: {asdict(self.sizes)}. "
-            f"Wall time of the stages: {seconds:.0f} s on {available_threads()} CPU thread(s).\n\n"
-            f"{table}\n\n{rule}\n\nThe claim in miniature (MultiShift vs the others):\n{claim}\n"
+            f"# ToyShift demo results\n\nPercent; bold = best per column of each table. World: "
+            f"{asdict(self.sizes)}. Wall time of the stages: {seconds:.0f} s on {available_threads()} CPU "
+            f"thread(s). {rule}\n\n" + "\n".join(sections)
         )
         _write_json(self.out / "results.json", payload)
         write_text_atomic(self.out / "results.md", md)
-        print(f"\n{table}\n\n{rule}\n\nThe claim in miniature:\n{claim}\n")
+        print("\n" + "\n".join(sections))
         print(f"results: {self.out / 'results.md'}, {self.out / 'results.json'}")
         print(
             f"per method: {self.out / 'methods'}   plots: {self.out / 'plots'}   "
