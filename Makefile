@@ -29,7 +29,7 @@ lint: install
 test: install lint
 	$(PY) -m pytest -q
 
-# The long end-to-end runs (the real ToyShift demo and its claim, ~7 min on 2 cores).
+# The long end-to-end runs (the real ToyShift demo and its claims for both architectures, ~9-10 min on 2 quiet cores).
 test-slow: install
 	$(PY) -m pytest -q -m slow
 

@@ -16,7 +16,8 @@ exists, and can be rerun alone with ``python -m demo --stage NAME --fresh``):
 - ``evaluate``: every method on ``toy_anomaly``, ``toy_shift``, ``toy_covariate``
   (:mod:`demo.evaluation`) -> ``methods/<method>/results.{json,md}`` (the project's results
   files, so ``python -m lib.report outputs/demo/methods/*`` reads them), ``plots/``, ``heatmaps/``;
-- ``report``: ``results.json`` / ``results.md`` and the table on the console.
+- ``report``: ``results.json`` / ``results.md`` and, on the console, one table and the claim checks
+  per architecture (:data:`demo.claims.CLAIMS`).
 
 Training runs go to ``runs/<stage>/`` (log, config, ``last.pth``); an interrupted training stage
 resumes from its ``last.pth``. Everything is seeded by the world's seed (also every training
