@@ -26,7 +26,7 @@ def save_plots(evaluation: Evaluation, rows_out: Sequence[Mapping], folder: str 
             m: curve_points(sink.evaluation) for (m, s), sink in evaluation.ood.items() if s == set_name
         }
         paths.append(save_curves(folder / f"curves_{set_name}.png", curves, title=set_name))
-    fig = Figure(figsize=(6.4, 3.6), dpi=100, layout="constrained")
+    fig = Figure(figsize=(8.0, 4.2), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     methods = [r["method"] for r in rows_out]
@@ -34,7 +34,7 @@ def save_plots(evaluation: Evaluation, rows_out: Sequence[Mapping], folder: str 
     bars = ax.bar(methods, values, color="tab:red")
     ax.bar_label(bars, fmt="%.1f", fontsize=8)
     ax.set(ylabel="false positives (% of pixels)", title=f"{COVARIATE_SET}: FPR at 95% TPR on {SHIFT_SET}")
-    ax.tick_params(axis="x", labelsize=8, rotation=15)
+    ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right", fontsize=8)
     path = folder / f"fpr_{COVARIATE_SET}.png"
     with atomic_open(path, "wb") as handle:
         fig.savefig(handle, format="png")
