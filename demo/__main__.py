@@ -21,7 +21,11 @@ from lib.cli_errors import run_cli
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__.split("\n\n")[1])
+    parser = argparse.ArgumentParser(
+        prog="python -m demo",
+        description="The ToyShift demo: world, CG-Aug, training, evaluation and report, in --out; "
+        "finished stages are skipped.",
+    )
     parser.add_argument("--out", default="outputs/demo", help="output folder (datasets, runs, results)")
     parser.add_argument("--stage", choices=STAGES, default=None, help="run only this stage")
     parser.add_argument(
