@@ -23,18 +23,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: install
-	$(PY) -m ruff check lib generation tests benchmarks *.py
-	$(PY) -m ruff format --check lib generation tests benchmarks *.py
+	$(PY) -m ruff check lib generation demo tests benchmarks *.py
+	$(PY) -m ruff format --check lib generation demo tests benchmarks *.py
 
 test: install lint
 	$(PY) -m pytest -q
 
-# The long end-to-end runs (the real ToyShift demo and its claim, ~7 min on 2 cores).
+# The long end-to-end runs (the real ToyShift demo and its claims for both architectures, ~9-10 min on 2 quiet cores).
 test-slow: install
 	$(PY) -m pytest -q -m slow
 
 demo: install
-	$(PY) -m lib.toy.demo --out outputs/demo
+	$(PY) -m demo --out outputs/demo
 
 bench: install
 	$(PY) benchmarks/bench_metrics.py

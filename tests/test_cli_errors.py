@@ -104,7 +104,7 @@ ENTRY_POINTS = {
     "lib.report": ["{tmp}/no_run"],
     "lib.evaluate": ["--benchmark", "RoadAnomaly", "--scores", "{tmp}/no_scores", "--root", "{tmp}"],
     "lib.data.coco_ood": ["--coco", "{tmp}/no_coco"],
-    "lib.toy.demo": ["--out", "{tmp}/a_file"],
+    "demo": ["--out", "{tmp}/a_file"],
     "lib.download": ["deplab"],
     "lib.models.convert": ["{tmp}/absent.pth", "{tmp}/out.safetensors", "--model", "deeplab_wrn_light"],
     "lib.export": ["--cfg", "{tmp}/missing.yaml", "--weight_path", "w", "--format", "onnx", "--out", "o"],
@@ -113,7 +113,7 @@ EXPECTED = {
     "lib.report": "no_run: no results file",
     "lib.evaluate": "dataset folder not found: {tmp}/road_anomaly",
     "lib.data.coco_ood": "dataset folder not found: {tmp}/no_coco",
-    "lib.toy.demo": "a_file is a file, not a folder",
+    "demo": "a_file is a file, not a folder",
     "lib.download": "unknown artifact 'deplab'; did you mean 'multishiftseg-deeplab'?",
     "lib.models.convert": "checkpoint not found: {tmp}/absent.pth",
 }

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import train_deeplab
+from demo.stages import Demo
 from generation.__main__ import get_args_parser as generation_parser
 from generation.__main__ import main as generation_main
 from lib.atomic import make_folder
@@ -28,7 +29,6 @@ from lib.predict import get_args_parser as predict_parser
 from lib.predict import main as predict_main
 from lib.results import provenance, write_results
 from lib.submission import build_exporter
-from lib.toy.demo import Demo
 from lib.toy.writers import write_outlier_bank
 from lib.viz import save_png
 from tests.data_fixtures import write_training_tree

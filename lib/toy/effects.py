@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from lib.toy import scenes as S
+import lib.toy.scenes as S
 from lib.toy.domains import Domain
 from lib.toy.textures import Instances, value_noise
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import lib.toy.scenes as S
 from lib.labels import ANOMALY, CLASS_NAMES, IGNORE, NUM_CLASSES
-from lib.toy import scenes as S
 from lib.toy.anomalies import paint_anomaly
 from lib.toy.domains import Domain
 from lib.toy.effects import apply_domain

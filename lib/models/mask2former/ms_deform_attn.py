@@ -29,10 +29,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lib.errors import UnknownNameError, UserError
+from lib.models.mask2former.ms_deform_attn_inputs import TRITON_DTYPES, check_spatial_shapes
 
 DEFORM_ATTN_BACKENDS = ("auto", "pytorch", "triton")
-TRITON_DTYPES = (torch.float32, torch.float64)
-"""The dtypes the Triton kernel computes in (the pixel decoder runs in float32 under autocast too)."""
 
 
 @functools.cache
@@ -65,8 +64,8 @@ def deform_attn_core(
     deform_attn: str, device: torch.device, dtype: torch.dtype = torch.float32
 ) -> Callable[..., torch.Tensor]:
     """The core function that backend ``deform_attn`` runs for values on ``device`` of ``dtype``:
-    ``triton`` always takes the kernel, ``auto`` takes it for CUDA values of :data:`TRITON_DTYPES`
-    when Triton is importable, anything else the PyTorch path."""
+    ``triton`` always takes the kernel, ``auto`` takes it for CUDA values of ``TRITON_DTYPES``
+    (float32, float64) when Triton is importable, anything else the PyTorch path."""
     if deform_attn == "auto":
         kernel_fits = device.type == "cuda" and dtype in TRITON_DTYPES and triton_available()
         deform_attn = "triton" if kernel_fits else "pytorch"
@@ -75,15 +74,6 @@ def deform_attn_core(
 
         return ms_deform_attn_triton
     return ms_deform_attn_core
-
-
-def check_spatial_shapes(value: torch.Tensor, spatial_shapes: list[tuple[int, int]], n_levels: int) -> None:
-    """A ``ValueError`` unless ``spatial_shapes`` has ``n_levels`` levels that tile ``value``'s length."""
-    s = value.shape[1]
-    if len(spatial_shapes) != n_levels or sum(h * w for h, w in spatial_shapes) != s:
-        raise ValueError(
-            f"spatial_shapes {spatial_shapes} do not match value length {s} and {n_levels} sampling levels"
-        )
 
 
 def ms_deform_attn_core(

@@ -23,7 +23,7 @@ from torch.autograd.function import once_differentiable
 from triton.runtime.interpreter import InterpretedFunction
 
 from lib.errors import UserError
-from lib.models.mask2former.ms_deform_attn import TRITON_DTYPES, check_spatial_shapes
+from lib.models.mask2former.ms_deform_attn_inputs import TRITON_DTYPES, check_spatial_shapes
 
 _MAX_BLOCK_Q = 64
 

@@ -1,41 +1,33 @@
-"""`make demo`: the paper's claim in miniature on ToyShift, generate -> train -> test on a CPU.
-
-    python -m lib.toy.demo --out outputs/demo [--stage NAME] [--fresh] [--seed N]
+"""The demo's stages over one output folder: ToyShift world -> CG-Aug -> training -> evaluation -> report.
 
 Stages, in order (each shows progress bars, is skipped when its record ``stages/<name>.json``
-exists, and can be rerun alone with ``--stage NAME --fresh``):
+exists, and can be rerun alone with ``python -m demo --stage NAME --fresh``):
 
 - ``data``: ToyShift source set, training-family outlier bank and the three test sets under
   ``datasets/`` (:mod:`lib.toy.writers`);
-- ``generate``: its CG-Aug twin through the generation CLI with the procedural backend
+- ``generate``: its CG-Aug twin through :func:`generation.run` with the procedural backend
   (``exp/generation_toy.yaml``) into ``datasets/multishift_cityscapes``;
 - ``pretrain``: closed-world light DeepLab, cross-entropy only (``exp/toy_pretrain.yaml``);
 - ``oe_only``: outlier-exposure-only fine-tuning of it (``exp/toy_oe.yaml``);
 - ``multishift``: the method, two stages, RCL + pixel selection (``exp/toy_multishift.yaml``);
+- ``m2f_pretrain``: closed-world tiny Mask2Anomaly, set criterion only (``exp/toy_m2f_pretrain.yaml``);
+- ``m2f_multishift``: the method on it, stage 1 RCL on the OOD head, stage 2 set criterion with
+  point selection + RCL (``exp/toy_m2f_multishift.yaml``);
 - ``evaluate``: every method on ``toy_anomaly``, ``toy_shift``, ``toy_covariate``
-  (:mod:`lib.toy.demo_eval`) -> ``methods/<method>/results.{json,md}`` (the project's results
+  (:mod:`demo.evaluation`) -> ``methods/<method>/results.{json,md}`` (the project's results
   files, so ``python -m lib.report outputs/demo/methods/*`` reads them), ``plots/``, ``heatmaps/``;
-- ``report``: ``results.json`` / ``results.md`` and the table on the console.
+- ``report``: ``results.json`` / ``results.md`` and, on the console, one table and the claim checks
+  per architecture (:data:`demo.claims.CLAIMS`).
 
 Training runs go to ``runs/<stage>/`` (log, config, ``last.pth``); an interrupted training stage
-resumes from its ``last.pth``. Everything is seeded by ``--seed`` (default 0; the world's seed and
-every training stage's ``train.seed``): the same seed gives the same numbers on the same machine.
-
-The module sets ``OMP_WAIT_POLICY=PASSIVE`` (unless set already) before it imports torch, which
-takes effect under ``python -m lib.toy.demo`` (torch not loaded yet): with OpenMP's default
-spin-waiting, one other busy process on a 2-core machine makes every training step about 15 times
-slower; passive waiting costs about 20% on an idle machine.
+resumes from its ``last.pth``. Everything is seeded by the world's seed (also every training
+stage's ``train.seed``): the same seed gives the same numbers on the same machine.
 """
 
-# ruff: noqa: E402  (the OpenMP wait policy must be set before the first torch import)
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import argparse
 import json
+import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -44,10 +36,21 @@ from pathlib import Path
 
 import torch
 
-from generation.__main__ import get_args_parser as generation_parser
-from generation.__main__ import main as generation_main
+from demo.claims import CLAIMS, claim_checks, demo_table, result_rows
+from demo.evaluation import (
+    COVARIATE_COLUMN,
+    COVARIATE_SET,
+    PROTOCOL,
+    ROWS,
+    SHIFT_SET,
+    TEST_SETS,
+    evaluate_rows,
+    method_results,
+)
+from demo.pictures import save_heatmaps, save_plots
+from generation import run as generate
+from generation.config import GenerationConfig
 from lib.atomic import make_folder, write_text_atomic
-from lib.cli_errors import run_cli
 from lib.config import Config, load_config
 from lib.engine.distributed import DistInfo
 from lib.engine.logging_utils import setup_logging
@@ -57,35 +60,43 @@ from lib.errors import UnknownNameError, UserError
 from lib.models.checkpoints import load_model
 from lib.protocols import get_protocol
 from lib.results import provenance, read_results, write_results
-from lib.toy.demo_eval import (
-    COVARIATE_COLUMN,
-    COVARIATE_SET,
-    PROTOCOL,
-    ROWS,
-    SHIFT_SET,
-    TEST_SETS,
-    claim_checks,
-    demo_table,
-    evaluate_rows,
-    method_results,
-    result_rows,
-    save_heatmaps,
-    save_plots,
-)
 from lib.toy.writers import write_benchmark, write_outlier_bank, write_source_dataset
 
-STAGES = ("data", "generate", "pretrain", "oe_only", "multishift", "evaluate", "report")
-EXP_DIR = Path(__file__).resolve().parents[2] / "exp"
-TRAIN_CONFIGS = {
-    "pretrain": "toy_pretrain.yaml",
-    "oe_only": "toy_oe.yaml",
-    "multishift": "toy_multishift.yaml",
-}
+EXP_DIR = Path(__file__).resolve().parents[1] / "exp"
 GENERATION_CONFIG = "generation_toy.yaml"
 MULTISHIFT_DIR = "multishift_cityscapes"
 CPU = DistInfo(0, 1, torch.device("cpu"))
-MODEL_STAGES = {"closed": "pretrain", "oe_only": "oe_only", "multishift": "multishift"}
-"""Model of the rows (:data:`lib.toy.demo_eval.ROWS`) -> the training stage that made it."""
+
+
+@dataclass(frozen=True)
+class TrainingStage:
+    """A training stage: its experiment config in ``exp/`` (whose ``loss.name`` recipe also builds
+    its training set), the stages whose outputs it needs and the training stage whose ``last.pth`` it
+    starts from (None: from scratch)."""
+
+    config: str
+    needs: tuple[str, ...]
+    start_from: str | None = None
+
+
+TRAINING = {
+    "pretrain": TrainingStage("toy_pretrain.yaml", ("data",)),
+    "oe_only": TrainingStage("toy_oe.yaml", ("data", "pretrain"), "pretrain"),
+    "multishift": TrainingStage("toy_multishift.yaml", ("data", "generate", "pretrain"), "pretrain"),
+    "m2f_pretrain": TrainingStage("toy_m2f_pretrain.yaml", ("data",)),
+    "m2f_multishift": TrainingStage(
+        "toy_m2f_multishift.yaml", ("data", "generate", "m2f_pretrain"), "m2f_pretrain"
+    ),
+}
+STAGES = ("data", "generate", *TRAINING, "evaluate", "report")
+MODEL_STAGES = {
+    "closed": "pretrain",
+    "oe_only": "oe_only",
+    "multishift": "multishift",
+    "m2f_closed": "m2f_pretrain",
+    "m2f_multishift": "m2f_multishift",
+}
+"""Model of the rows (:data:`demo.evaluation.ROWS`) -> the training stage that made it."""
 
 
 @dataclass(frozen=True)
@@ -120,10 +131,10 @@ class Demo:
         overrides: Mapping[str, Sequence[str]] | None = None,
         progress: bool = True,
     ) -> None:
-        unknown = sorted(set(overrides or {}) - set(TRAIN_CONFIGS))
+        unknown = sorted(set(overrides or {}) - set(TRAINING))
         if unknown:
             raise UnknownNameError(
-                f"overrides for unknown training stage(s) {unknown}; known: {list(TRAIN_CONFIGS)}"
+                f"overrides for unknown training stage(s) {unknown}; known: {list(TRAINING)}"
             )
         self.out = Path(out)
         self.sizes = sizes
@@ -147,19 +158,18 @@ class Demo:
         if not isinstance(record, dict) or not {"world", "seconds"} <= record.keys():
             raise UserError(
                 f"{path}: corrupt stage record ({record}); expected the JSON object the demo writes "
-                f"when a stage finishes. Redo the stage: python -m lib.toy.demo --out {self.out} "
+                f"when a stage finishes. Redo the stage: python -m demo --out {self.out} "
                 f"--stage {stage} --fresh"
             )
         return record
 
     def outputs(self, stage: str) -> list[Path]:
         """The files and folders ``stage`` writes (what ``--fresh`` removes)."""
+        if stage in TRAINING:
+            return [self.runs / stage]
         return {
             "data": [self.datasets / n for n in ("cityscapes", "coco", *TEST_SETS)],
             "generate": [self.datasets / MULTISHIFT_DIR],
-            "pretrain": [self.runs / "pretrain"],
-            "oe_only": [self.runs / "oe_only"],
-            "multishift": [self.runs / "multishift"],
             "evaluate": [self.out / "methods", self.out / "plots", self.out / "heatmaps"],
             "report": [self.out / "results.json", self.out / "results.md"],
         }[stage]
@@ -199,7 +209,7 @@ class Demo:
         if missing:
             raise FileNotFoundError(
                 f"stage {stage!r} needs the output of {missing} in {self.out}; run them first "
-                f"(python -m lib.toy.demo --out {self.out})"
+                f"(python -m demo --out {self.out})"
             )
 
     def run(self, stages: Sequence[str] = STAGES) -> dict[str, str]:
@@ -219,7 +229,10 @@ class Demo:
                 continue
             print(f"[demo] {stage}: running")
             start = time.perf_counter()
-            getattr(self, f"stage_{stage}")()
+            if stage in TRAINING:
+                self._train(stage)
+            else:
+                getattr(self, f"stage_{stage}")()
             seconds = time.perf_counter() - start
             self._write_record(stage, seconds)
             print(f"[demo] {stage}: done in {seconds:.1f} s")
@@ -237,26 +250,18 @@ class Demo:
 
     def stage_generate(self) -> None:
         self._require("generate", "data")
-        generation_main(
-            generation_parser().parse_args(
-                [
-                    "--cfg",
-                    str(EXP_DIR / GENERATION_CONFIG),
-                    "--source",
-                    str(self.datasets / "cityscapes"),
-                    "--out",
-                    str(self.datasets / MULTISHIFT_DIR),
-                    f"seed={self.sizes.seed}",
-                ]
-            )
-        )
+        cfg = load_config(GenerationConfig, EXP_DIR / GENERATION_CONFIG, [f"seed={self.sizes.seed}"])
+        cfg.source.root = str(self.datasets / "cityscapes")
+        cfg.output.root = str(self.datasets / MULTISHIFT_DIR)
+        generate(cfg, (0, 1), progress=self.progress)
 
     def config(self, stage: str) -> Config:
         """The resolved config of a training stage."""
-        weights = [] if stage == "pretrain" else [f"model.weight_path={self.runs / 'pretrain' / LAST}"]
+        start = TRAINING[stage].start_from
+        weights = [] if start is None else [f"model.weight_path={self.runs / start / LAST}"]
         return load_config(
             Config,
-            EXP_DIR / TRAIN_CONFIGS[stage],
+            EXP_DIR / TRAINING[stage].config,
             [
                 f"data.root={self.datasets}",
                 f"output_root={self.runs}",
@@ -268,24 +273,13 @@ class Demo:
         )
 
     def _train(self, stage: str) -> None:
+        self._require(stage, *TRAINING[stage].needs)
         cfg = self.config(stage)
         setup_logging(cfg.run_dir)
         run_training(cfg, info=CPU, resume=(cfg.run_dir / LAST).is_file(), progress=self.progress)
 
-    def stage_pretrain(self) -> None:
-        self._require("pretrain", "data")
-        self._train("pretrain")
-
-    def stage_oe_only(self) -> None:
-        self._require("oe_only", "data", "pretrain")
-        self._train("oe_only")
-
-    def stage_multishift(self) -> None:
-        self._require("multishift", "data", "generate", "pretrain")
-        self._train("multishift")
-
     def trained_models(self) -> dict[str, torch.nn.Module]:
-        """The three models the rows score: closed-world, outlier-exposure-only, MultiShift."""
+        """The models the rows score, by name (:data:`MODEL_STAGES`), from their stages' ``last.pth``."""
         models = {}
         for name, stage in MODEL_STAGES.items():
             cfg = self.config(stage)
@@ -303,7 +297,7 @@ class Demo:
         return next(iter(pairs.values()))
 
     def stage_evaluate(self) -> None:
-        self._require("evaluate", "data", "pretrain", "oe_only", "multishift")
+        self._require("evaluate", "data", *TRAINING)
         mean, std = self.normalisation()
         evaluation = evaluate_rows(
             self.trained_models(), self.datasets, mean=mean, std=std, progress=self.progress
@@ -336,18 +330,23 @@ class Demo:
             f"{COVARIATE_SET} {COVARIATE_COLUMN}: fraction of its pixels (all in-distribution) scored at or "
             f"above the highest threshold that reaches TPR >= 0.95 on {SHIFT_SET}."
         )
+        claims = {c.method: claim_checks(rows, c) for c in CLAIMS}
         seconds += time.perf_counter() - start
-        payload = {"rows": rows, "fpr_rule": rule, "seconds": round(seconds, 1)}
-        table = demo_table(rows)
-        claim = "\n".join(f"- {name}: {'yes' if ok else 'NO'}" for name, ok in claim_checks(rows).items())
+        payload = {"rows": rows, "claims": claims, "fpr_rule": rule, "seconds": round(seconds, 1)}
+        sections = []
+        for c in CLAIMS:
+            table = demo_table([r for r in rows if r["method"] in c.rows])
+            checks = "\n".join(f"- {name}: {'yes' if ok else 'NO'}" for name, ok in claims[c.method].items())
+            claim = f"The claim in miniature ({c.method} vs the others):\n{checks}"
+            sections.append(f"## {c.architecture}\n\n{table}\n\n{claim}\n")
         md = (
-            f"# ToyShift demo results\n\nPercent; bold = best per column. World: {asdict(self.sizes)}. "
-            f"Wall time of the stages: {seconds:.0f} s on {available_threads()} CPU thread(s).\n\n"
-            f"{table}\n\n{rule}\n\nThe claim in miniature (MultiShift vs the others):\n{claim}\n"
+            f"# ToyShift demo results\n\nPercent; bold = best per column of each table. World: "
+            f"{asdict(self.sizes)}. Wall time of the stages: {seconds:.0f} s on {available_threads()} CPU "
+            f"thread(s). {rule}\n\n" + "\n".join(sections)
         )
         _write_json(self.out / "results.json", payload)
         write_text_atomic(self.out / "results.md", md)
-        print(f"\n{table}\n\n{rule}\n\nThe claim in miniature:\n{claim}\n")
+        print("\n" + "\n".join(sections))
         print(f"results: {self.out / 'results.md'}, {self.out / 'results.json'}")
         print(
             f"per method: {self.out / 'methods'}   plots: {self.out / 'plots'}   "
@@ -358,31 +357,3 @@ class Demo:
 
 def _write_json(path: Path, payload: dict) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lib.toy.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="outputs/demo", help="output folder (datasets, runs, results)")
-    parser.add_argument("--stage", choices=STAGES, default=None, help="run only this stage")
-    parser.add_argument(
-        "--fresh", action="store_true", help="redo from scratch (with --stage: redo that stage only)"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the world and of every training stage (default 0)"
-    )
-    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
-    return parser
-
-
-def main(args: argparse.Namespace) -> dict[str, str]:
-    """Run the demo's stages (all, or ``--stage``) in ``--out``; returns ``{stage: "ran" | "skipped"}``."""
-    demo = Demo(args.out, sizes=WorldSizes(seed=args.seed), progress=not args.no_progress)
-    stages = STAGES if args.stage is None else (args.stage,)
-    if args.fresh:
-        for stage in stages:
-            demo.clear(stage)
-    return demo.run(stages)
-
-
-if __name__ == "__main__":
-    run_cli(main, get_args_parser())

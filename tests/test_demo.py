@@ -1,6 +1,7 @@
 """The ToyShift demo end to end: a miniature run (tiny world, two-iteration stages) checks that every
 stage runs, writes its files and is skipped on rerun, the results.json schema, single-stage reruns
-and determinism; the slow test runs the real demo and checks the paper's claim in miniature."""
+and determinism; the slow test runs the real demo and checks the paper's claim in miniature for
+both architectures (light DeepLabv3+, tiny Mask2Anomaly)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
+from demo.__main__ import get_args_parser, main
+from demo.claims import CLAIMS, CLEARLY_LOWER_GAP, claim_checks
+from demo.evaluation import ROWS
+from demo.stages import STAGES, TRAINING, Demo, WorldSizes
 from lib.errors import UserError
 from lib.models import build_model
 from lib.models.checkpoints import load_weights
 from lib.results import read_results
-from lib.toy.demo import STAGES, Demo, WorldSizes, get_args_parser, main
-from lib.toy.demo_eval import ROWS, claim_checks
 
 TINY_WORLD = WorldSizes(n_train=4, n_outliers=4, n_test=2, height=64, width=128)
 _TINY = ["train.iters_per_epoch=2", "train.batch_size=2", "data.crop_size=64"]
@@ -24,12 +27,16 @@ TINY_OVERRIDES = {
     "pretrain": ["train.epochs=1", "train.warmup_epoch=1", *_TINY],
     "oe_only": ["train.epochs=2", "train.warmup_epoch=1", *_TINY],
     "multishift": ["train.epochs=2", "train.warmup_epoch=1", *_TINY],
+    "m2f_pretrain": ["train.epochs=1", "train.warmup_epoch=1", *_TINY],
+    "m2f_multishift": ["train.epochs=2", "train.warmup_epoch=1", *_TINY],
 }
 METHODS = [r.method for r in ROWS]
+DEEPLAB, M2F = CLAIMS
+COV = "FPR_at_shift_TPR95"
 
 
-def _weights(path) -> dict[str, torch.Tensor]:
-    model = build_model("deeplab_wrn_light")
+def _weights(path, name="deeplab_wrn_light") -> dict[str, torch.Tensor]:
+    model = build_model(name)
     load_weights(model, path)
     return model.state_dict()
 
@@ -75,7 +82,7 @@ def _fractions(mapping: dict, keys: set[str]) -> None:
 def test_results_json_schema(demo_run):
     out, _, _ = demo_run
     results = json.loads((out / "results.json").read_text())
-    assert set(results) == {"rows", "fpr_rule", "seconds"}
+    assert set(results) == {"rows", "claims", "fpr_rule", "seconds"}
     assert [r["method"] for r in results["rows"]] == METHODS
     for row in results["rows"]:
         assert set(row) == {"method", "toy_anomaly", "toy_shift", "toy_covariate"}
@@ -83,7 +90,11 @@ def test_results_json_schema(demo_run):
         _fractions(row["toy_shift"], {"AUROC", "AP", "FPR95", "mIoU"})
         _fractions(row["toy_covariate"], {"FPR_at_shift_TPR95"})
     closed = [r["toy_shift"]["mIoU"] for r in results["rows"][:3]]
-    assert closed[0] == closed[1] == closed[2], "the closed-world rows share one model"
+    assert closed[0] == closed[1] == closed[2], "the closed-world DeepLab rows share one model"
+    m2f_closed = [r["toy_shift"]["mIoU"] for r in results["rows"][5:7]]
+    assert m2f_closed[0] == m2f_closed[1], "the closed-world Mask2Former rows share one model"
+    assert results["claims"] == {c.method: claim_checks(results["rows"], c) for c in CLAIMS}
+    assert list(results["claims"]) == ["multishift", "m2f_multishift"]
     assert "0.95" in results["fpr_rule"] and "toy_covariate" in results["fpr_rule"]
     assert isinstance(results["seconds"], float) and results["seconds"] > 0
     recorded = sum(json.loads((out / "stages" / f"{s}.json").read_text())["seconds"] for s in STAGES[:-1])
@@ -94,6 +105,7 @@ def test_files_written(demo_run):
     out, _, _ = demo_run
     md = (out / "results.md").read_text()
     assert all(f"| {m} |" in md for m in METHODS)
+    assert "## DeepLabv3+ (light)" in md and "## Mask2Former (tiny Mask2Anomaly)" in md
     for name in ("curves_toy_anomaly.png", "curves_toy_shift.png", "fpr_toy_covariate.png"):
         with Image.open(out / "plots" / name) as im:
             assert im.format == "PNG" and im.width > 300
@@ -103,7 +115,7 @@ def test_files_written(demo_run):
         with Image.open(panels[0]) as panel:
             # a row for the image, one per method, three 4.2-inch tiles of 2:1 images + titles, 100 dpi
             assert panel.size == (1400, round(100 * ((4.2 / 2 + 0.55) * (1 + len(ROWS)) + 0.9)))
-    for run in ("pretrain", "oe_only", "multishift"):
+    for run in ("pretrain", "oe_only", "multishift", "m2f_pretrain", "m2f_multishift"):
         assert (out / "runs" / run / "last.pth").is_file()
     # Each method's numbers in the project's results files, each set with its provenance; the
     # covariate set (no anomaly pixel) has its pixel metrics not applicable but its FPR at threshold.
@@ -123,26 +135,29 @@ def test_files_written(demo_run):
 def test_single_stage_reruns_alone_and_deterministically(demo_run, capsys, monkeypatch):
     out, _, _ = demo_run
     before_metrics = _method_numbers(out)
-    before = _weights(out / "runs" / "pretrain" / "last.pth")
-    for stage in ("pretrain", "evaluate"):
+    models = {"pretrain": "deeplab_wrn_light", "m2f_pretrain": "mask2anomaly_tiny"}
+    before = {run: _weights(out / "runs" / run / "last.pth", name) for run, name in models.items()}
+    for stage in (*models, "evaluate"):
         torch.manual_seed(123)  # the stage must not depend on the caller's RNG state
         demo = _tiny(out)
         demo.clear(stage)
         assert demo.run([stage]) == {stage: "ran"}
-    after = _weights(out / "runs" / "pretrain" / "last.pth")
-    assert before.keys() == after.keys()
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    for run, name in models.items():
+        after = _weights(out / "runs" / run / "last.pth", name)
+        assert before[run].keys() == after.keys()
+        assert all(torch.equal(before[run][k], after[k]) for k in after), run
     assert _method_numbers(out) == before_metrics
-    monkeypatch.setattr("lib.toy.demo.WorldSizes", lambda seed: replace(TINY_WORLD, seed=seed))
+    monkeypatch.setattr("demo.__main__.WorldSizes", lambda seed: replace(TINY_WORLD, seed=seed))
     assert _demo_main(out) == {"report": "skipped"}
     assert _demo_main(out, "--fresh") == {"report": "ran"}
-    assert "| multishift |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| multishift |" in printed and "| m2f_multishift |" in printed
     with pytest.raises(UserError, match=r"'report' in .* ran for the world .*'seed': 0.*another --seed"):
         _demo_main(out, "--seed", "1")
 
 
 def _demo_main(out, *argv):
-    """``python -m lib.toy.demo --out OUT --stage report --no_progress ARGV``, in process."""
+    """``python -m demo --out OUT --stage report --no_progress ARGV``, in process."""
     args = get_args_parser().parse_args(["--out", str(out), "--stage", "report", "--no_progress", *argv])
     return main(args)
 
@@ -158,22 +173,37 @@ def test_stage_needs_its_inputs(tmp_path):
 
 @pytest.mark.slow
 def test_real_demo_shows_the_claim(tmp_path):
-    """The full demo (about 7 minutes on 2 quiet cores): MultiShift has the best AP and FPR95 on
-    toy_shift, a clearly lower covariate false-positive rate than outlier exposure alone, and a
-    toy_shift mIoU not below the closed-world model's."""
+    """The full demo (about 9-10 minutes on 2 quiet cores).
+
+    DeepLab: the whole claim — MultiShift has the best AP and FPR95 on toy_shift, a clearly lower
+    covariate false-positive rate than outlier exposure alone, and a toy_shift mIoU not below the
+    closed-world model's. Mask2Former (tiny Mask2Anomaly) shows part of it at toy scale (README,
+    seeds 0-2): the method has the best toy_shift AP and keeps the closed-world mIoU, but its
+    toy_shift FPR95 and covariate false-positive rate stay within a few points of the closed-world
+    mask confidence's (below at seed 0, above at seed 1). So for Mask2Former the slow test asserts
+    what holds: best AP, mIoU not below, and FPR95 / covariate rate not clearly above (less than
+    ``CLEARLY_LOWER_GAP`` over) the best closed-world row's.
+    """
     assert Demo(tmp_path, progress=False).run() == dict.fromkeys(STAGES, "ran")
-    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
-    checks = claim_checks(rows)
-    assert all(checks.values()), checks
+    results = json.loads((tmp_path / "results.json").read_text())
+    deeplab = claim_checks(results["rows"], DEEPLAB)
+    assert all(deeplab.values()), deeplab
+    m2f = claim_checks(results["rows"], M2F)
+    assert m2f["best_shift_AP"] and m2f["shift_mIoU_not_below_closed_world"], m2f
+    rows = {r["method"]: r for r in results["rows"]}
+    rates = {
+        "FPR95": {m: rows[m]["toy_shift"]["FPR95"] for m in M2F.rows},
+        COV: {m: rows[m]["toy_covariate"][COV] for m in M2F.rows},
+    }
+    for rate in rates.values():
+        closed_best = min(rate[m] for m in M2F.covariate_baselines)
+        assert rate[M2F.method] < closed_best + CLEARLY_LOWER_GAP, rates
 
 
 def _row(method, ap, fpr, miou, cov):
     anomaly = {"AUROC": 0.9, "AP": 0.5, "FPR95": 0.2}
     shift = {"AUROC": 0.8, "AP": ap, "FPR95": fpr, "mIoU": miou}
     return {"method": method, "toy_anomaly": anomaly, "toy_shift": shift, "toy_covariate": {COV: cov}}
-
-
-COV = "FPR_at_shift_TPR95"
 
 
 def test_claim_checks_each_criterion():
@@ -184,13 +214,39 @@ def test_claim_checks_each_criterion():
         _row("oe_only", 0.02, 0.65, 0.29, 0.60),
         _row("multishift", 0.04, 0.50, 0.30, 0.50),
     ]
-    assert all(claim_checks(rows).values())
+    assert all(claim_checks(rows, DEEPLAB).values())
     rows[4]["toy_covariate"][COV] = 0.56  # 10 points below would be needed at 0.9 x 0.60 = 0.54
-    assert claim_checks(rows)["covariate_FPR_clearly_below_oe_only"] is False
+    assert claim_checks(rows, DEEPLAB)["covariate_FPR_clearly_below_oe_only"] is False
     rows[3]["toy_covariate"][COV], rows[4]["toy_covariate"][COV] = 0.04, 0.0  # ratio ok, gap < 5 points
-    assert claim_checks(rows)["covariate_FPR_clearly_below_oe_only"] is False
+    assert claim_checks(rows, DEEPLAB)["covariate_FPR_clearly_below_oe_only"] is False
     rows[4]["toy_shift"].update(AP=0.029, FPR95=0.71, mIoU=0.299)
-    checks = claim_checks(rows)
+    checks = claim_checks(rows, DEEPLAB)
+    assert not checks["best_shift_AP"] and not checks["best_shift_FPR95"]
+    assert not checks["shift_mIoU_not_below_closed_world"]
+
+
+def test_mask2former_claim_compares_its_own_rows():
+    """The Mask2Former claim ranks m2f_multishift among the Mask2Former rows only, and its covariate
+    rate must be clearly below each closed-world score's."""
+    deeplab = [_row(m, 0.9, 0.01, 0.9, 0.0) for m in DEEPLAB.rows]  # better everywhere, not compared
+    rows = [
+        *deeplab,
+        _row("m2f_closed_mask_confidence", 0.03, 0.70, 0.40, 0.70),
+        _row("m2f_closed_rba", 0.05, 0.60, 0.40, 0.60),
+        _row("m2f_multishift", 0.06, 0.55, 0.41, 0.50),
+    ]
+    checks = claim_checks(rows, M2F)
+    assert set(checks) == {
+        "best_shift_AP",
+        "best_shift_FPR95",
+        "covariate_FPR_clearly_below_closed_world",
+        "shift_mIoU_not_below_closed_world",
+    }
+    assert all(checks.values()), checks
+    rows[-1]["toy_covariate"][COV] = 0.55  # clearly below mask confidence (0.70), not below RbA (0.60)
+    assert claim_checks(rows, M2F)["covariate_FPR_clearly_below_closed_world"] is False
+    rows[-1]["toy_shift"].update(AP=0.04, FPR95=0.65, mIoU=0.39)
+    checks = claim_checks(rows, M2F)
     assert not checks["best_shift_AP"] and not checks["best_shift_FPR95"]
     assert not checks["shift_mIoU_not_below_closed_world"]
 
@@ -199,7 +255,7 @@ def test_models_normalisation_reaches_the_evaluation(tmp_path):
     """The test sets are normalised with the data.mean/std the models were trained with; models
     trained with different ones cannot share the demo's test sets."""
     same = ["data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]"]
-    demo = Demo(tmp_path, overrides=dict.fromkeys(("pretrain", "oe_only", "multishift"), same))
+    demo = Demo(tmp_path, overrides=dict.fromkeys(TRAINING, same))
     assert demo.normalisation() == ([0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
     with pytest.raises(ValueError, match="different data.mean/data.std"):
         Demo(tmp_path, overrides={"pretrain": same}).normalisation()
