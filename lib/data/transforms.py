@@ -48,6 +48,7 @@ Edges = tuple[bool, bool, bool, bool]
 ALL_EDGES: Edges = (True, True, True, True)
 
 _GREY = (0.299, 0.587, 0.114)
+_OPENCV_BLOCK = 16  # pixels per vector block of OpenCV's row loops (8 with AVX2; 16 covers AVX-512)
 _SHARPNESS_KERNEL = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13.0
 
 
@@ -134,6 +135,8 @@ class PixelStep:
 
     radius = 0
     uses_statistic = False
+    column_alignment = 1
+    """Windows start and end on multiples of this many columns (or at the frame's edge)."""
 
     def out_size(self, size: Size) -> Size:
         return size
@@ -344,6 +347,8 @@ class Saturation(PixelStep):
 class Hue(PixelStep):
     """Rotate the hue by ``shift`` turns (OpenCV's float HSV)."""
 
+    column_alignment = _OPENCV_BLOCK
+
     def __init__(self, shift: float) -> None:
         self.shift = shift
 
@@ -382,6 +387,8 @@ class ColorJitter(_Drawn):
 class Blur(PixelStep):
     """Gaussian blur with an odd ``kernel_size`` and ``sigma`` (reflect-101 frame borders)."""
 
+    column_alignment = _OPENCV_BLOCK
+
     def __init__(self, kernel_size: int, sigma: float) -> None:
         self.kernel_size, self.sigma = kernel_size, sigma
         self.radius = kernel_size // 2
@@ -415,6 +422,7 @@ class Sharpen(PixelStep):
     frames of 2 pixels or less on a side are left as they are (torchvision's adjust_sharpness)."""
 
     radius = 1
+    column_alignment = _OPENCV_BLOCK
 
     def __init__(self, factor: float, frame: Size) -> None:
         self.factor, self.frame = factor, frame

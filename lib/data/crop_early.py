@@ -1,0 +1,309 @@
+"""Crop-early execution of a drawn recipe: only the part of the source frames that the crop keeps.
+
+A training recipe draws all its parameters first (:meth:`lib.data.transforms.Compose.draw`): colour
+steps, then geometric steps ending in a crop. Walking the geometric steps backwards from the crop
+gives the window of each intermediate frame that the crop depends on (a rotation needs the bounding
+box of its rotated window, a resize the source rows and columns of its bilinear and nearest
+taps, a flip the mirrored window). Colour steps then run on that source window grown by their
+filter radius; a step that needs a whole-frame statistic (contrast's mean grey, auto-contrast's
+range, equalisation's histogram) takes it from the whole frame, processed by the steps before it,
+so the statistic is the full-frame pipeline's own. OpenCV's vector code rounds a row's last
+pixels differently, so windows read by OpenCV steps start and end on the same column multiples
+as its vector blocks (``column_alignment``) unless they end at the frame's edge. Colour values are therefore bit-identical to
+running the recipe on whole frames; resampled images differ by float rounding only, labels only
+where a resampled coordinate lies within rounding of a nearest-neighbour boundary.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import singledispatch
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lib.data.transforms import (
+    Compose,
+    Crop,
+    HorizontalFlip,
+    Pair,
+    PixelStep,
+    Resize,
+    Rotate,
+    Size,
+    Step,
+    VerticalFlip,
+    rotation_theta,
+    run_steps,
+)
+from lib.labels import IGNORE
+
+
+@dataclass(frozen=True)
+class Box:
+    """The half-open pixel window ``[top, bottom) x [left, right)`` of a frame."""
+
+    top: int
+    left: int
+    bottom: int
+    right: int
+
+    @classmethod
+    def whole(cls, size: Size) -> Box:
+        return cls(0, 0, size[0], size[1])
+
+    @property
+    def empty(self) -> bool:
+        return self.bottom <= self.top or self.right <= self.left
+
+    def clip(self, size: Size) -> Box:
+        return Box(max(self.top, 0), max(self.left, 0), min(self.bottom, size[0]), min(self.right, size[1]))
+
+    def grow(self, radius: int, size: Size, align: int = 1) -> Box:
+        """Grown by ``radius`` on every side, columns widened to multiples of ``align``, clipped."""
+        r = radius
+        left, right = (self.left - r) // align * align, -(-(self.right + r) // align) * align
+        return Box(self.top - r, left, self.bottom + r, right).clip(size)
+
+    def inside(self, outer: Box) -> tuple[slice, slice]:
+        """Row and column slices of this window within the array that holds ``outer``."""
+        return (
+            slice(self.top - outer.top, self.bottom - outer.top),
+            slice(self.left - outer.left, self.right - outer.left),
+        )
+
+    def edges(self, size: Size) -> tuple[bool, bool, bool, bool]:
+        """Which sides (top, bottom, left, right) lie on the borders of a frame of ``size``."""
+        return self.top == 0, self.bottom == size[0], self.left == 0, self.right == size[1]
+
+
+class Frames:
+    """The uint8 source frames of one item: images ``[H, W, 3]`` and label maps ``[H, W]``.
+
+    ``prepare`` is a pixel-wise function of the list of images (e.g. mixup of a generated image
+    with its original) applied to whichever window is read, so it costs only that window.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        labels: Sequence[np.ndarray],
+        prepare: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
+    ) -> None:
+        shapes = {im.shape[:2] for im in images} | {lb.shape[:2] for lb in labels}
+        if len(shapes) != 1:
+            raise ValueError(f"images and labels must share one height/width, got {sorted(shapes)}")
+        self._images, self._labels, self._prepare = list(images), list(labels), prepare
+        self.size: Size = next(iter(shapes))
+
+    def images(self, box: Box) -> Tensor:
+        """Float ``[N, 3, h, w]`` in ``0..1`` of ``box`` (the same values as :class:`ToTensor`)."""
+        crops = [im[box.top : box.bottom, box.left : box.right] for im in self._images]
+        if self._prepare is not None:
+            crops = self._prepare(crops)
+        return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255.0)
+
+    def labels(self, box: Box) -> Tensor:
+        crops = [lb[box.top : box.bottom, box.left : box.right] for lb in self._labels]
+        return torch.from_numpy(np.stack(crops).astype(np.int64))
+
+    def whole(self) -> Pair:
+        box = Box.whole(self.size)
+        return self.images(box), self.labels(box)
+
+
+def can_plan(transform: object) -> bool:
+    """Whether ``transform`` draws its steps from the frame size alone (``draw``)."""
+    if isinstance(transform, Compose):
+        return transform.can_draw()
+    return hasattr(transform, "draw")
+
+
+def run_crop_early(steps: Sequence[Step], frames: Frames) -> Pair:
+    """The drawn ``steps`` on ``frames``, computing only what the final frame keeps.
+
+    Steps must be colour steps followed by geometric ones; any other order, or a recipe whose
+    output would need no source pixel at all, runs on whole frames instead.
+    """
+    n_colour = next((i for i, s in enumerate(steps) if not isinstance(s, PixelStep)), len(steps))
+    colour, geometric = list(steps[:n_colour]), list(steps[n_colour:])
+    sizes = [frames.size]
+    for step in geometric:
+        sizes.append(step.out_size(sizes[-1]))
+    boxes = [Box.whole(sizes[-1])]
+    for step, size in zip(reversed(geometric), reversed(sizes[:-1]), strict=True):
+        boxes.insert(0, source_box(step, boxes[0], size))
+    if any(isinstance(s, PixelStep) for s in geometric) or any(b.empty for b in boxes):
+        return run_steps(steps, *frames.whole())
+    images, labels = _colour_window(colour, frames, boxes[0]), frames.labels(boxes[0])
+    for step, size, src, out in zip(geometric, sizes[:-1], boxes[:-1], boxes[1:], strict=True):
+        images, labels = map_window(step, images, labels, src, out, size)
+    return images, labels
+
+
+def _colour_window(steps: list[PixelStep], frames: Frames, box: Box) -> Tensor:
+    """Colour steps on the source window ``box`` (grown by each filter's radius on the way)."""
+    size = frames.size
+    needed = [box]
+    for step in reversed(steps):
+        needed.insert(0, needed[0].grow(step.radius, size, step.column_alignment))
+    last_stat = max((i for i, s in enumerate(steps) if s.uses_statistic), default=-1)
+    stat = None
+    if last_stat >= 0:
+        images = frames.images(Box.whole(size))
+        for step in steps[:last_stat]:
+            images = step.apply(images, step.statistic(images))
+        stat = steps[last_stat].statistic(images)
+        rows, cols = needed[last_stat].inside(Box.whole(size))
+        images, start = images[..., rows, cols], last_stat
+    else:
+        images, start = frames.images(needed[0]), 0
+    for i in range(start, len(steps)):
+        images = steps[i].apply(images, stat if i == last_stat else None, needed[i].edges(size))
+        rows, cols = needed[i + 1].inside(needed[i])
+        images = images[..., rows, cols]
+    return images
+
+
+@singledispatch
+def source_box(step: object, box: Box, size: Size) -> Box:
+    """The window of the step's input frame (``size``) that its output window ``box`` reads."""
+    raise TypeError(f"no crop-early geometry for {type(step).__name__}")
+
+
+@singledispatch
+def map_window(step: object, images: Tensor, labels: Tensor, src: Box, box: Box, size: Size) -> Pair:
+    """The step's output window ``box`` from its input window ``src`` of a frame of ``size``."""
+    raise TypeError(f"no crop-early geometry for {type(step).__name__}")
+
+
+@source_box.register
+def _(step: Crop, box: Box, size: Size) -> Box:
+    return Box(box.top + step.top, box.left + step.left, box.bottom + step.top, box.right + step.left).clip(size)
+
+
+@map_window.register
+def _(step: Crop, images: Tensor, labels: Tensor, src: Box, box: Box, size: Size) -> Pair:
+    h, w = box.bottom - box.top, box.right - box.left
+    out_images = images.new_zeros((*images.shape[:2], h, w))
+    out_labels = labels.new_full((labels.shape[0], h, w), IGNORE)
+    rows, cols = Box(src.top - step.top, src.left - step.left, src.bottom - step.top, src.right - step.left).inside(box)
+    out_images[..., rows, cols] = images
+    out_labels[..., rows, cols] = labels
+    return out_images, out_labels
+
+
+@source_box.register(HorizontalFlip)
+@source_box.register(VerticalFlip)
+def _(step: HorizontalFlip | VerticalFlip, box: Box, size: Size) -> Box:
+    if isinstance(step, HorizontalFlip):
+        return Box(box.top, size[1] - box.right, box.bottom, size[1] - box.left)
+    return Box(size[0] - box.bottom, box.left, size[0] - box.top, box.right)
+
+
+@map_window.register(HorizontalFlip)
+@map_window.register(VerticalFlip)
+def _(step: HorizontalFlip | VerticalFlip, images: Tensor, labels: Tensor, src: Box, box: Box, size: Size) -> Pair:
+    return step(images, labels)
+
+
+def _linear_taps(n_in: int, n_out: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``F.interpolate(mode="bilinear", align_corners=False)`` along one axis, outputs ``start..stop``:
+    first tap, second tap and the second tap's weight, in its float32 arithmetic."""
+    scale = np.float32(n_in) / np.float32(n_out)
+    real = scale * (np.arange(start, stop).astype(np.float32) + np.float32(0.5)) - np.float32(0.5)
+    real = np.maximum(real, np.float32(0.0))
+    first = np.minimum(np.floor(real).astype(np.int64), n_in - 1)
+    weight = np.clip(real - first.astype(np.float32), np.float32(0.0), np.float32(1.0))
+    return first, first + (first < n_in - 1), weight
+
+
+def _nearest_taps(n_in: int, n_out: int, start: int, stop: int) -> np.ndarray:
+    """``F.interpolate(mode="nearest")`` source indices along one axis, outputs ``start..stop``."""
+    index = np.arange(start, stop)
+    if n_out == n_in:
+        return index
+    if n_out == 2 * n_in:
+        return index >> 1
+    scale = np.float32(n_in) / np.float32(n_out)
+    return np.minimum(np.floor(index.astype(np.float32) * scale).astype(np.int64), n_in - 1)
+
+
+def _tap_span(n_in: int, n_out: int, start: int, stop: int) -> tuple[int, int]:
+    first, second, _ = _linear_taps(n_in, n_out, start, stop)
+    nearest = _nearest_taps(n_in, n_out, start, stop)
+    return int(min(first.min(), nearest.min())), int(max(second.max(), nearest.max())) + 1
+
+
+@source_box.register
+def _(step: Resize, box: Box, size: Size) -> Box:
+    (h, w), (oh, ow) = size, step.size
+    top, bottom = _tap_span(h, oh, box.top, box.bottom)
+    left, right = _tap_span(w, ow, box.left, box.right)
+    return Box(top, left, bottom, right)
+
+
+def _interpolate_axis(images: Tensor, dim: int, taps: tuple[np.ndarray, ...], offset: int) -> Tensor:
+    first, second, weight = taps
+    a = images.index_select(dim, torch.from_numpy(first - offset))
+    b = images.index_select(dim, torch.from_numpy(second - offset))
+    shape = [1] * images.dim()
+    shape[dim] = -1
+    lam = torch.from_numpy(weight).view(shape)
+    return a * (1.0 - lam) + b * lam
+
+
+@map_window.register
+def _(step: Resize, images: Tensor, labels: Tensor, src: Box, box: Box, size: Size) -> Pair:
+    (h, w), (oh, ow) = size, step.size
+    images = _interpolate_axis(images, 2, _linear_taps(h, oh, box.top, box.bottom), src.top)
+    images = _interpolate_axis(images, 3, _linear_taps(w, ow, box.left, box.right), src.left)
+    rows = torch.from_numpy(_nearest_taps(h, oh, box.top, box.bottom) - src.top)
+    cols = torch.from_numpy(_nearest_taps(w, ow, box.left, box.right) - src.left)
+    return images, labels.index_select(1, rows).index_select(2, cols)
+
+
+def _rotation_source(step: Rotate, rows: np.ndarray, cols: np.ndarray, size: Size) -> tuple[np.ndarray, ...]:
+    """Source pixel coordinates ``(x, y)`` that ``grid_sample`` reads for output pixels ``rows x cols``."""
+    h, w = size
+    theta = rotation_theta(step.angle, size).double().numpy()
+    xn = (2.0 * cols[None, :] + 1.0) / w - 1.0
+    yn = (2.0 * rows[:, None] + 1.0) / h - 1.0
+    gx = theta[0, 0] * xn + theta[0, 1] * yn + theta[0, 2]
+    gy = theta[1, 0] * xn + theta[1, 1] * yn + theta[1, 2]
+    return ((gx + 1.0) * w - 1.0) / 2.0, ((gy + 1.0) * h - 1.0) / 2.0
+
+
+@source_box.register
+def _(step: Rotate, box: Box, size: Size) -> Box:
+    rows = np.array([box.top, box.bottom - 1], np.float64)
+    cols = np.array([box.left, box.right - 1], np.float64)
+    x, y = _rotation_source(step, rows, cols, size)  # affine: the extremes lie at the corners
+    margin = 1  # bilinear's second tap, plus a pixel against rounding
+    return Box(
+        math.floor(y.min()) - margin,
+        math.floor(x.min()) - margin,
+        math.floor(y.max()) + 2 + margin,
+        math.floor(x.max()) + 2 + margin,
+    ).clip(size)
+
+
+@map_window.register
+def _(step: Rotate, images: Tensor, labels: Tensor, src: Box, box: Box, size: Size) -> Pair:
+    h, w = size
+    x, y = _rotation_source(step, np.arange(box.top, box.bottom, dtype=np.float64),
+                            np.arange(box.left, box.right, dtype=np.float64), size)
+    wh, ww = src.bottom - src.top, src.right - src.left
+    grid = np.stack([(2.0 * (x - src.left) + 1.0) / ww - 1.0, (2.0 * (y - src.top) + 1.0) / wh - 1.0], -1)
+    grid_t = torch.from_numpy(grid.astype(np.float32))[None].expand(images.shape[0], -1, -1, -1)
+    images = F.grid_sample(images, grid_t, mode="bilinear", align_corners=False)
+    xr, yr = np.rint(x).astype(np.int64), np.rint(y).astype(np.int64)
+    inside = torch.from_numpy((xr >= 0) & (xr < w) & (yr >= 0) & (yr < h))
+    rows = torch.from_numpy(np.clip(yr - src.top, 0, wh - 1))
+    cols = torch.from_numpy(np.clip(xr - src.left, 0, ww - 1))
+    picked = labels[:, rows, cols]
+    return images, torch.where(inside, picked, torch.full_like(picked, IGNORE))
