@@ -260,6 +260,7 @@ def _interpolate_axis(images: Tensor, dim: int, taps: tuple[np.ndarray, ...], of
 @map_window.register
 def _(step: Resize, images: Tensor, labels: Tensor, src: Box, box: Box, size: Size) -> Pair:
     (h, w), (oh, ow) = size, step.size
+    images = images.contiguous()  # index_select is slow on channels-last strides
     images = _interpolate_axis(images, 2, _linear_taps(h, oh, box.top, box.bottom), src.top)
     images = _interpolate_axis(images, 3, _linear_taps(w, ow, box.left, box.right), src.left)
     rows = torch.from_numpy(_nearest_taps(h, oh, box.top, box.bottom) - src.top)

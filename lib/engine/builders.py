@@ -75,6 +75,7 @@ def build_paired_train_set(cfg: Config) -> MultiShiftPairs:
         mean=tuple(d.mean),
         std=tuple(d.std),
         seed=cfg.train.seed,
+        crop_early=d.crop_early,
     )
 
 

@@ -38,6 +38,7 @@ from lib.engine.optim import build_optimizer
 from lib.engine.precision import autocast, make_grad_scaler, resolve_amp_dtype
 from lib.engine.stages import StageSpec, apply_stage, set_train_mode, stage_at, stages_from_config
 from lib.engine.steps import TrainStep
+from lib.errors import UserError
 from lib.models.checkpoints import load_weights, save_checkpoint
 from lib.scores import get_score
 
@@ -211,6 +212,10 @@ def _train_loader(cfg: Config, dataset: Dataset, info: DistInfo) -> tuple[DataLo
         raise ValueError(
             f"train.batch_size {cfg.train.batch_size} is not divisible by the {info.world_size} processes"
         )
+    if cfg.data.num_workers > 0 and cfg.data.prefetch_factor < 1:
+        raise UserError(
+            f"data.prefetch_factor must be at least 1 with data.num_workers > 0, got {cfg.data.prefetch_factor}"
+        )
     per_rank = cfg.train.batch_size // info.world_size
     if len(dataset) < per_rank * info.world_size:
         raise ValueError(
@@ -233,6 +238,8 @@ def _train_loader(cfg: Config, dataset: Dataset, info: DistInfo) -> tuple[DataLo
         pin_memory=info.device.type == "cuda",
         drop_last=True,
         generator=torch.Generator(),
+        persistent_workers=cfg.data.num_workers > 0,
+        prefetch_factor=cfg.data.prefetch_factor if cfg.data.num_workers > 0 else None,
     )
     return loader, sampler
 
@@ -324,7 +331,7 @@ def fit(
             sampler.set_epoch(epoch)
             if hasattr(train_set, "set_epoch"):
                 train_set.set_epoch(epoch)
-            loader.generator.manual_seed(cfg.train.seed * 100003 + epoch)
+            loader.generator.manual_seed((cfg.train.seed * 100003 + epoch) * info.world_size + info.rank)
             start = time.perf_counter()
             means, global_step = train_one_epoch(
                 train_model,

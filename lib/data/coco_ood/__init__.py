@@ -222,13 +222,21 @@ class OutlierObjects:
 
 
 def paste_outlier(
-    image: Tensor, label: Tensor, rgb: np.ndarray, mask: np.ndarray, scale: float
+    image: Tensor,
+    label: Tensor,
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    scale: float,
+    *,
+    rng: random.Random | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Paste an object, rescaled by ``scale``, at a uniform random position; its pixels become ``ANOMALY``.
 
     ``image``: ``[3, H, W]`` in ``0..1`` (before normalisation), ``label``: ``[H, W]`` int64; both
-    are modified in place and returned. An object larger than the image is shrunk to fit.
+    are modified in place and returned. An object larger than the image is shrunk to fit. The
+    position comes from ``rng`` (default: the ``random`` module).
     """
+    rng = random if rng is None else rng
     h, w = image.shape[-2:]
     oh, ow = mask.shape
     s = min(scale, h / oh, w / ow)
@@ -236,7 +244,7 @@ def paste_outlier(
     rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
     mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
     oh, ow = mask.shape
-    top, left = random.randint(0, h - oh), random.randint(0, w - ow)
+    top, left = rng.randint(0, h - oh), rng.randint(0, w - ow)
     obj = torch.from_numpy(mask == ANOMALY)
     patch = torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
     region = image[:, top : top + oh, left : left + ow]
