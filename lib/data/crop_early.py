@@ -131,13 +131,15 @@ def run_crop_early(steps: Sequence[Step], frames: Frames) -> Pair:
     """
     n_colour = next((i for i, s in enumerate(steps) if not isinstance(s, PixelStep)), len(steps))
     colour, geometric = list(steps[:n_colour]), list(steps[n_colour:])
+    if any(isinstance(s, PixelStep) for s in geometric):
+        return run_steps(steps, *frames.whole())
     sizes = [frames.size]
     for step in geometric:
         sizes.append(step.out_size(sizes[-1]))
     boxes = [Box.whole(sizes[-1])]
     for step, size in zip(reversed(geometric), reversed(sizes[:-1]), strict=True):
         boxes.insert(0, source_box(step, boxes[0], size))
-    if any(isinstance(s, PixelStep) for s in geometric) or any(b.empty for b in boxes):
+    if any(b.empty for b in boxes):
         return run_steps(steps, *frames.whole())
     images, labels = _colour_window(colour, frames, boxes[0]), frames.labels(boxes[0])
     for step, size, src, out in zip(geometric, sizes[:-1], boxes[:-1], boxes[1:], strict=True):
@@ -183,7 +185,9 @@ def map_window(step: object, images: Tensor, labels: Tensor, src: Box, box: Box,
 
 @source_box.register
 def _(step: Crop, box: Box, size: Size) -> Box:
-    return Box(box.top + step.top, box.left + step.left, box.bottom + step.top, box.right + step.left).clip(size)
+    return Box(box.top + step.top, box.left + step.left, box.bottom + step.top, box.right + step.left).clip(
+        size
+    )
 
 
 @map_window.register
@@ -191,7 +195,9 @@ def _(step: Crop, images: Tensor, labels: Tensor, src: Box, box: Box, size: Size
     h, w = box.bottom - box.top, box.right - box.left
     out_images = images.new_zeros((*images.shape[:2], h, w))
     out_labels = labels.new_full((labels.shape[0], h, w), IGNORE)
-    rows, cols = Box(src.top - step.top, src.left - step.left, src.bottom - step.top, src.right - step.left).inside(box)
+    rows, cols = Box(
+        src.top - step.top, src.left - step.left, src.bottom - step.top, src.right - step.left
+    ).inside(box)
     out_images[..., rows, cols] = images
     out_labels[..., rows, cols] = labels
     return out_images, out_labels
@@ -207,7 +213,9 @@ def _(step: HorizontalFlip | VerticalFlip, box: Box, size: Size) -> Box:
 
 @map_window.register(HorizontalFlip)
 @map_window.register(VerticalFlip)
-def _(step: HorizontalFlip | VerticalFlip, images: Tensor, labels: Tensor, src: Box, box: Box, size: Size) -> Pair:
+def _(
+    step: HorizontalFlip | VerticalFlip, images: Tensor, labels: Tensor, src: Box, box: Box, size: Size
+) -> Pair:
     return step(images, labels)
 
 
@@ -296,8 +304,12 @@ def _(step: Rotate, box: Box, size: Size) -> Box:
 @map_window.register
 def _(step: Rotate, images: Tensor, labels: Tensor, src: Box, box: Box, size: Size) -> Pair:
     h, w = size
-    x, y = _rotation_source(step, np.arange(box.top, box.bottom, dtype=np.float64),
-                            np.arange(box.left, box.right, dtype=np.float64), size)
+    x, y = _rotation_source(
+        step,
+        np.arange(box.top, box.bottom, dtype=np.float64),
+        np.arange(box.left, box.right, dtype=np.float64),
+        size,
+    )
     wh, ww = src.bottom - src.top, src.right - src.left
     grid = np.stack([(2.0 * (x - src.left) + 1.0) / ww - 1.0, (2.0 * (y - src.top) + 1.0) / wh - 1.0], -1)
     grid_t = torch.from_numpy(grid.astype(np.float32))[None].expand(images.shape[0], -1, -1, -1)
