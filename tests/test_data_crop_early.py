@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DistributedSampler
 
 from lib.config import Config, DataConfig, load_config
 from lib.data import MultiShiftPairs, collate_items

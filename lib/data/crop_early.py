@@ -9,9 +9,10 @@ filter radius; a step that needs a whole-frame statistic (contrast's mean grey, 
 range, equalisation's histogram) takes it from the whole frame, processed by the steps before it,
 so the statistic is the full-frame pipeline's own. OpenCV's vector code rounds a row's last
 pixels differently, so windows read by OpenCV steps start and end on the same column multiples
-as its vector blocks (``column_alignment``) unless they end at the frame's edge. Colour values are therefore bit-identical to
-running the recipe on whole frames; resampled images differ by float rounding only, labels only
-where a resampled coordinate lies within rounding of a nearest-neighbour boundary.
+as its vector blocks (``column_alignment``) unless they end at the frame's edge. Colour values
+are therefore bit-identical to running the recipe on whole frames; resampled images differ by
+float rounding only, labels only where a resampled coordinate lies within rounding of a
+nearest-neighbour boundary.
 """
 
 from __future__ import annotations

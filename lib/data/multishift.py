@@ -19,8 +19,8 @@ from torch.utils.data import Dataset
 
 from lib.data.cityscapes import list_cityscapes_split, read_train_label
 from lib.data.coco_ood import OutlierObjects, paste_outlier
-from lib.data.io import read_rgb
 from lib.data.crop_early import Frames, can_plan, run_crop_early
+from lib.data.io import read_rgb
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, JointTransform, Normalize, run_steps
 
 DEFAULT_OOD_SCALES = tuple(round(0.1 * i, 1) for i in range(1, 11))

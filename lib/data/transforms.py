@@ -257,7 +257,7 @@ def rotation_theta(angle: float, size: Size) -> Tensor:
 
 
 class Rotate:
-    """Rotate by ``angle`` radians about the centre (bilinear images, nearest labels, outside -> 0 / IGNORE)."""
+    """Rotate by ``angle`` radians about the centre (images bilinear, labels nearest; outside: 0, IGNORE)."""
 
     def __init__(self, angle: float) -> None:
         self.angle = angle

@@ -214,7 +214,8 @@ def _train_loader(cfg: Config, dataset: Dataset, info: DistInfo) -> tuple[DataLo
         )
     if cfg.data.num_workers > 0 and cfg.data.prefetch_factor < 1:
         raise UserError(
-            f"data.prefetch_factor must be at least 1 with data.num_workers > 0, got {cfg.data.prefetch_factor}"
+            "data.prefetch_factor must be at least 1 with data.num_workers > 0, "
+            f"got {cfg.data.prefetch_factor}"
         )
     per_rank = cfg.train.batch_size // info.world_size
     if len(dataset) < per_rank * info.world_size:
