@@ -256,22 +256,23 @@ def _(step: Resize, box: Box, size: Size) -> Box:
     return Box(top, left, bottom, right)
 
 
-def _interpolate_axis(images: Tensor, dim: int, taps: tuple[np.ndarray, ...], offset: int) -> Tensor:
-    first, second, weight = taps
-    a = images.index_select(dim, torch.from_numpy(first - offset))
-    b = images.index_select(dim, torch.from_numpy(second - offset))
-    shape = [1] * images.dim()
-    shape[dim] = -1
-    lam = torch.from_numpy(weight).view(shape)
-    return a * (1.0 - lam) + b * lam
+def _sample(images: Tensor, x: np.ndarray, y: np.ndarray, src: Box, padding: str) -> Tensor:
+    """Bilinear ``images`` (the window ``src`` of a frame) at frame pixel coordinates ``x, y``
+    (``[h, w]`` each), as ``grid_sample`` with ``align_corners=False`` reads them."""
+    wh, ww = src.bottom - src.top, src.right - src.left
+    grid = np.stack([(2.0 * (x - src.left) + 1.0) / ww - 1.0, (2.0 * (y - src.top) + 1.0) / wh - 1.0], -1)
+    grid_t = torch.from_numpy(grid.astype(np.float32))[None].expand(images.shape[0], -1, -1, -1)
+    return F.grid_sample(images, grid_t, mode="bilinear", padding_mode=padding, align_corners=False)
 
 
 @map_window.register
 def _(step: Resize, images: Tensor, labels: Tensor, src: Box, box: Box, size: Size) -> Pair:
     (h, w), (oh, ow) = size, step.size
-    images = images.contiguous()  # index_select is slow on channels-last strides
-    images = _interpolate_axis(images, 2, _linear_taps(h, oh, box.top, box.bottom), src.top)
-    images = _interpolate_axis(images, 3, _linear_taps(w, ow, box.left, box.right), src.left)
+    y_first, _, y_weight = _linear_taps(h, oh, box.top, box.bottom)
+    x_first, _, x_weight = _linear_taps(w, ow, box.left, box.right)
+    y = np.broadcast_to((y_first + y_weight.astype(np.float64))[:, None], (len(y_first), len(x_first)))
+    x = np.broadcast_to((x_first + x_weight.astype(np.float64))[None, :], y.shape)
+    images = _sample(images, x, y, src, "border")  # the window holds every tap; border: the frame's edge
     rows = torch.from_numpy(_nearest_taps(h, oh, box.top, box.bottom) - src.top)
     cols = torch.from_numpy(_nearest_taps(w, ow, box.left, box.right) - src.left)
     return images, labels.index_select(1, rows).index_select(2, cols)
@@ -312,9 +313,7 @@ def _(step: Rotate, images: Tensor, labels: Tensor, src: Box, box: Box, size: Si
         size,
     )
     wh, ww = src.bottom - src.top, src.right - src.left
-    grid = np.stack([(2.0 * (x - src.left) + 1.0) / ww - 1.0, (2.0 * (y - src.top) + 1.0) / wh - 1.0], -1)
-    grid_t = torch.from_numpy(grid.astype(np.float32))[None].expand(images.shape[0], -1, -1, -1)
-    images = F.grid_sample(images, grid_t, mode="bilinear", align_corners=False)
+    images = _sample(images, x, y, src, "zeros")
     xr, yr = np.rint(x).astype(np.int64), np.rint(y).astype(np.int64)
     inside = torch.from_numpy((xr >= 0) & (xr < w) & (yr >= 0) & (yr < h))
     rows = torch.from_numpy(np.clip(yr - src.top, 0, wh - 1))
