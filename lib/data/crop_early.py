@@ -28,8 +28,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lib.data.transforms import (
+    GREY_WEIGHTS,
+    AutoContrast,
     Compose,
+    Contrast,
     Crop,
+    Equalize,
     HorizontalFlip,
     Pair,
     PixelStep,
@@ -40,6 +44,7 @@ from lib.data.transforms import (
     VerticalFlip,
     rotation_theta,
     run_steps,
+    to_u8,
 )
 from lib.labels import IGNORE
 
@@ -99,6 +104,8 @@ class Frames:
         if len(shapes) != 1:
             raise ValueError(f"images and labels must share one height/width, got {sorted(shapes)}")
         self._images, self._labels, self._prepare = list(images), list(labels), prepare
+        self._whole: list[np.ndarray] | None = None
+        self.count = len(self._images)
         self.size: Size = next(iter(shapes))
 
     def images(self, box: Box) -> Tensor:
@@ -107,6 +114,30 @@ class Frames:
         if self._prepare is not None:
             crops = self._prepare(crops)
         return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255.0)
+
+    def whole_uint8(self) -> list[np.ndarray]:
+        """The prepared whole images ``[H, W, 3]`` uint8 (computed once)."""
+        if self._whole is None:
+            self._whole = self._prepare(self._images) if self._prepare is not None else self._images
+        return self._whole
+
+    def histograms(self) -> np.ndarray:
+        """``[N, 3, 256]`` int64 counts of each level per image and channel of the whole frames."""
+        return np.stack(
+            [[np.bincount(im[..., c].ravel(), minlength=256) for c in range(3)] for im in self.whole_uint8()]
+        )
+
+    def lookup(self, tables: Tensor, box: Box) -> Tensor:
+        """``tables[n, c, level]`` (float32 ``[N, 3, 256]``) read at each pixel of ``box``."""
+        if box == Box.whole(self.size):
+            crops = self.whole_uint8()
+        else:
+            crops = [im[box.top : box.bottom, box.left : box.right] for im in self._images]
+            if self._prepare is not None:
+                crops = self._prepare(crops)
+        values = tables.numpy()
+        out = [[np.take(values[n, c], crop[..., c]) for c in range(3)] for n, crop in enumerate(crops)]
+        return torch.from_numpy(np.stack(out))
 
     def labels(self, box: Box) -> Tensor:
         crops = [lb[box.top : box.bottom, box.left : box.right] for lb in self._labels]
@@ -149,27 +180,76 @@ def run_crop_early(steps: Sequence[Step], frames: Frames) -> Pair:
 
 
 def _colour_window(steps: list[PixelStep], frames: Frames, box: Box) -> Tensor:
-    """Colour steps on the source window ``box`` (grown by each filter's radius on the way)."""
-    size = frames.size
+    """Colour steps on the source window ``box`` (grown by each filter's radius on the way).
+
+    The leading steps that act on each value alone run on tables of the 256 source levels; their
+    whole-frame statistics come from level histograms. A statistic after a filter or a
+    cross-channel step needs the whole frame processed up to it.
+    """
+    size, whole = frames.size, Box.whole(frames.size)
     needed = [box]
     for step in reversed(steps):
         needed.insert(0, needed[0].grow(step.radius, size, step.column_alignment))
+    n_tabled = next((i for i, s in enumerate(steps) if not s.per_value), len(steps))
+    tables = _level_tables(steps[:n_tabled], frames) if n_tabled else None
     last_stat = max((i for i, s in enumerate(steps) if s.uses_statistic), default=-1)
-    stat = None
-    if last_stat >= 0:
-        images = frames.images(Box.whole(size))
-        for step in steps[:last_stat]:
+    stat, start = None, n_tabled
+    if last_stat >= n_tabled:
+        images = frames.images(whole) if tables is None else frames.lookup(tables, whole)
+        for step in steps[n_tabled:last_stat]:
             images = step.apply(images, step.statistic(images))
         stat = steps[last_stat].statistic(images)
-        rows, cols = needed[last_stat].inside(Box.whole(size))
+        rows, cols = needed[last_stat].inside(whole)
         images, start = images[..., rows, cols], last_stat
+    elif tables is None:
+        images = frames.images(needed[0])
     else:
-        images, start = frames.images(needed[0]), 0
+        images = frames.lookup(tables, needed[n_tabled])
     for i in range(start, len(steps)):
         images = steps[i].apply(images, stat if i == last_stat else None, needed[i].edges(size))
         rows, cols = needed[i + 1].inside(needed[i])
         images = images[..., rows, cols]
     return images
+
+
+def _level_tables(steps: list[PixelStep], frames: Frames) -> Tensor:
+    """``[N, 3, 256]``: what ``steps`` (each acting on values alone) make of each 8-bit level.
+
+    Each step runs on the table as if it were a one-row image, so the values are the ones it
+    computes on pixels; whole-frame statistics come from the level histograms of the frames.
+    """
+    levels = torch.arange(256, dtype=torch.uint8).float().div_(255.0)  # as ToTensor converts
+    tables = levels.expand(frames.count, 3, 1, 256).contiguous()
+    counts = frames.histograms() if any(s.uses_statistic for s in steps) else None
+    for step in steps:
+        stat = _statistic_from_levels(step, tables, counts, frames) if step.uses_statistic else None
+        tables = step.apply(tables, stat)
+    return tables[:, :, 0]
+
+
+def _statistic_from_levels(step: PixelStep, tables: Tensor, counts: np.ndarray, frames: Frames) -> object:
+    if isinstance(step, Equalize):
+        levels = to_u8(tables)[:, 0]  # [N * 3, 256]: the 8-bit value each source level becomes
+        flat = counts.reshape(-1, 256)
+        return Equalize.tables_from_histograms(
+            [
+                np.bincount(q, weights=c, minlength=256).astype(np.int64)
+                for q, c in zip(levels, flat, strict=True)
+            ]
+        )
+    if isinstance(step, AutoContrast):
+        present = torch.from_numpy(counts > 0)[:, :, None]  # [N, 3, 1, 256]
+        first = tables.gather(3, present.byte().argmax(3, keepdim=True))  # a level each frame holds
+        return step.statistic(torch.where(present, tables, first))
+    if isinstance(step, Contrast):
+        weighted = [(w * tables[:, c, 0]).numpy() for c, w in enumerate(GREY_WEIGHTS)]
+        pixels = [
+            (np.take(weighted[0][n], im[..., 0]) + np.take(weighted[1][n], im[..., 1]))
+            + np.take(weighted[2][n], im[..., 2])
+            for n, im in enumerate(frames.whole_uint8())
+        ]
+        return torch.from_numpy(np.stack(pixels))[:, None].mean(dim=(1, 2, 3), keepdim=True)
+    raise TypeError(f"no level-table statistic for {type(step).__name__}")
 
 
 @singledispatch

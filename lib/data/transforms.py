@@ -47,7 +47,7 @@ Edges = tuple[bool, bool, bool, bool]
 """Which sides (top, bottom, left, right) of a window are borders of the frame."""
 ALL_EDGES: Edges = (True, True, True, True)
 
-_GREY = (0.299, 0.587, 0.114)
+GREY_WEIGHTS = (0.299, 0.587, 0.114)
 _OPENCV_BLOCK = 16  # pixels per vector block of OpenCV's row loops (8 with AVX2; 16 covers AVX-512)
 _SHARPNESS_KERNEL = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13.0
 
@@ -135,6 +135,9 @@ class PixelStep:
 
     radius = 0
     uses_statistic = False
+    per_value = False
+    """Each output value is a function of the same pixel's same channel alone (given the statistic):
+    the step can run on a table of the 256 levels of an 8-bit source."""
     column_alignment = 1
     """Windows start and end on multiples of this many columns (or at the frame's edge)."""
 
@@ -290,7 +293,7 @@ class RandomRotate(_Drawn):
 
 def _grey(images: Tensor) -> Tensor:
     r, g, b = images.unbind(1)
-    return (_GREY[0] * r + _GREY[1] * g + _GREY[2] * b).unsqueeze(1)
+    return (GREY_WEIGHTS[0] * r + GREY_WEIGHTS[1] * g + GREY_WEIGHTS[2] * b).unsqueeze(1)
 
 
 def _blend(a: Tensor, b: Tensor, factor: float) -> Tensor:
@@ -312,6 +315,8 @@ def _shift_hue(rgb: np.ndarray, shift: float) -> np.ndarray:
 class Brightness(PixelStep):
     """Multiply by ``factor``, clip to ``0..1``."""
 
+    per_value = True
+
     def __init__(self, factor: float) -> None:
         self.factor = factor
 
@@ -321,6 +326,8 @@ class Brightness(PixelStep):
 
 class Contrast(PixelStep):
     """Blend with the image's mean grey level (a whole-frame statistic) by ``factor``."""
+
+    per_value = True
 
     uses_statistic = True
 
@@ -454,6 +461,7 @@ class AutoContrast(PixelStep):
     """Stretch each channel of each image to the full ``0..1`` range (of the whole frame)."""
 
     uses_statistic = True
+    per_value = True
 
     def statistic(self, images: Tensor) -> tuple[Tensor, Tensor]:
         lo = images.amin(dim=(2, 3), keepdim=True)
@@ -467,7 +475,8 @@ class AutoContrast(PixelStep):
         return ((images - lo) * scale).clamp_(0.0, 1.0)
 
 
-def _to_u8(images: Tensor) -> np.ndarray:
+def to_u8(images: Tensor) -> np.ndarray:
+    """``[N, C, H, W]`` 0..1 -> ``[N * C, H, W]`` uint8, truncating (torchvision's equalize)."""
     n, c, h, w = images.shape
     return (images * 255).to(torch.uint8).reshape(n * c, h, w).numpy()
 
@@ -480,16 +489,20 @@ class Equalize(PixelStep):
     """
 
     uses_statistic = True
+    per_value = True
 
     def statistic(self, images: Tensor) -> list[np.ndarray | None]:
-        return self._tables(_to_u8(images))
+        return self._tables(to_u8(images))
 
     @staticmethod
     def _tables(u8: np.ndarray) -> list[np.ndarray | None]:
-        """One uint8 table per channel, None where the channel stays as it is."""
+        return Equalize.tables_from_histograms([np.bincount(c.ravel(), minlength=256) for c in u8])
+
+    @staticmethod
+    def tables_from_histograms(histograms: Sequence[np.ndarray]) -> list[np.ndarray | None]:
+        """One uint8 table per channel's 256-bin histogram, None where the channel stays as it is."""
         tables: list[np.ndarray | None] = []
-        for channel in u8:
-            hist = np.bincount(channel.ravel(), minlength=256)
+        for hist in histograms:
             nonzero = hist[hist != 0]
             step = int(nonzero[:-1].sum()) // 255
             if step == 0:
@@ -507,10 +520,10 @@ class Equalize(PixelStep):
         return torch.from_numpy(out).view(shape).float() / 255.0
 
     def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
-        return self._lookup(_to_u8(images), stat, images.shape)
+        return self._lookup(to_u8(images), stat, images.shape)
 
     def __call__(self, images: Tensor, labels: Tensor) -> Pair:
-        u8 = _to_u8(images)
+        u8 = to_u8(images)
         return self._lookup(u8, self._tables(u8), images.shape), labels
 
 
