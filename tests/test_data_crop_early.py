@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from lib.config import Config, DataConfig, load_config
-from lib.data import MultiShiftPairs, collate_items
+from lib.data import MultiShiftPairs, collate_items, crop_early
 from lib.data.crop_early import Box, Frames, run_crop_early
 from lib.data.transforms import (
     AutoContrast,
@@ -72,8 +72,11 @@ def test_drawing_first_gives_the_draws_of_calling_in_order(augmentation):
         assert torch.equal(called[0], planned[0]) and torch.equal(called[1], planned[1])
 
 
-def test_colour_steps_flips_and_crops_are_bit_identical():
-    """Crops that touch every border (crop as large as the frame, or larger: padding) included."""
+@pytest.mark.parametrize("band_pixels", [64, 1 << 16])
+def test_colour_steps_flips_and_crops_are_bit_identical(band_pixels, monkeypatch):
+    """Crops that touch every border (crop as large as the frame, or larger: padding) included;
+    whole frames needed for a statistic run in bands of 8 rows or at once."""
+    monkeypatch.setattr(crop_early, "_BAND_PIXELS", band_pixels)
     recipe = Compose(
         [
             (ColorJitter(), 0.5),

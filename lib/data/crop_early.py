@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import singledispatch
+from functools import partial, singledispatch
 
 import numpy as np
 import torch
@@ -179,37 +179,79 @@ def run_crop_early(steps: Sequence[Step], frames: Frames) -> Pair:
     return images, labels
 
 
+_BAND_PIXELS = 1 << 16
+"""Pixels per band when a whole frame must be processed: bands keep each step's data in cache."""
+
+
 def _colour_window(steps: list[PixelStep], frames: Frames, box: Box) -> Tensor:
     """Colour steps on the source window ``box`` (grown by each filter's radius on the way).
 
     The leading steps that act on each value alone run on tables of the 256 source levels; their
     whole-frame statistics come from level histograms. A statistic after a filter or a
-    cross-channel step needs the whole frame processed up to it.
+    cross-channel step needs the whole frame processed up to it: that runs in bands of rows.
     """
-    size, whole = frames.size, Box.whole(frames.size)
+    size = frames.size
+    n_tabled = next((i for i, s in enumerate(steps) if not s.per_value), len(steps))
+    if n_tabled:
+        tables = _level_tables(steps[:n_tabled], frames)
+
+        def read(b: Box) -> Tensor:
+            return frames.lookup(tables, b)
+    else:
+        read = frames.images
+    stats: dict[int, object] = {}
+    start = n_tabled
+    for i in range(n_tabled, len(steps)):
+        if steps[i].uses_statistic:
+            whole = _in_bands(steps[start:i], read, stats, start, size, frames.count)
+            stats[i] = steps[i].statistic(whole)
+            read, start = partial(_read_window, whole), i
+    return _window(steps[start:], read, stats, start, box, size)
+
+
+def _read_window(images: Tensor, box: Box) -> Tensor:
+    return images[..., box.top : box.bottom, box.left : box.right]
+
+
+def _window(
+    steps: list[PixelStep],
+    read: Callable[[Box], Tensor],
+    stats: dict[int, object],
+    first: int,
+    box: Box,
+    size: Size,
+) -> Tensor:
+    """``steps`` (the recipe's steps ``first...``) on the window ``box`` of the frame, reading their
+    input window (grown by each filter's radius) with ``read``."""
     needed = [box]
     for step in reversed(steps):
         needed.insert(0, needed[0].grow(step.radius, size, step.column_alignment))
-    n_tabled = next((i for i, s in enumerate(steps) if not s.per_value), len(steps))
-    tables = _level_tables(steps[:n_tabled], frames) if n_tabled else None
-    last_stat = max((i for i, s in enumerate(steps) if s.uses_statistic), default=-1)
-    stat, start = None, n_tabled
-    if last_stat >= n_tabled:
-        images = frames.images(whole) if tables is None else frames.lookup(tables, whole)
-        for step in steps[n_tabled:last_stat]:
-            images = step.apply(images, step.statistic(images))
-        stat = steps[last_stat].statistic(images)
-        rows, cols = needed[last_stat].inside(whole)
-        images, start = images[..., rows, cols], last_stat
-    elif tables is None:
-        images = frames.images(needed[0])
-    else:
-        images = frames.lookup(tables, needed[n_tabled])
-    for i in range(start, len(steps)):
-        images = steps[i].apply(images, stat if i == last_stat else None, needed[i].edges(size))
+    images = read(needed[0])
+    for i, step in enumerate(steps):
+        images = step.apply(images, stats.get(first + i), needed[i].edges(size))
         rows, cols = needed[i + 1].inside(needed[i])
         images = images[..., rows, cols]
     return images
+
+
+def _in_bands(
+    steps: list[PixelStep],
+    read: Callable[[Box], Tensor],
+    stats: dict[int, object],
+    first: int,
+    size: Size,
+    count: int,
+) -> Tensor:
+    """``steps`` on the whole frame, band by band (the same values as on the whole frame at once)."""
+    h, w = size
+    if not steps:
+        return read(Box.whole(size))
+    out = torch.empty((count, 3, h, w))
+    rows = max(8, _BAND_PIXELS // max(w, 1))
+    for top in range(0, h, rows):
+        band = Box(top, 0, min(top + rows, h), w)
+        out[..., band.top : band.bottom, :] = _window(steps, read, stats, first, band, size)
+    return out
 
 
 def _level_tables(steps: list[PixelStep], frames: Frames) -> Tensor:
