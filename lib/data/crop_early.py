@@ -246,7 +246,7 @@ def _in_bands(
     h, w = size
     if not steps:
         return read(Box.whole(size))
-    out = torch.empty((count, 3, h, w))
+    out = torch.empty((count, 3, h, w), memory_format=torch.channels_last)
     rows = max(8, _BAND_PIXELS // max(w, 1))
     for top in range(0, h, rows):
         band = Box(top, 0, min(top + rows, h), w)

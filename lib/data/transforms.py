@@ -301,9 +301,13 @@ def _blend(a: Tensor, b: Tensor, factor: float) -> Tensor:
 
 
 def _per_image(images: Tensor, fn: Callable[[np.ndarray], np.ndarray]) -> Tensor:
-    """Apply an OpenCV function to each ``[H, W, 3]`` float32 image (much faster than torch convs on CPU)."""
-    out = [torch.from_numpy(fn(np.ascontiguousarray(im.permute(1, 2, 0).numpy()))) for im in images]
-    return torch.stack(out).permute(0, 3, 1, 2).contiguous()
+    """Apply an OpenCV function to each ``[H, W, 3]`` float32 image (much faster than torch convs on CPU).
+
+    The result is channels-last in memory (as :class:`ToTensor`'s), so that the next OpenCV step
+    reads it without a copy; torch's element-wise steps keep that layout.
+    """
+    out = [fn(np.ascontiguousarray(im.permute(1, 2, 0).numpy())) for im in images]
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
 
 
 def _shift_hue(rgb: np.ndarray, shift: float) -> np.ndarray:
