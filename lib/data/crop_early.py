@@ -201,16 +201,24 @@ def _colour_window(steps: list[PixelStep], frames: Frames, box: Box) -> Tensor:
         read = frames.images
     stats: dict[int, object] = {}
     start = n_tabled
-    for i in range(n_tabled, len(steps)):
-        if steps[i].uses_statistic:
-            whole = _in_bands(steps[start:i], read, stats, start, size, frames.count)
-            stats[i] = steps[i].statistic(whole)
-            read, start = partial(_read_window, whole), i
+    stat_steps = [i for i in range(n_tabled, len(steps)) if steps[i].uses_statistic]
+    for k, i in enumerate(stat_steps):
+        keep = Box.whole(size) if k + 1 < len(stat_steps) else _needed(steps[i:], box, size)
+        kept, stats[i] = _in_bands(steps[start:i], steps[i], read, stats, start, size, frames.count, keep)
+        read, start = partial(_read_window, kept, keep), i
     return _window(steps[start:], read, stats, start, box, size)
 
 
-def _read_window(images: Tensor, box: Box) -> Tensor:
-    return images[..., box.top : box.bottom, box.left : box.right]
+def _read_window(images: Tensor, holds: Box, box: Box) -> Tensor:
+    rows, cols = box.inside(holds)
+    return images[..., rows, cols]
+
+
+def _needed(steps: Sequence[PixelStep], box: Box, size: Size) -> Box:
+    """The input window that ``steps`` need for their output window ``box``."""
+    for step in reversed(steps):
+        box = box.grow(step.radius, size, step.column_alignment)
+    return box
 
 
 def _window(
@@ -236,22 +244,32 @@ def _window(
 
 def _in_bands(
     steps: list[PixelStep],
+    stat_step: PixelStep,
     read: Callable[[Box], Tensor],
     stats: dict[int, object],
     first: int,
     size: Size,
     count: int,
-) -> Tensor:
-    """``steps`` on the whole frame, band by band (the same values as on the whole frame at once)."""
+    keep: Box,
+) -> tuple[Tensor, object]:
+    """``steps`` on the whole frame, band by band of rows: ``stat_step``'s statistic of the result
+    (joined over the bands, exactly) and the result's window ``keep``."""
     h, w = size
-    if not steps:
-        return read(Box.whole(size))
-    out = torch.empty((count, 3, h, w), memory_format=torch.channels_last)
+    out = torch.empty(
+        (count, 3, keep.bottom - keep.top, keep.right - keep.left), memory_format=torch.channels_last
+    )
     rows = max(8, _BAND_PIXELS // max(w, 1))
+    parts = []
     for top in range(0, h, rows):
         band = Box(top, 0, min(top + rows, h), w)
-        out[..., band.top : band.bottom, :] = _window(steps, read, stats, first, band, size)
-    return out
+        images = _window(steps, read, stats, first, band, size)
+        parts.append(stat_step.statistic_part(images))
+        common = Box(max(band.top, keep.top), keep.left, min(band.bottom, keep.bottom), keep.right)
+        if not common.empty:
+            rows_out, cols_out = common.inside(keep)
+            rows_in, cols_in = common.inside(band)
+            out[..., rows_out, cols_out] = images[..., rows_in, cols_in]
+    return out, stat_step.combine(parts)
 
 
 def _level_tables(steps: list[PixelStep], frames: Frames) -> Tensor:

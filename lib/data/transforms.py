@@ -148,6 +148,14 @@ class PixelStep:
         return [self]
 
     def statistic(self, images: Tensor) -> object:
+        """The whole-frame statistic of ``images`` (None for steps without one)."""
+        return self.combine([self.statistic_part(images)])
+
+    def statistic_part(self, images: Tensor) -> object:
+        """What the statistic needs from one band of rows; :meth:`combine` joins the bands exactly."""
+        return None
+
+    def combine(self, parts: list) -> object:
         return None
 
     def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
@@ -338,8 +346,12 @@ class Contrast(PixelStep):
     def __init__(self, factor: float) -> None:
         self.factor = factor
 
-    def statistic(self, images: Tensor) -> Tensor:
-        return _grey(images).mean(dim=(1, 2, 3), keepdim=True)
+    def statistic_part(self, images: Tensor) -> Tensor:
+        return _grey(images)
+
+    def combine(self, parts: list) -> Tensor:
+        grey = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+        return grey.mean(dim=(1, 2, 3), keepdim=True)
 
     def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
         return _blend(images, stat, self.factor)
@@ -467,9 +479,12 @@ class AutoContrast(PixelStep):
     uses_statistic = True
     per_value = True
 
-    def statistic(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        lo = images.amin(dim=(2, 3), keepdim=True)
-        hi = images.amax(dim=(2, 3), keepdim=True)
+    def statistic_part(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        return images.amin(dim=(2, 3), keepdim=True), images.amax(dim=(2, 3), keepdim=True)
+
+    def combine(self, parts: list) -> tuple[Tensor, Tensor]:
+        lo = torch.stack([p[0] for p in parts]).amin(0)
+        hi = torch.stack([p[1] for p in parts]).amax(0)
         flat = hi <= lo
         scale = torch.where(flat, torch.ones_like(hi), 1.0 / (hi - lo).clamp_min(1e-12))
         return torch.where(flat, torch.zeros_like(lo), lo), scale
@@ -495,12 +510,19 @@ class Equalize(PixelStep):
     uses_statistic = True
     per_value = True
 
-    def statistic(self, images: Tensor) -> list[np.ndarray | None]:
-        return self._tables(to_u8(images))
+    def statistic_part(self, images: Tensor) -> np.ndarray:
+        return self._histograms(to_u8(images))
+
+    def combine(self, parts: list) -> list[np.ndarray | None]:
+        return self.tables_from_histograms(sum(parts[1:], parts[0]))
+
+    @staticmethod
+    def _histograms(u8: np.ndarray) -> np.ndarray:
+        return np.stack([np.bincount(c.ravel(), minlength=256) for c in u8])
 
     @staticmethod
     def _tables(u8: np.ndarray) -> list[np.ndarray | None]:
-        return Equalize.tables_from_histograms([np.bincount(c.ravel(), minlength=256) for c in u8])
+        return Equalize.tables_from_histograms(Equalize._histograms(u8))
 
     @staticmethod
     def tables_from_histograms(histograms: Sequence[np.ndarray]) -> list[np.ndarray | None]:
