@@ -18,10 +18,11 @@ nearest-neighbour boundary.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial, singledispatch
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -104,40 +105,38 @@ class Frames:
         if len(shapes) != 1:
             raise ValueError(f"images and labels must share one height/width, got {sorted(shapes)}")
         self._images, self._labels, self._prepare = list(images), list(labels), prepare
-        self._whole: list[np.ndarray] | None = None
         self.count = len(self._images)
         self.size: Size = next(iter(shapes))
 
     def images(self, box: Box) -> Tensor:
         """Float ``[N, 3, h, w]`` in ``0..1`` of ``box`` (the same values as :class:`ToTensor`)."""
+        return torch.from_numpy(np.stack(self._prepared(box))).permute(0, 3, 1, 2).float().div_(255.0)
+
+    def _prepared(self, box: Box) -> list[np.ndarray]:
         crops = [im[box.top : box.bottom, box.left : box.right] for im in self._images]
-        if self._prepare is not None:
-            crops = self._prepare(crops)
-        return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255.0)
+        return self._prepare(crops) if self._prepare is not None else crops
 
-    def whole_uint8(self) -> list[np.ndarray]:
-        """The prepared whole images ``[H, W, 3]`` uint8 (computed once)."""
-        if self._whole is None:
-            self._whole = self._prepare(self._images) if self._prepare is not None else self._images
-        return self._whole
+    def bands(self, rows: int) -> Iterator[list[np.ndarray]]:
+        """The prepared images ``[h, W, 3]`` uint8, ``rows`` rows at a time."""
+        h, w = self.size
+        for top in range(0, h, rows):
+            yield self._prepared(Box(top, 0, min(top + rows, h), w))
 
-    def histograms(self) -> np.ndarray:
+    def histograms(self, rows: int) -> np.ndarray:
         """``[N, 3, 256]`` int64 counts of each level per image and channel of the whole frames."""
-        return np.stack(
-            [[np.bincount(im[..., c].ravel(), minlength=256) for c in range(3)] for im in self.whole_uint8()]
-        )
+        counts = np.zeros((self.count, 3, 256), np.int64)
+        for band in self.bands(rows):
+            for n, im in enumerate(band):
+                for c in range(3):
+                    counts[n, c] += np.bincount(im[..., c].ravel(), minlength=256)
+        return counts
 
     def lookup(self, tables: Tensor, box: Box) -> Tensor:
-        """``tables[n, c, level]`` (float32 ``[N, 3, 256]``) read at each pixel of ``box``."""
-        if box == Box.whole(self.size):
-            crops = self.whole_uint8()
-        else:
-            crops = [im[box.top : box.bottom, box.left : box.right] for im in self._images]
-            if self._prepare is not None:
-                crops = self._prepare(crops)
-        values = tables.numpy()
-        out = [[np.take(values[n, c], crop[..., c]) for c in range(3)] for n, crop in enumerate(crops)]
-        return torch.from_numpy(np.stack(out))
+        """``tables[n, c, level]`` (float32 ``[N, 3, 256]``) read at each pixel of ``box``
+        (channels-last in memory, as :meth:`images`)."""
+        values = tables.permute(0, 2, 1).contiguous().numpy()  # [N, 256, 3]: OpenCV's table layout
+        out = [cv2.LUT(crop, values[n][None]) for n, crop in enumerate(self._prepared(box))]
+        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
 
     def labels(self, box: Box) -> Tensor:
         crops = [lb[box.top : box.bottom, box.left : box.right] for lb in self._labels]
@@ -242,6 +241,10 @@ def _window(
     return images
 
 
+def _band_rows(size: Size) -> int:
+    return max(8, _BAND_PIXELS // max(size[1], 1))
+
+
 def _in_bands(
     steps: list[PixelStep],
     stat_step: PixelStep,
@@ -258,7 +261,7 @@ def _in_bands(
     out = torch.empty(
         (count, 3, keep.bottom - keep.top, keep.right - keep.left), memory_format=torch.channels_last
     )
-    rows = max(8, _BAND_PIXELS // max(w, 1))
+    rows = _band_rows(size)
     parts = []
     for top in range(0, h, rows):
         band = Box(top, 0, min(top + rows, h), w)
@@ -280,7 +283,8 @@ def _level_tables(steps: list[PixelStep], frames: Frames) -> Tensor:
     """
     levels = torch.arange(256, dtype=torch.uint8).float().div_(255.0)  # as ToTensor converts
     tables = levels.expand(frames.count, 3, 1, 256).contiguous()
-    counts = frames.histograms() if any(s.uses_statistic for s in steps) else None
+    rows = _band_rows(frames.size)
+    counts = frames.histograms(rows) if any(s.uses_statistic for s in steps) else None
     for step in steps:
         stat = _statistic_from_levels(step, tables, counts, frames) if step.uses_statistic else None
         tables = step.apply(tables, stat)
@@ -303,12 +307,19 @@ def _statistic_from_levels(step: PixelStep, tables: Tensor, counts: np.ndarray, 
         return step.statistic(torch.where(present, tables, first))
     if isinstance(step, Contrast):
         weighted = [(w * tables[:, c, 0]).numpy() for c, w in enumerate(GREY_WEIGHTS)]
-        pixels = [
-            (np.take(weighted[0][n], im[..., 0]) + np.take(weighted[1][n], im[..., 1]))
-            + np.take(weighted[2][n], im[..., 2])
-            for n, im in enumerate(frames.whole_uint8())
+        grey = [
+            torch.from_numpy(
+                np.stack(
+                    [
+                        (np.take(weighted[0][n], im[..., 0]) + np.take(weighted[1][n], im[..., 1]))
+                        + np.take(weighted[2][n], im[..., 2])
+                        for n, im in enumerate(band)
+                    ]
+                )
+            )[:, None]
+            for band in frames.bands(_band_rows(frames.size))
         ]
-        return torch.from_numpy(np.stack(pixels))[:, None].mean(dim=(1, 2, 3), keepdim=True)
+        return step.combine(grey)
     raise TypeError(f"no level-table statistic for {type(step).__name__}")
 
 
