@@ -4,7 +4,7 @@ Writes a few 1024x2048 Cityscapes + MultiShift + COCO fixtures to a temporary fo
 speed (OpenCV vs Pillow, PNG/JPEG/WebP), then, for each training augmentation
 (``data.augmentation``: the DeepLab and the published Mask2Former recipe), runs ``MultiShiftPairs``
 (mixup, augmentation, COCO pasting) with ``crop_early`` on and off on the same items and draws,
-item by item in turn, and ends with one line per recipe: images/s of both, the speed-up, the
+item by item in turn, in one thread (as each DataLoader worker runs), and ends with one line per recipe: images/s of both, the speed-up, the
 largest image difference (0..1 units) and the share of differing label pixels.
 
     python benchmarks/bench_data.py [--pairs 8] [--epochs 2] [--workers 0 2]
@@ -170,6 +170,8 @@ def time_loader(root: Path, augmentation: str, workers: int, batches: int, batch
 
 
 def main(args: argparse.Namespace) -> None:
+    torch.set_num_threads(1)  # one thread per process, as in each DataLoader worker
+    cv2.setNumThreads(1)
     load = os.getloadavg()
     print(
         f"torch {torch.__version__}, opencv {cv2.__version__}, python {platform.python_version()}, "
