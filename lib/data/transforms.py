@@ -481,7 +481,7 @@ class AutoContrast(PixelStep):
 
     def statistic_part(self, images: Tensor) -> tuple[Tensor, Tensor]:
         n, c = images.shape[:2]
-        if images.is_contiguous(memory_format=torch.channels_last):  # reduce over a contiguous view
+        if images.stride(1) == 1:  # channels innermost in memory: reduce over a [N, H * W, C] view
             lo, hi = torch.aminmax(images.permute(0, 2, 3, 1).reshape(n, -1, c), dim=1)
             return lo.view(n, c, 1, 1), hi.view(n, c, 1, 1)
         return images.amin(dim=(2, 3), keepdim=True), images.amax(dim=(2, 3), keepdim=True)
