@@ -3,9 +3,10 @@
 Writes a few 1024x2048 Cityscapes + MultiShift + COCO fixtures to a temporary folder, times decode
 speed (OpenCV vs Pillow, PNG/JPEG/WebP), then, for each training augmentation
 (``data.augmentation``: the DeepLab and the published Mask2Former recipe), runs ``MultiShiftPairs``
-(mixup, augmentation, COCO pasting) with ``crop_early`` on and off on the same items and draws,
-item by item in turn, in one thread (as each DataLoader worker runs), and ends with one line per recipe: images/s of both, the speed-up, the
-largest image difference (0..1 units) and the share of differing label pixels.
+(decoding, mixup, augmentation, COCO pasting) with ``crop_early`` on and off on the same items and
+draws, item by item in turn, in one thread (as each DataLoader worker runs), and ends with one
+line per recipe: images/s of both, the speed-up, the largest image difference (0..1 units) and
+the share of differing label pixels.
 
     python benchmarks/bench_data.py [--pairs 8] [--epochs 2] [--workers 0 2]
         [--augmentations deeplab mask2former]

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from lib.config import Config, DataConfig, load_config
-from lib.data import MultiShiftPairs, collate_items, crop_early
+from lib.data import CityscapesSeg, MultiShiftPairs, collate_items, crop_early
 from lib.data.crop_early import Box, Frames, run_crop_early
 from lib.data.transforms import (
     AutoContrast,
@@ -239,3 +239,20 @@ def test_to_tensor_and_frames_read_the_same_values():
     assert torch.equal(whole[0], images) and torch.equal(whole[1], labels)
     window = frames.images(Box(3, 4, 11, 19))
     assert torch.equal(window, images[..., 3:11, 4:19])
+
+
+@pytest.mark.parametrize("augmentation", ["deeplab", "mask2former"])
+def test_closed_world_items_crop_early_equal_full_frame(tmp_path, augmentation):
+    write_cityscapes(tmp_path, size=(32, 48))
+    transform = paired_train_transform(DataConfig(augmentation=augmentation, crop_size=24))
+    early = CityscapesSeg(tmp_path / "cityscapes", transform=transform)
+    full = CityscapesSeg(tmp_path / "cityscapes", transform=transform, crop_early=False)
+    assert early.crop_early and not full.crop_early
+    for i in range(len(early)):
+        random.seed(i)
+        a = early[i]
+        random.seed(i)
+        b = full[i]
+        assert a["image"].shape == (3, 24, 24)
+        assert float((a["image"] - b["image"]).abs().max()) <= 1 / 255 / 0.225
+        assert (a["label"] != b["label"]).float().mean() < 1e-3

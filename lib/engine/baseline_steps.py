@@ -58,7 +58,12 @@ def build_unpaired_train_set(cfg: Config) -> CityscapesSeg:
         paste = PasteOutliers(OutlierObjects(Path(d.root) / d.coco), scales=d.ood_scale_array)
         steps.append((paste, d.ood_prob))
     return CityscapesSeg(
-        Path(d.root) / d.cityscapes, "train", Compose(steps), mean=tuple(d.mean), std=tuple(d.std)
+        Path(d.root) / d.cityscapes,
+        "train",
+        Compose(steps),
+        mean=tuple(d.mean),
+        std=tuple(d.std),
+        crop_early=d.crop_early,  # pasting draws from the object it loads: whole frames then
     )
 
 
