@@ -407,12 +407,19 @@ def _(step: Resize, box: Box, size: Size) -> Box:
     return Box(top, left, bottom, right)
 
 
-def _sample(images: Tensor, x: np.ndarray, y: np.ndarray, src: Box, padding: str) -> Tensor:
-    """Bilinear ``images`` (the window ``src`` of a frame) at frame pixel coordinates ``x, y``
-    (``[h, w]`` each), as ``grid_sample`` with ``align_corners=False`` reads them."""
+Coords = tuple[np.ndarray, np.ndarray]
+"""Frame coordinates of an output window as ``(per column [w], per row [h])`` parts: the coordinate
+of output pixel ``(i, j)`` is ``part[0][j] + part[1][i]`` (resizes and rotations are affine)."""
+
+
+def _sample(images: Tensor, x: Coords, y: Coords, src: Box, padding: str) -> Tensor:
+    """Bilinear ``images`` (the window ``src`` of a frame) at frame pixel coordinates ``x, y``, as
+    ``grid_sample`` with ``align_corners=False`` reads them."""
     wh, ww = src.bottom - src.top, src.right - src.left
-    grid = np.stack([(2.0 * (x - src.left) + 1.0) / ww - 1.0, (2.0 * (y - src.top) + 1.0) / wh - 1.0], -1)
-    grid_t = torch.from_numpy(grid.astype(np.float32))[None].expand(images.shape[0], -1, -1, -1)
+    grid = np.empty((len(x[1]), len(x[0]), 2), np.float32)
+    grid[..., 0] = ((2.0 * (x[0] - src.left) + 1.0) / ww - 1.0)[None, :] + (2.0 * x[1] / ww)[:, None]
+    grid[..., 1] = ((2.0 * (y[0] - src.top) + 1.0) / wh - 1.0)[None, :] + (2.0 * y[1] / wh)[:, None]
+    grid_t = torch.from_numpy(grid)[None].expand(images.shape[0], -1, -1, -1)
     return F.grid_sample(images, grid_t, mode="bilinear", padding_mode=padding, align_corners=False)
 
 
@@ -421,30 +428,32 @@ def _(step: Resize, images: Tensor, labels: Tensor, src: Box, box: Box, size: Si
     (h, w), (oh, ow) = size, step.size
     y_first, _, y_weight = _linear_taps(h, oh, box.top, box.bottom)
     x_first, _, x_weight = _linear_taps(w, ow, box.left, box.right)
-    y = np.broadcast_to((y_first + y_weight.astype(np.float64))[:, None], (len(y_first), len(x_first)))
-    x = np.broadcast_to((x_first + x_weight.astype(np.float64))[None, :], y.shape)
+    x = (x_first + x_weight.astype(np.float64), np.zeros(len(y_first)))
+    y = (np.zeros(len(x_first)), y_first + y_weight.astype(np.float64))
     images = _sample(images, x, y, src, "border")  # the window holds every tap; border: the frame's edge
     rows = torch.from_numpy(_nearest_taps(h, oh, box.top, box.bottom) - src.top)
     cols = torch.from_numpy(_nearest_taps(w, ow, box.left, box.right) - src.left)
     return images, labels.index_select(1, rows).index_select(2, cols)
 
 
-def _rotation_source(step: Rotate, rows: np.ndarray, cols: np.ndarray, size: Size) -> tuple[np.ndarray, ...]:
-    """Source pixel coordinates ``(x, y)`` that ``grid_sample`` reads for output pixels ``rows x cols``."""
+def _rotation_source(step: Rotate, box: Box, size: Size) -> tuple[Coords, Coords]:
+    """Source pixel coordinates ``(x, y)`` that ``grid_sample`` reads for the output window ``box``:
+    ``affine_grid``'s normalised coordinates of each pixel, rotated, then unnormalised."""
     h, w = size
     theta = rotation_theta(step.angle, size).double().numpy()
-    xn = (2.0 * cols[None, :] + 1.0) / w - 1.0
-    yn = (2.0 * rows[:, None] + 1.0) / h - 1.0
-    gx = theta[0, 0] * xn + theta[0, 1] * yn + theta[0, 2]
-    gy = theta[1, 0] * xn + theta[1, 1] * yn + theta[1, 2]
-    return ((gx + 1.0) * w - 1.0) / 2.0, ((gy + 1.0) * h - 1.0) / 2.0
+    xn = (2.0 * np.arange(box.left, box.right) + 1.0) / w - 1.0
+    yn = (2.0 * np.arange(box.top, box.bottom) + 1.0) / h - 1.0
+    # x = ((gx + 1) * w - 1) / 2 with gx = t00 xn + t01 yn + t02, split into column and row parts
+    x = ((theta[0, 0] * xn + theta[0, 2] + 1.0) * w - 1.0) / 2.0, theta[0, 1] * yn * w / 2.0
+    y = ((theta[1, 0] * xn + theta[1, 2] + 1.0) * h - 1.0) / 2.0, theta[1, 1] * yn * h / 2.0
+    return x, y
 
 
 @source_box.register
 def _(step: Rotate, box: Box, size: Size) -> Box:
-    rows = np.array([box.top, box.bottom - 1], np.float64)
-    cols = np.array([box.left, box.right - 1], np.float64)
-    x, y = _rotation_source(step, rows, cols, size)  # affine: the extremes lie at the corners
+    (x0, xi), (y0, yi) = _rotation_source(step, box, size)
+    x = x0[[0, -1]][None, :] + xi[[0, -1]][:, None]  # affine: the extremes lie at the corners
+    y = y0[[0, -1]][None, :] + yi[[0, -1]][:, None]
     margin = 1  # bilinear's second tap, plus a pixel against rounding
     return Box(
         math.floor(y.min()) - margin,
@@ -457,17 +466,12 @@ def _(step: Rotate, box: Box, size: Size) -> Box:
 @map_window.register
 def _(step: Rotate, images: Tensor, labels: Tensor, src: Box, box: Box, size: Size) -> Pair:
     h, w = size
-    x, y = _rotation_source(
-        step,
-        np.arange(box.top, box.bottom, dtype=np.float64),
-        np.arange(box.left, box.right, dtype=np.float64),
-        size,
-    )
-    wh, ww = src.bottom - src.top, src.right - src.left
+    x, y = _rotation_source(step, box, size)
     images = _sample(images, x, y, src, "zeros")
-    xr, yr = np.rint(x).astype(np.int64), np.rint(y).astype(np.int64)
+    xr = np.rint(x[0][None, :] + x[1][:, None]).astype(np.int64)
+    yr = np.rint(y[0][None, :] + y[1][:, None]).astype(np.int64)
     inside = torch.from_numpy((xr >= 0) & (xr < w) & (yr >= 0) & (yr < h))
-    rows = torch.from_numpy(np.clip(yr - src.top, 0, wh - 1))
-    cols = torch.from_numpy(np.clip(xr - src.left, 0, ww - 1))
-    picked = labels[:, rows, cols]
-    return images, torch.where(inside, picked, torch.full_like(picked, IGNORE))
+    wh, ww = src.bottom - src.top, src.right - src.left
+    index = torch.from_numpy(np.clip(yr - src.top, 0, wh - 1) * ww + np.clip(xr - src.left, 0, ww - 1))
+    picked = labels.reshape(labels.shape[0], -1)[:, index]
+    return images, picked.masked_fill_(~inside, IGNORE)
