@@ -13,16 +13,19 @@ from lib.data import CityscapesSeg, MultiShiftPairs, collate_items, crop_early
 from lib.data.crop_early import Box, Frames, run_crop_early
 from lib.data.transforms import (
     AutoContrast,
+    Blur,
     ColorJitter,
     Compose,
     Crop,
     Equalize,
     GaussianBlur,
     HorizontalFlip,
+    Hue,
     RandomCrop,
     RandomSharpness,
     Resize,
     Rotate,
+    Sharpen,
     ToTensor,
     VerticalFlip,
     run_steps,
@@ -233,8 +236,9 @@ def test_loader_settings_without_workers_and_bad_prefetch(tmp_path):
 
 
 def test_to_tensor_and_frames_read_the_same_values():
-    frames = _frames(20, 30, 1)
-    images, labels = ToTensor()(frames._images, frames._labels)
+    rgb, label = [_photo(20, 30, 1), _photo(20, 30, 2)], [_labels(20, 30, 1), _labels(20, 30, 3)]
+    frames = Frames(rgb, label)
+    images, labels = ToTensor()(rgb, label)
     whole = frames.whole()
     assert torch.equal(whole[0], images) and torch.equal(whole[1], labels)
     window = frames.images(Box(3, 4, 11, 19))
@@ -256,3 +260,27 @@ def test_closed_world_items_crop_early_equal_full_frame(tmp_path, augmentation):
         assert a["image"].shape == (3, 24, 24)
         assert float((a["image"] - b["image"]).abs().max()) <= 1 / 255 / 0.225
         assert (a["label"] != b["label"]).float().mean() < 1e-3
+
+
+def test_frames_check_sizes_and_apply_the_pixelwise_preparation():
+    with pytest.raises(ValueError, match="share one height/width"):
+        Frames([_photo(8, 9, 0)], [_labels(8, 10, 0)])
+    rgb = [_photo(12, 16, 0), _photo(12, 16, 1)]
+    frames = Frames(rgb, [_labels(12, 16, 0)] * 2, lambda ims: [ims[0], 255 - ims[1]])
+    window = frames.images(Box(2, 3, 9, 11))
+    assert torch.equal(window[1], ToTensor()([255 - rgb[1]], [_labels(12, 16, 0)])[0][0, :, 2:9, 3:11])
+    counts = frames.histograms(rows=5)
+    assert counts.shape == (2, 3, 256) and (counts.sum(-1) == 12 * 16).all()
+    assert counts[1, 0, 255 - rgb[1][0, 0, 0]] >= 1
+
+
+def test_opencv_steps_on_unaligned_windows_are_bit_identical():
+    """OpenCV's vector loops round a row's last pixels differently: windows must align to them."""
+    rng = np.random.default_rng(0)
+    noise = [rng.integers(0, 256, (24, 203, 3), dtype=np.uint8) for _ in range(2)]
+    frames = Frames(noise, [np.zeros((24, 203), np.uint8)] * 2)
+    for step in (Hue(0.13), Sharpen(1.7, (24, 203)), Blur(9, 2.3)):
+        for left, width in [(1, 150), (3, 151), (5, 160), (17, 170), (0, 203)]:
+            steps = [step, Crop(2, left, (20, width))]
+            (full_img, _), (early_img, _) = _both(steps, frames)
+            assert torch.equal(early_img, full_img), (type(step).__name__, left, width)

@@ -202,7 +202,7 @@ def _colour_window(steps: list[PixelStep], frames: Frames, box: Box) -> Tensor:
     start = n_tabled
     stat_steps = [i for i in range(n_tabled, len(steps)) if steps[i].uses_statistic]
     for k, i in enumerate(stat_steps):
-        keep = Box.whole(size) if k + 1 < len(stat_steps) else _needed(steps[i:], box, size)
+        keep = Box.whole(size) if k + 1 < len(stat_steps) else _needed(steps[i:], box, size)[0]
         kept, stats[i] = _in_bands(steps[start:i], steps[i], read, stats, start, size, frames.count, keep)
         read, start = partial(_read_window, kept, keep), i
     return _window(steps[start:], read, stats, start, box, size)
@@ -213,11 +213,12 @@ def _read_window(images: Tensor, holds: Box, box: Box) -> Tensor:
     return images[..., rows, cols]
 
 
-def _needed(steps: Sequence[PixelStep], box: Box, size: Size) -> Box:
-    """The input window that ``steps`` need for their output window ``box``."""
+def _needed(steps: Sequence[PixelStep], box: Box, size: Size) -> list[Box]:
+    """The input window of each of ``steps`` for the output window ``box``, then ``box`` itself."""
+    needed = [box]
     for step in reversed(steps):
-        box = box.grow(step.radius, size, step.column_alignment)
-    return box
+        needed.insert(0, needed[0].grow(step.radius, size, step.column_alignment))
+    return needed
 
 
 def _window(
@@ -230,9 +231,7 @@ def _window(
 ) -> Tensor:
     """``steps`` (the recipe's steps ``first...``) on the window ``box`` of the frame, reading their
     input window (grown by each filter's radius) with ``read``."""
-    needed = [box]
-    for step in reversed(steps):
-        needed.insert(0, needed[0].grow(step.radius, size, step.column_alignment))
+    needed = _needed(steps, box, size)
     images = read(needed[0])
     for i, step in enumerate(steps):
         images = step.apply(images, stats.get(first + i), needed[i].edges(size))
