@@ -138,9 +138,10 @@ class Frames:
         out = [cv2.LUT(crop, values[n][None]) for n, crop in enumerate(self._prepared(box))]
         return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
 
-    def labels(self, box: Box) -> Tensor:
+    def labels(self, box: Box, dtype: torch.dtype = torch.int64) -> Tensor:
+        """``[M, h, w]`` label maps of ``box`` (``uint8`` keeps index work small until the end)."""
         crops = [lb[box.top : box.bottom, box.left : box.right] for lb in self._labels]
-        return torch.from_numpy(np.stack(crops).astype(np.int64))
+        return torch.from_numpy(np.stack(crops)).to(dtype)
 
     def whole(self) -> Pair:
         box = Box.whole(self.size)
@@ -172,10 +173,10 @@ def run_crop_early(steps: Sequence[Step], frames: Frames) -> Pair:
         boxes.insert(0, source_box(step, boxes[0], size))
     if any(b.empty for b in boxes):
         return run_steps(steps, *frames.whole())
-    images, labels = _colour_window(colour, frames, boxes[0]), frames.labels(boxes[0])
+    images, labels = _colour_window(colour, frames, boxes[0]), frames.labels(boxes[0], torch.uint8)
     for step, size, src, out in zip(geometric, sizes[:-1], boxes[:-1], boxes[1:], strict=True):
         images, labels = map_window(step, images, labels, src, out, size)
-    return images, labels
+    return images, labels.long()
 
 
 _BAND_PIXELS = 1 << 16
@@ -344,6 +345,8 @@ def _(step: Crop, box: Box, size: Size) -> Box:
 @map_window.register
 def _(step: Crop, images: Tensor, labels: Tensor, src: Box, box: Box, size: Size) -> Pair:
     h, w = box.bottom - box.top, box.right - box.left
+    if images.shape[-2:] == (h, w):  # no padding: the window is the crop
+        return images, labels
     out_images = images.new_zeros((*images.shape[:2], h, w))
     out_labels = labels.new_full((labels.shape[0], h, w), IGNORE)
     rows, cols = Box(
