@@ -4,11 +4,11 @@ Writes a few 1024x2048 Cityscapes + MultiShift + COCO fixtures to a temporary fo
 speed (OpenCV vs Pillow, PNG/JPEG/WebP), then, for each training augmentation
 (``data.augmentation``: the DeepLab and the published Mask2Former recipe), runs ``MultiShiftPairs``
 (decoding, mixup, augmentation, COCO pasting) with ``crop_early`` on and off on the same items and
-draws, item by item in turn, in one thread (as each DataLoader worker runs), and ends with one
-line per recipe: images/s of both, the speed-up, the largest image difference (0..1 units) and
-the share of differing label pixels.
+draws, item by item in turn, in one thread as each DataLoader worker runs (``--threads``), and
+ends with one line per recipe: images/s of both, the speed-up, the largest image difference
+(0..1 units) and the share of differing label pixels.
 
-    python benchmarks/bench_data.py [--pairs 8] [--epochs 2] [--workers 0 2]
+    python benchmarks/bench_data.py [--pairs 8] [--epochs 2] [--threads 1] [--workers 0 2]
         [--augmentations deeplab mask2former]
 """
 
@@ -171,8 +171,8 @@ def time_loader(root: Path, augmentation: str, workers: int, batches: int, batch
 
 
 def main(args: argparse.Namespace) -> None:
-    torch.set_num_threads(1)  # one thread per process, as in each DataLoader worker
-    cv2.setNumThreads(1)
+    torch.set_num_threads(args.threads)  # default 1: one thread per process, as in DataLoader workers
+    cv2.setNumThreads(args.threads)
     load = os.getloadavg()
     print(
         f"torch {torch.__version__}, opencv {cv2.__version__}, python {platform.python_version()}, "
@@ -205,6 +205,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--epochs", type=int, default=2, help="epochs of the crop-early/full-frame comparison"
     )
+    parser.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads")
     parser.add_argument(
         "--augmentations", nargs="+", choices=sorted(AUGMENTATIONS), default=sorted(AUGMENTATIONS)
     )
