@@ -179,7 +179,7 @@ def run_crop_early(steps: Sequence[Step], frames: Frames) -> Pair:
     return images, labels.long()
 
 
-_BAND_PIXELS = 1 << 16
+_BAND_PIXELS = 1 << 17
 """Pixels per band when a whole frame must be processed: bands keep each step's data in cache."""
 
 
