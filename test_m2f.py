@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 
+from lib.cli_errors import run_cli
 from lib.engine.cli import test_main, test_parser
 
 
@@ -29,4 +30,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_intermixed_args())
+    run_cli(main, get_args_parser(), intermixed=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from lib.cli_errors import run_cli
 from lib.engine.cli import train_main, train_parser
 
 
@@ -23,4 +24,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_intermixed_args())
+    run_cli(main, get_args_parser(), intermixed=True)

@@ -1,8 +1,9 @@
 """How fast does the training pipeline deliver pairs? Crop-early vs full-frame images/s at crop 700.
 
 Writes a few 1024x2048 Cityscapes + MultiShift + COCO fixtures to a temporary folder, times decode
-speed (OpenCV vs Pillow, PNG/JPEG/WebP), then, for each training augmentation
-(``data.augmentation``: the DeepLab and the published Mask2Former recipe), runs ``MultiShiftPairs``
+speed (OpenCV vs Pillow vs the project's checked reader ``read_rgb``, PNG/JPEG/WebP), then, for
+each training augmentation (``data.augmentation``: the DeepLab and the published Mask2Former
+recipe), runs ``MultiShiftPairs``
 (decoding, mixup, augmentation, COCO pasting) with ``crop_early`` on and off on the same items and
 draws, item by item in turn, in one thread as each DataLoader worker runs (``--threads``), and
 ends with one line per recipe: images/s of both, the speed-up, the largest image difference
@@ -30,7 +31,8 @@ from torch.utils.data import DataLoader
 
 from lib.config import DataConfig
 from lib.data import MultiShiftPairs, OutlierObjects, collate_items
-from lib.data.coco_ood import write_mask_bank
+from lib.data.coco_ood.mask_bank import write_mask_bank
+from lib.data.io import read_rgb
 from lib.engine.builders import AUGMENTATIONS, paired_train_transform
 from lib.labels import ANOMALY, NUM_CLASSES
 
@@ -90,6 +92,7 @@ def time_decoders(root: Path) -> None:
         for name, fn in (
             ("opencv", lambda p=path: cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)),
             ("pillow", lambda p=path: np.asarray(Image.open(p).convert("RGB"))),
+            ("read_rgb", lambda p=path: read_rgb(p)),
         ):
             fn()
             start = time.perf_counter()
@@ -98,8 +101,9 @@ def time_decoders(root: Path) -> None:
             timings[name] = (time.perf_counter() - start) / 5 * 1000
         print(
             f"decode {ext:4s} 1024x2048: opencv {timings['opencv']:.1f} ms, "
-            f"pillow {timings['pillow']:.1f} ms "
-            f"(pillow/opencv {timings['pillow'] / timings['opencv']:.2f})"
+            f"pillow {timings['pillow']:.1f} ms, checked read_rgb {timings['read_rgb']:.1f} ms "
+            f"(pillow/opencv {timings['pillow'] / timings['opencv']:.2f}, "
+            f"read_rgb/opencv {timings['read_rgb'] / timings['opencv']:.2f})"
         )
 
 

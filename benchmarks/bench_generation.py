@@ -16,6 +16,9 @@ and timed as the box-prompted IoU filter on a 1024x2048 image. Seconds per step 
 counts, so the cost of other step counts can be extrapolated. Random weights give noise images:
 only the times and memory mean anything.
 
+It also times batches of ``--batch-size`` images per sampler call (``generation.batch_size``) and
+prints the speed-up over one image per call.
+
 ``--real-size --smoke`` keeps every layer count, block type, head count and the 49408-token
 vocabulary but narrows the widths (UNet and VAE 32/64/128/128, text encoder 64 wide) and samples 1 step
 on a 64x128 control map with a tiny SAM, so the whole path runs on a CPU in seconds.
@@ -252,8 +255,10 @@ def time_real_controlnet(
     smoke: bool,
     steps: int,
     runs: int,
+    batch_size: int = 4,
 ) -> dict[str, object]:
-    """Build, save, load and time the ``controlnet`` backend; returns the measured numbers."""
+    """Build, save, load and time the ``controlnet`` backend, one image per call and ``batch_size``
+    images per call (as ``generation.batch_size`` renders them); returns the measured numbers."""
     shape = SD15_NARROW if smoke else SD15
     label_hw, resolution = ((64, 128), 64) if smoke else ((1024, 2048), 512)
     save_dtype = torch.float32 if torch.device(device).type == "cpu" else torch.float16
@@ -291,6 +296,14 @@ def time_real_controlnet(
     one = float(np.median([_timed(lambda i=i: render(1, i + 1), device) for i in range(runs)]))
     full = float(np.median([_timed(lambda i=i: render(steps, i + 1), device) for i in range(runs)]))
     per_step = (full - one) / (steps - 1) if steps > 1 else None
+    backend.cfg = dataclasses.replace(cfg.controlnet, steps=steps)
+    seeds = [list(range(i * batch_size, (i + 1) * batch_size)) for i in range(runs)]
+    n = len(seeds[0])
+    batched = [
+        _timed(lambda s=s: backend.render_batch([cond] * n, [PROMPT] * n, [NEGATIVE] * n, s), device) / n
+        for s in seeds
+    ]
+    batched_per_image = float(np.median(batched))
     return {
         "params_M": {k: round(v / 1e6, 2) for k, v in params.items()},
         "sizes": "SD-1.5 widths" if not smoke else "narrow widths (smoke)",
@@ -308,6 +321,9 @@ def time_real_controlnet(
         "s_per_step": None if per_step is None else round(per_step, 4),
         "s_fixed_per_image": None if per_step is None else round(max(one - per_step, 0.0), 4),
         "s_per_image_50_steps_extrapolated": None if per_step is None else round(one + 49 * per_step, 3),
+        "batch_size": batch_size,
+        "s_per_image_batched": round(batched_per_image, 4),
+        "batched_speedup": round(full / batched_per_image, 2),
         "peak_gpu_gb": peak_memory_gb(device),
     }
 
@@ -378,7 +394,13 @@ def run_real_size(device: str, args: argparse.Namespace) -> None:
     steps = 1 if args.smoke and args.steps is None else (args.steps or 50)
     with tempfile.TemporaryDirectory() as tmp:
         cn = time_real_controlnet(
-            Path(tmp) / "sd", device=device, dtype=args.dtype, smoke=args.smoke, steps=steps, runs=args.runs
+            Path(tmp) / "sd",
+            device=device,
+            dtype=args.dtype,
+            smoke=args.smoke,
+            steps=steps,
+            runs=args.runs,
+            batch_size=args.batch_size,
         )
     print(f"controlnet  {cn['sizes']}, params (M) {cn['params_M']}")
     print(
@@ -391,6 +413,10 @@ def run_real_size(device: str, args: argparse.Namespace) -> None:
             f"  {cn['s_per_step']:.4f} s/step + {cn['s_fixed_per_image']:.3f} s fixed per image; "
             f"50 steps ~ {cn['s_per_image_50_steps_extrapolated']:.2f} s/image"
         )
+    print(
+        f"  batches of {cn['batch_size']}: {cn['s_per_image_batched']:.3f} s/image, "
+        f"{cn['batched_speedup']:.2f}x one image per call"
+    )
     print(
         f"  build+save {cn['build_save_s']:.1f} s, load {cn['load_s']:.1f} s, peak GPU {cn['peak_gpu_gb']} GB"
     )
@@ -414,6 +440,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default="fp16", choices=("fp16", "bf16"), help="on CUDA (CPU: fp32)")
     parser.add_argument("--sam", default="vit_h", choices=tuple(SAM_VISION))
     parser.add_argument("--runs", type=int, default=2, help="timed renders / SAM calls after a warm-up")
+    parser.add_argument("--batch-size", type=int, default=4, help="images per call for the batched timing")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     return parser
 

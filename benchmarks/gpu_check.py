@@ -15,10 +15,16 @@ check                 what it does (sizes on a GPU; ``--smoke``: tiny inputs, li
                       in fp16 with GradScaler (finite loss, s/step, peak memory)
 ``m2f``               ``mask2anomaly_r50`` forward at 1024x2048 as in ``bench_m2f.py`` (strict fp32,
                       TF32, bf16 + channels-last) and one ``m2f_rcl`` stage-2 step in bf16
+``deform_attn``       Mask2Former's deformable attention, PyTorch path vs the Triton kernel: the op
+                      at the R50 encoder's shapes for a 2+2 batch of 700x700 crops (forward, forward
+                      + backward: times, peak memory, output and gradient errors), then
+                      ``mask2anomaly_r50``'s strict-fp32 forward at 1024x2048 and a stage-2 step in
+                      bf16 on 2+2 crops of 700x700 with each core (``--smoke``: the kernel runs on
+                      Triton's CPU interpreter, tiny shapes)
 ``trainer``           ``lib.engine.trainer.fit`` (2 epochs = both stages, 3 iterations each, with
                       validation and checkpoints) on a tiny fixture tree with ``deeplab_wrn_light``
                       under ``train.amp_dtype`` bf16 and fp16
-``evaluator``         ``evaluate_benchmark`` on a tiny RoadAnomaly21 tree: CUDA strict fp32 metrics
+``evaluator``         ``evaluate_model`` on a tiny RoadAnomaly21 tree: CUDA strict fp32 metrics
                       equal to the CPU run's within 1e-6; bf16 differences reported
 ``controlnet``        ``bench_generation``'s real-size SD-1.5 + ControlNet (random weights built on
                       the GPU, loaded by the ``controlnet`` backend), fp16, 512x1024 control map;
@@ -251,9 +257,11 @@ def time_train_steps(
     amp: str,
     bn_train_mode: bool,
     runs: int,
+    tag: str = "",
 ) -> None:
     """Stage-2 steps of ``cfg``'s train step through the trainer's ``train_one_epoch``: one warm-up
-    step, then ``runs`` timed steps; records s/step, loss terms, peak memory (and the fp16 scale)."""
+    step, then ``runs`` timed steps; records s/step, loss terms, peak memory (and the fp16 scale)
+    under ``train_<amp>[_<tag>]_*``."""
     from lib.engine.optim import build_optimizer
     from lib.engine.precision import AMP_DTYPES, make_grad_scaler
     from lib.engine.stages import apply_stage, set_train_mode, stages_from_config
@@ -294,7 +302,7 @@ def time_train_steps(
     start = time.perf_counter()
     means = steps(runs)
     synchronize(ctx.device)
-    key = f"train_{amp if ctx.cuda else 'fp32'}"
+    key = f"train_{amp if ctx.cuda else 'fp32'}" + (f"_{tag}" if tag else "")
     ctx.record(f"{key}_s_per_step", (time.perf_counter() - start) / runs)
     ctx.record(f"{key}_terms", {k: round(v, 5) for k, v in means.items()})
     ctx.record(f"{key}_peak_gb", peak_gb(ctx))
@@ -390,6 +398,132 @@ def check_m2f(ctx: Context) -> None:
         ctx.skip("bf16 stage-2 step (ran fp32)")
 
 
+DEFORM_ATTN_OP_TOLERANCE = 1e-5
+"""Largest accepted relative L2 error of the Triton kernel's output and gradients against the
+PyTorch path (float32; both sum the same terms in different orders)."""
+
+
+def deform_attn_op_inputs(
+    smoke: bool, device: torch.device
+) -> tuple[list[tuple[int, int]], list[torch.Tensor]]:
+    """Spatial shapes and ``(value, locations, weights)`` of one encoder layer of ``mask2anomaly_r50``
+    on 4 crops of 700x700 (levels 1/32, 1/16, 1/8 of the 704x704 padded input; every pixel a query);
+    tiny in smoke mode. A tenth of the locations fall outside the map."""
+    shapes = [(1, 2), (2, 3), (3, 4)] if smoke else [(22, 22), (44, 44), (88, 88)]
+    b, m, d, p = (1, 2, 4, 2) if smoke else (4, 8, 32, 4)
+    s = sum(h * w for h, w in shapes)
+    g = torch.Generator().manual_seed(0)
+    value = torch.randn(b, s, m, d, generator=g)
+    locations = torch.rand(b, s, m, len(shapes), p, 2, generator=g) * 1.1 - 0.05
+    weights = torch.rand(b, s, m, len(shapes) * p, generator=g).softmax(-1).view(b, s, m, len(shapes), p)
+    return shapes, [t.to(device).requires_grad_() for t in (value, locations, weights)]
+
+
+def set_deform_attn(model: torch.nn.Module, deform_attn: str) -> None:
+    """Switch every deformable-attention layer of ``model`` to the core ``deform_attn``."""
+    from lib.models.mask2former.ms_deform_attn import MSDeformAttn, check_deform_attn
+
+    for module in model.modules():
+        if isinstance(module, MSDeformAttn):
+            module.deform_attn = check_deform_attn(deform_attn)
+
+
+def check_deform_attn(ctx: Context) -> None:
+    """Deformable attention, PyTorch path vs Triton kernel: the op (forward, forward + backward) at
+    the R50 encoder's training shapes, then Mask2Anomaly's forward and a stage-2 train step."""
+    from lib.config import Config, load_config
+    from lib.models import build_model
+    from lib.models.mask2former.ms_deform_attn import deform_attn_core, ms_deform_attn_core, triton_available
+
+    ctx.record("auto_core", deform_attn_core("auto", ctx.device).__name__)
+    if not triton_available():
+        require(not ctx.cuda, "triton does not import on this CUDA machine")
+        ctx.notes.append("all: skipped: triton is not installed")
+        return
+    import triton
+
+    from lib.models.mask2former.ms_deform_attn_triton import ms_deform_attn_triton
+
+    ctx.record("triton", triton.__version__)
+    require(
+        not ctx.cuda or ctx.numbers["auto_core"] == "ms_deform_attn_triton", "auto does not pick the kernel"
+    )
+    cores = {"pytorch": ms_deform_attn_core, "triton": ms_deform_attn_triton}
+    shapes, inputs = deform_attn_op_inputs(ctx.smoke, ctx.device)
+    ctx.record("op_shapes", {"value": list(inputs[0].shape), "levels": shapes, "points": inputs[2].shape[-1]})
+    grad_out = torch.randn(*inputs[0].shape[:2], inputs[0].shape[2] * inputs[0].shape[3], device=ctx.device)
+    runs = 1 if ctx.smoke else 5
+    results = {}
+    for name, core in cores.items():
+
+        def forward(core=core) -> torch.Tensor:
+            with torch.no_grad():
+                return core(inputs[0], shapes, inputs[1], inputs[2])
+
+        def train(core=core) -> tuple[torch.Tensor, ...]:
+            out = core(inputs[0], shapes, inputs[1], inputs[2])
+            return (out.detach(), *torch.autograd.grad(out, inputs, grad_out))
+
+        reset_peak(ctx)
+        ctx.record(f"op_forward_{name}_s", median_seconds(forward, ctx.device, runs)[0])
+        ctx.record(f"op_forward_{name}_peak_gb", peak_gb(ctx))
+        reset_peak(ctx)
+        seconds, results[name] = median_seconds(train, ctx.device, runs)
+        ctx.record(f"op_train_{name}_s", seconds)
+        ctx.record(f"op_train_{name}_peak_gb", peak_gb(ctx))
+    for what in ("forward", "train"):
+        ctx.record(
+            f"op_{what}_speedup", ctx.numbers[f"op_{what}_pytorch_s"] / ctx.numbers[f"op_{what}_triton_s"]
+        )
+    worst = 0.0
+    for what, ref, out in zip(("out", "grad_value", "grad_locations", "grad_weights"), *results.values()):
+        err = errors(ref, out)
+        ctx.record(f"op_{what}_err", err)
+        worst = max(worst, err["rel_l2"])
+    require(worst < DEFORM_ATTN_OP_TOLERANCE, f"kernel vs PyTorch path: relative L2 error {worst:.3g}")
+
+    name = "mask2anomaly_tiny" if ctx.smoke else "mask2anomaly_r50"
+    ctx.record("model", name)
+    torch.manual_seed(0)
+    model = build_model(name, deform_attn="pytorch").eval().to(ctx.device)
+    size = (32, 64) if ctx.smoke else (1024, 2048)
+    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0)).to(ctx.device)
+    outputs = {}
+    for core in cores:
+        set_deform_attn(model, core)
+        reset_peak(ctx)
+        with torch.inference_mode(), strict_fp32():
+            seconds, outputs[core] = median_seconds(lambda: model(x), ctx.device, runs=1 if ctx.smoke else 3)
+        ctx.record(f"forward_fp32_{core}_s", seconds)
+        ctx.record(f"forward_fp32_{core}_peak_gb", peak_gb(ctx))
+    ctx.record("forward_input_hw", list(size))
+    ctx.record(
+        "forward_speedup", ctx.numbers["forward_fp32_pytorch_s"] / ctx.numbers["forward_fp32_triton_s"]
+    )
+    ctx.record("forward_anomaly_err", errors(outputs["pytorch"][0], outputs["triton"][0]))
+    ctx.record("forward_logits_err", errors(outputs["pytorch"][1], outputs["triton"][1]))
+    require(all(bool(torch.isfinite(t).all()) for t in outputs["triton"]), "kernel forward not finite")
+    overrides = [f"model.name={name}"] + (["loss.num_points=256"] if ctx.smoke else [])
+    cfg = load_config(Config, REPO / "exp" / "M2F.yaml", overrides)
+    batch = paired_batch(1 if ctx.smoke else 2, (32, 32) if ctx.smoke else (700, 700))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    for core in cores:  # the same steps from the same weights with each core
+        model.load_state_dict(start)
+        set_deform_attn(model, core)
+        torch.manual_seed(0)
+        time_train_steps(
+            ctx, model, cfg, batch, amp="bf16", bn_train_mode=False, runs=1 if ctx.smoke else 3, tag=core
+        )
+    key = f"train_{'bf16' if ctx.cuda else 'fp32'}"
+    ctx.record(
+        "train_speedup", ctx.numbers[f"{key}_pytorch_s_per_step"] / ctx.numbers[f"{key}_triton_s_per_step"]
+    )
+    losses = [ctx.numbers[f"{key}_{core}_terms"]["loss"] for core in cores]
+    ctx.record("train_loss_rel_diff", abs(losses[1] - losses[0]) / abs(losses[0]))
+    if not ctx.cuda:
+        ctx.skip("kernel on the GPU (ran on Triton's CPU interpreter) and the bf16 step (ran fp32)")
+
+
 def check_trainer(ctx: Context) -> None:
     """``fit`` for both stages on a fixture tree with the light DeepLab under bf16 and fp16."""
     from lib.config import Config, load_config
@@ -461,7 +595,7 @@ def check_evaluator(ctx: Context) -> None:
     import copy
 
     from lib.data.benchmarks import build_benchmark
-    from lib.engine.evaluator import evaluate_benchmark, metric_summary
+    from lib.engine.evaluator import Inference, evaluate_model, metric_summary
     from lib.models import build_model
     from lib.scores import get_score
     from tests.data_fixtures import write_all_flat_benchmarks
@@ -476,13 +610,12 @@ def check_evaluator(ctx: Context) -> None:
     def evaluate(
         net: torch.nn.Module, device: torch.device, amp: torch.dtype | None, channels_last: bool
     ) -> dict[str, float]:
-        result = evaluate_benchmark(
+        result = evaluate_model(
             net,
             dataset,
+            score="learned",
             score_fn=get_score("learned"),
-            device=device,
-            amp_dtype=amp,
-            channels_last=channels_last,
+            inference=Inference(device=device, amp_dtype=amp, channels_last=channels_last),
             progress=False,
         )
         return metric_summary(result)
@@ -549,6 +682,7 @@ CHECKS = {
     "env": Check(check_env, 45),
     "deeplab": Check(check_deeplab, 100),
     "m2f": Check(check_m2f, 100),
+    "deform_attn": Check(check_deform_attn, 150),
     "trainer": Check(check_trainer, 60),
     "evaluator": Check(check_evaluator, 45),
     "controlnet": Check(check_controlnet, 150),
@@ -583,8 +717,9 @@ def run_one(name: str, smoke: bool, result_path: Path) -> None:
     result_path.write_text(json.dumps(result, indent=1, default=str))
 
 
-def child_env() -> dict[str, str]:
-    """The environment of a check's process: the repository importable, no hub access, quiet bars."""
+def child_env(smoke: bool) -> dict[str, str]:
+    """The environment of a check's process: the repository importable, no hub access, quiet bars
+    (and, in smoke mode, Triton's interpreter)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env.update(
@@ -597,6 +732,8 @@ def child_env() -> dict[str, str]:
         MPLBACKEND="Agg",
         PYTHONUNBUFFERED="1",
     )
+    if smoke:
+        env["TRITON_INTERPRET"] = "1"  # no GPU: Triton kernels run on the CPU interpreter
     return env
 
 
@@ -609,7 +746,9 @@ def run_child(name: str, *, limit: float, smoke: bool, scratch: Path, log: TextI
     print(f"[gpu_check] {name} (limit {limit:.0f} s) ...", flush=True)
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=limit)
+        proc = subprocess.run(
+            cmd, cwd=REPO, env=child_env(smoke), capture_output=True, text=True, timeout=limit
+        )
         output, code = proc.stdout + proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as err:
         output, code = _text(err.stdout) + _text(err.stderr), None

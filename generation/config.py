@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lib.config import IMAGENET_MEAN, IMAGENET_STD
+from lib.config import IMAGENET_MEAN, IMAGENET_STD, fixed_list
 
 
 @dataclass
@@ -48,7 +48,7 @@ class ObjectsConfig:
 class PasteConfig:
     """Pasting rule, lengths in px at ``reference_short_side`` (Cityscapes: 1024)."""
 
-    size_range: list[int] = field(default_factory=lambda: [200, 500])
+    size_range: list[int] = fixed_list(2, [200, 500])
     margin: int = 150
     min_margin: int = 10
     margin_step: int = 10
@@ -79,7 +79,7 @@ class ControlNetConfig:
     """Stable Diffusion 1.5 + segmentation ControlNet, from local folders (diffusers layout) or the
     Hugging Face cache (``local_files_only``: nothing is downloaded)."""
 
-    base_model: str = "runwayml/stable-diffusion-v1-5"
+    base_model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     controlnet: str = "lllyasviel/sd-controlnet-seg"
     steps: int = 50
     eta: float = 0.0
@@ -109,18 +109,20 @@ class ScoreFilterConfig:
     model_kwargs: dict = field(default_factory=dict)
     weight_path: str = ""
     threshold: float = -3.02
-    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
-    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    mean: list[float] = fixed_list(3, IMAGENET_MEAN)
+    std: list[float] = fixed_list(3, IMAGENET_STD)
 
 
 @dataclass
 class GenerationConfig:
-    """Everything ``python -m generation`` needs."""
+    """Everything ``python -m generation`` needs. ``batch_size``: images per backend call (the
+    ControlNet sampler renders them together; each keeps its own prompt, condition and seed)."""
 
     backend: str = "controlnet"
     device: str = "cuda"
     seed: int = 214748365
     max_attempts: int = 5
+    batch_size: int = 1
     source: SourceConfig = field(default_factory=SourceConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     objects: ObjectsConfig = field(default_factory=ObjectsConfig)

@@ -127,11 +127,13 @@ class AnomalyScoreFilter:
 
 
 def build_score_model(name: str, model_kwargs: dict, weight_path: str, device: str) -> nn.Module:
-    """Build a registered segmentation model and load its weights for the score filter."""
+    """The registered segmentation model ``name`` with its weights (none: random, for tests) for the
+    score filter; a checkpoint of this project must have been trained as ``name``."""
     from lib.models import build_model
-    from lib.models.checkpoints import load_weights
+    from lib.models.checkpoints import load_model
 
-    model = build_model(name, **model_kwargs)
     if weight_path:
-        load_weights(model, weight_path)
+        model = load_model(weight_path, name=name, kwargs=model_kwargs, name_key="score.model")
+    else:
+        model = build_model(name, **model_kwargs)
     return model.to(device).eval()

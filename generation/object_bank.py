@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from PIL import Image
 
 from generation.ade20k import ade150, full_to_150, ood_classes
+from lib.atomic import atomic_open
+from lib.data.io import read_rgb
 
 INDEX_RELPATH = Path("ADE20K_2021_17_01") / "index_ade20k.pkl"
 
@@ -138,10 +139,8 @@ class ADE20KObjectBank:
             raise ValueError(f"{index_path}: expected a dict, got {type(index).__name__}")
         images = ood_candidate_images(index, self.ood, str(index_path))
         if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(cache.name + ".tmp.npz")
-            np.savez_compressed(tmp, images=np.array(images, dtype=str), ood_split=self.ood_split)
-            os.replace(tmp, cache)
+            with atomic_open(cache, "wb") as handle:
+                np.savez_compressed(handle, images=np.array(images, dtype=str), ood_split=self.ood_split)
         return images
 
     def objects_in(self, seg: np.ndarray) -> list[tuple[np.ndarray, int]]:
@@ -162,7 +161,7 @@ class ADE20KObjectBank:
             seg_path = self.root / (str(Path(rel).with_suffix("")) + "_seg.png")
             if not seg_path.is_file():
                 raise FileNotFoundError(f"ADE20K segmentation not found: {seg_path}")
-            seg = np.asarray(Image.open(seg_path).convert("RGB"))
+            seg = read_rgb(seg_path)
             found = self.objects_in(seg)
             if not found:
                 continue

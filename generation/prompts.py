@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from generation.config import PromptConfig
+from lib.config import ConfigError
 
 
 @dataclass(frozen=True)
@@ -47,15 +48,15 @@ def check_prompt_config(cfg: PromptConfig) -> None:
     """Raise ``ValueError`` naming the key if the prompt lists or probabilities are unusable."""
     for key in ("weathers", "times", "places"):
         if not getattr(cfg, key):
-            raise ValueError(f"prompt.{key} is empty")
+            raise ConfigError(f"prompt.{key} is empty")
     if len(cfg.time_probs) != len(cfg.times):
-        raise ValueError(
+        raise ConfigError(
             f"prompt.time_probs has {len(cfg.time_probs)} entries but prompt.times has {len(cfg.times)}"
         )
     if min(cfg.time_probs) < 0 or not np.isclose(sum(cfg.time_probs), 1.0):
-        raise ValueError(f"prompt.time_probs must be non-negative and sum to 1, got {cfg.time_probs}")
+        raise ConfigError(f"prompt.time_probs must be non-negative and sum to 1, got {cfg.time_probs}")
     if not 0.0 <= cfg.plain_prob <= 1.0:
-        raise ValueError(f"prompt.plain_prob must be in [0, 1], got {cfg.plain_prob}")
+        raise ConfigError(f"prompt.plain_prob must be in [0, 1], got {cfg.plain_prob}")
 
 
 def sample_prompt(cfg: PromptConfig, rng: np.random.Generator) -> Prompt:

@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from lib.config import ConfigError
+from lib.errors import UserError
+
 LABEL_SUFFIX = "_gtFine_labelTrainIds.png"
 COLOR_SUFFIX = "_gtFine_color.png"
 CONDITION_SOURCES = ("color", "trainIds")
@@ -31,7 +34,7 @@ def list_source_items(
 ) -> list[SourceItem]:
     """All items of ``split`` (restricted to ``cities`` if given), sorted; missing files are errors."""
     if condition_from not in CONDITION_SOURCES:
-        raise ValueError(
+        raise ConfigError(
             f"source.condition_from: unknown {condition_from!r}; expected one of {CONDITION_SOURCES}"
         )
     split_dir = Path(root) / "gtFine" / split
@@ -67,9 +70,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         index, count = (int(v) for v in text.split("/"))
     except ValueError:
-        raise ValueError(f"--shard: expected i/N (e.g. 0/4), got {text!r}") from None
+        raise UserError(f"--shard: expected i/N (e.g. 0/4), got {text!r}") from None
     if not 0 <= index < count:
-        raise ValueError(f"--shard: need 0 <= i < N, got {text!r}")
+        raise UserError(f"--shard: need 0 <= i < N, got {text!r}")
     return index, count
 
 

@@ -8,63 +8,87 @@ Under the output root::
     metadata/shard-{i}-of-{N}.jsonl                                    one JSON line per finished item
     metadata.jsonl                                                     all shards' lines, sorted by stem
 
-Every file is written to a temporary name in its folder and renamed, so a killed run never leaves a
-half-written PNG. An item's metadata line is appended only after its files are in place; an item is
-finished when its stem has a line in any shard file, and reruns skip it (skipped items included: the
-seeds are deterministic, so a retry would give the same result). Each shard appends to its own file,
-so shards may run at the same time on one output root.
+Every file is written through :mod:`lib.atomic`, so a killed run never leaves a half-written PNG.
+An item's metadata line is appended only after its files are in place, and an item is finished when
+a line in any shard file records it *and* the files that line names exist (a skipped item names
+none: the seeds are deterministic, so a retry would give the same result). A line whose files are
+missing (deleted after the run) is logged and its item generated again; ``metadata.jsonl`` keeps,
+per item, the last line whose files exist. A last line torn by a kill during the append is cut from
+this shard's file on the next run (that item is generated again) and skipped in other shards' files;
+any other line that is not a metadata record is an error naming the file and line. Each shard
+appends to its own file, so shards may run at the same time on one output root.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import tempfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from generation.source import SourceItem
+from lib.atomic import write_bytes_atomic
+from lib.data.image_file import read_file_bytes
+from lib.data.io import encode_png
+from lib.errors import UserError
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("generated", "skipped")
+RECORD_FORM = (
+    "a JSON object with string split, city and stem, status 'generated' or 'skipped', and (when "
+    "generated) files: a mapping with the image and label paths"
+)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def encode_png(array: np.ndarray, source: str) -> bytes:
-    """PNG bytes of a ``[H, W]`` uint8 map or an ``[H, W, 3]`` uint8 RGB image."""
-    if array.dtype != np.uint8 or array.ndim not in (2, 3):
-        raise ValueError(f"{source}: expected uint8 [H, W] or [H, W, 3], got {array.dtype} {array.shape}")
-    pixels = cv2.cvtColor(array, cv2.COLOR_RGB2BGR) if array.ndim == 3 else array
-    ok, buf = cv2.imencode(".png", pixels)
+def check_record(record: object, where: str) -> dict:
+    """Return ``record`` if it is a metadata record (see :data:`RECORD_FORM`), else raise naming ``where``."""
+    ok = (
+        isinstance(record, dict)
+        and all(isinstance(record.get(k), str) for k in ("split", "city", "stem"))
+        and record.get("status") in STATUSES
+    )
+    if ok and record["status"] == "generated":
+        files = record.get("files")
+        ok = (
+            isinstance(files, dict)
+            and {"image", "label"} <= files.keys()
+            and all(isinstance(v, str) for v in files.values())
+        )
     if not ok:
-        raise OSError(f"{source}: PNG encoding failed")
-    return buf.tobytes()
+        raise UserError(
+            f"{where}: expected a metadata record ({RECORD_FORM}); got {json.dumps(record)[:120]}"
+        )
+    return record
+
+
+def parse_jsonl(path: Path) -> tuple[list[tuple[int, dict]], int]:
+    """``(line number, record)`` of each line of ``path``, and the byte offset where a torn last line
+    starts (the file's length if there is none). A bad line before the last is an error."""
+    data = read_file_bytes(path, "metadata")
+    records: list[tuple[int, dict]] = []
+    pos, number = 0, 0
+    while pos < len(data):
+        newline = data.find(b"\n", pos)
+        stop = len(data) if newline < 0 else newline + 1
+        line, number = data[pos:stop], number + 1
+        if line.strip():
+            try:
+                record = json.loads(line)
+            except ValueError:  # JSONDecodeError and UnicodeDecodeError
+                if data[stop:].strip():
+                    raise UserError(f"{path}:{number}: not a JSON line; expected {RECORD_FORM}") from None
+                return records, pos
+            records.append((number, check_record(record, f"{path}:{number}")))
+        pos = stop
+    return records, len(data)
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Records of a JSON-lines file; a torn last line (killed mid-write) is ignored."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    records = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i != len(lines) - 1:
-                raise ValueError(f"{path}:{i + 1}: not a JSON line") from None
-    return records
+    """The records of a metadata file; a torn last line (killed mid-write) is left out."""
+    return [record for _, record in parse_jsonl(path)[0]]
 
 
 class DatasetWriter:
@@ -76,7 +100,7 @@ class DatasetWriter:
         self.root = Path(root)
         self.save_condition = save_condition
         self.part = self.root / "metadata" / f"shard-{shard[0]}-of-{shard[1]}.jsonl"
-        self.drop_torn_line()
+        self.repair_torn_end()
 
     def paths(self, item: SourceItem, domain: str) -> dict[str, Path]:
         """Output files of ``item`` with domain tag ``domain``."""
@@ -88,22 +112,49 @@ class DatasetWriter:
             "condition": self.root / "condition" / rel / f"{name}_condition.png",
         }
 
-    def records(self) -> list[dict]:
-        """Every metadata record of every shard file."""
+    def located_records(self) -> list[tuple[str, dict]]:
+        """``("file:line", record)`` of every shard file, in file then line order (torn ends left out)."""
         parts = sorted((self.root / "metadata").glob("shard-*.jsonl"))
-        return [r for p in parts for r in read_jsonl(p)]
+        return [(f"{p}:{n}", r) for p in parts for n, r in parse_jsonl(p)[0]]
+
+    def missing_files(self, record: dict) -> list[Path]:
+        """The files a record names that do not exist (none for a skipped item)."""
+        files = record.get("files", {}) if record["status"] == "generated" else {}
+        return [self.root / f for f in files.values() if not (self.root / f).is_file()]
 
     def finished(self) -> set[tuple[str, str]]:
-        """(split, stem) of the items that already have a metadata line."""
-        return {(r["split"], r["stem"]) for r in self.records()}
+        """(split, stem) of the items with a metadata line whose files exist; the others are logged."""
+        done, stale = set(), {}
+        for where, record in self.located_records():
+            key = (record["split"], record["stem"])
+            missing = self.missing_files(record)
+            if missing:
+                stale.setdefault(key, (where, missing[0]))
+            else:
+                done.add(key)
+        for key, (where, missing) in sorted(stale.items()):
+            if key not in done:
+                log.warning(
+                    "%s: %s is recorded as done but %s is missing; generating it again",
+                    where,
+                    key[1],
+                    missing,
+                )
+        return done
 
-    def drop_torn_line(self) -> None:
-        """Cut a last line left unfinished by a killed run from this shard's file."""
+    def repair_torn_end(self) -> None:
+        """Cut a last line left unfinished by a killed run from this shard's file (its item is redone)."""
         if not self.part.is_file():
             return
         data = self.part.read_bytes()
-        if data and not data.endswith(b"\n"):
-            atomic_write_bytes(self.part, data[: data.rfind(b"\n") + 1])
+        kept = data[: parse_jsonl(self.part)[1]]
+        if len(kept) < len(data):
+            torn = data[len(kept) :]
+            log.warning("%s: dropped a torn last line %r left by a stopped run", self.part, torn[:60])
+        if kept and not kept.endswith(b"\n"):
+            kept += b"\n"  # a whole record whose newline was not written yet
+        if kept != data:
+            write_bytes_atomic(self.part, kept)
 
     def append_record(self, record: dict) -> None:
         """Append one JSON line to this shard's file and flush it to disk."""
@@ -125,10 +176,10 @@ class DatasetWriter:
     ) -> dict[str, Path]:
         """Write the image, label and condition of ``item``, then its metadata line."""
         paths = self.paths(item, domain)
-        atomic_write_bytes(paths["image"], encode_png(image, str(paths["image"])))
-        atomic_write_bytes(paths["label"], encode_png(label, str(paths["label"])))
+        write_bytes_atomic(paths["image"], encode_png(image, str(paths["image"])))
+        write_bytes_atomic(paths["label"], encode_png(label, str(paths["label"])))
         if self.save_condition:
-            atomic_write_bytes(paths["condition"], encode_png(condition, str(paths["condition"])))
+            write_bytes_atomic(paths["condition"], encode_png(condition, str(paths["condition"])))
         files = {
             k: str(p.relative_to(self.root))
             for k, p in paths.items()
@@ -138,8 +189,9 @@ class DatasetWriter:
         return paths
 
     def merge_metadata(self) -> int:
-        """Rewrite ``metadata.jsonl`` from every shard's file, sorted by (split, stem); returns its length."""
-        records = sorted(self.records(), key=lambda r: (r["split"], r["stem"]))
-        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-        atomic_write_bytes(self.root / "metadata.jsonl", text.encode("utf-8"))
-        return len(records)
+        """Rewrite ``metadata.jsonl`` from every shard's file: per item the last line whose files exist,
+        sorted by (split, stem). Returns its length."""
+        latest = {(r["split"], r["stem"]): r for _, r in self.located_records() if not self.missing_files(r)}
+        text = "".join(json.dumps(latest[k], sort_keys=True) + "\n" for k in sorted(latest))
+        write_bytes_atomic(self.root / "metadata.jsonl", text.encode("utf-8"))
+        return len(latest)

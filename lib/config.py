@@ -13,7 +13,6 @@ import argparse
 import dataclasses
 import difflib
 import os
-import tempfile
 import types
 import typing
 from collections.abc import Iterable, Sequence
@@ -23,14 +22,22 @@ from typing import Any, TypeVar
 
 import yaml
 
+from lib.atomic import atomic_open
+from lib.errors import UserError
+
 T = TypeVar("T")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration file or override does not fit the schema."""
+
+
+def fixed_list(length: int, default: Sequence[Any]) -> Any:
+    """A list field that must hold exactly ``length`` values (a mean per RGB channel, a range's two ends)."""
+    return field(default_factory=lambda: list(default), metadata={"length": length})
 
 
 @dataclass
@@ -44,6 +51,8 @@ class DataConfig:
     values up to interpolation rounding; false: whole frames, for comparison). With
     ``num_workers`` > 0 the training workers persist across epochs and each prefetches
     ``prefetch_factor`` batches.
+    ``max_image_pixels``: the largest width x height an image header may claim before it is decoded
+    (a larger claim is an error naming the file; see :mod:`lib.data.image_file`).
     """
 
     root: str = "./datasets"
@@ -53,9 +62,9 @@ class DataConfig:
     use_generated: bool = True
     augmentation: str = "deeplab"
     crop_size: int = 700
-    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
-    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
-    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    scale_range: list[float] = fixed_list(2, [0.5, 2.0])
+    mean: list[float] = fixed_list(3, IMAGENET_MEAN)
+    std: list[float] = fixed_list(3, IMAGENET_STD)
     num_workers: int = 4
     prefetch_factor: int = 2
     crop_early: bool = True
@@ -64,6 +73,7 @@ class DataConfig:
     mixup_max: float = 0.3
     val_ds: str = "RoadAnomaly21"
     val_max_images: int = 0
+    max_image_pixels: int = 2**27
 
 
 @dataclass
@@ -74,6 +84,10 @@ class ModelConfig:
     the classifier, as the published train scripts always do (DeepLab ``final.6 -> ood_head``,
     Mask2Former ``class_embed -> class_embed2``); false keeps the loaded OOD head, e.g. to fine-tune
     a released MultiShiftSeg checkpoint.
+
+    A checkpoint this project wrote names its model: starting weights, testing and ``lib.predict``
+    rebuild that model (``kwargs`` here override its arguments), and a different ``name`` is an
+    error; external weights are built as ``name(**kwargs)``.
     """
 
     name: str = "deeplab_wrn38"
@@ -121,8 +135,8 @@ class LossConfig:
     """Loss terms and their weights (RCL margins, CE weights, pixel selection, set criterion)."""
 
     name: str = "rcl"
-    margins: list[float] = field(default_factory=lambda: [10.0, 5.0, 5.0])
-    ce_weights: list[float] = field(default_factory=lambda: [50.0, 10.0])
+    margins: list[float] = fixed_list(3, [10.0, 5.0, 5.0])
+    ce_weights: list[float] = fixed_list(2, [50.0, 10.0])
     selection_ratio: float = 0.8
     class_weight: float = 5.0
     mask_weight: float = 10.0
@@ -137,13 +151,20 @@ class LossConfig:
 
 @dataclass
 class EvalConfig:
-    """Benchmarks, anomaly score and metric protocol for testing."""
+    """Benchmarks, anomaly score and metric protocol for testing.
+
+    ``threshold_from``: a benchmark of ``datasets`` (evaluated first) whose highest score threshold
+    finding 95% of its anomaly pixels is applied to every benchmark: each then also reports the
+    false-positive rate at that threshold (``FPR_at_threshold``), the one anomaly number a set
+    without anomalies (``toy_covariate``) has.
+    """
 
     datasets: list[str] = field(default_factory=list)
     score: str = "learned"
     protocol: str = "published"
     per_image: bool = False
     postprocess: str = "none"
+    threshold_from: str = ""
     save_heatmaps: int = 0
     export: str = ""
     """Server-format score files while testing: "" (none), "smiyc" or "fishyscapes" (``--export``)."""
@@ -223,6 +244,13 @@ def _fields(obj: Any) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(obj)}
 
 
+def _check_length(obj: Any, key: str, value: Any, where: str) -> None:
+    """Raise unless a :func:`fixed_list` field's ``value`` has its number of entries."""
+    length = next(f.metadata.get("length") for f in dataclasses.fields(obj) if f.name == key)
+    if length is not None and len(value) != length:
+        raise ConfigError(f"{where}: expected {length} values, got {len(value)}: {value!r}")
+
+
 def _unknown_key(key: str, valid: Iterable[str], where: str, source: str) -> ConfigError:
     valid = sorted(valid)
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
@@ -243,9 +271,48 @@ def _merge(obj: Any, updates: dict[str, Any], source: str, where: str = "") -> N
             _merge(current, value, source, f"{where}{key}.")
         else:
             try:
-                setattr(obj, key, _coerce(value, fields[key], f"{where}{key}"))
+                value = _coerce(value, fields[key], f"{where}{key}")
+                _check_length(obj, key, value, f"{where}{key}")
+                setattr(obj, key, value)
             except ConfigError as err:
                 raise ConfigError(f"{source}: {err}") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with a repeated key (YAML would keep the last one).
+
+    ``source`` names the file (or the override) in the error.
+    """
+
+    source = "YAML"
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in lines:
+                raise ConfigError(
+                    f"{self.source}: key {key!r} appears twice (lines {lines[key]} and {line}); "
+                    "YAML would silently keep only the last one, so merge the two into one"
+                )
+            if isinstance(key, typing.Hashable):
+                lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(text: str | typing.TextIO, source: str) -> Any:
+    """Parse YAML with :class:`_UniqueKeyLoader`; a syntax error is a ``ConfigError`` naming ``source``."""
+    loader = _UniqueKeyLoader(text)
+    loader.source = source
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML: {' '.join(str(err).split())}") from None
+    finally:
+        loader.dispose()
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict[str, Any], str]]:
@@ -256,7 +323,11 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict[str, 
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+        data = _load_yaml(f, str(path))
+    if data is None:
+        raise ConfigError(
+            f"{path}: the file is empty (or only comments); expected a mapping of config sections"
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     layers: list[tuple[dict[str, Any], str]] = []
@@ -273,10 +344,7 @@ def parse_override(text: str) -> dict[str, Any]:
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"command line: bad override {text!r}; expected section.key=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as err:
-        raise ConfigError(f"command line: cannot parse the value of {text!r}: {err}") from None
+    value = _load_yaml(raw, f"command line: the value of {text!r}") if raw.strip() else ""
     nested: dict[str, Any] = value
     for part in reversed(key.split(".")):
         nested = {part: nested}
@@ -308,12 +376,8 @@ def config_from_dict(schema: type[T], data: dict[str, Any], source: str = "check
 
 def save_config(cfg: Any, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with atomic_open(path, "w") as f:
         yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
-    os.replace(tmp, path)
 
 
 def add_experiment_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

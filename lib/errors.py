@@ -10,3 +10,13 @@ from __future__ import annotations
 
 class UserError(Exception):
     """A bad input the user can fix: a missing or malformed file, an unknown key, a wrong value."""
+
+
+class UnknownNameError(UserError, KeyError):
+    """A name (model, score, benchmark, stage, ...) that is not among the known ones.
+
+    Also a ``KeyError``, as a failed lookup; unlike ``KeyError`` its text is the message, unquoted.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

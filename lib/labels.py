@@ -17,6 +17,8 @@ import numpy as np
 from cityscapesscripts.helpers.labels import Label
 from cityscapesscripts.helpers.labels import labels as _CITYSCAPES_LABELS
 
+from lib.errors import UserError
+
 NUM_CLASSES = 19
 IGNORE = 255
 ANOMALY = 254
@@ -85,7 +87,7 @@ def decolorize(rgb: np.ndarray) -> np.ndarray:
 
 
 def check_train_label(label: np.ndarray, source: str, allow_anomaly: bool = True) -> np.ndarray:
-    """Raise ``ValueError`` naming ``source`` and the value if ``label`` holds an invalid value.
+    """Raise :class:`UserError` naming ``source`` and the value if ``label`` holds an invalid value.
 
     Valid: trainIds ``0..18``, ``IGNORE`` and (if ``allow_anomaly``) ``ANOMALY``.
     Returns the label unchanged so the call can be inlined.
@@ -95,16 +97,16 @@ def check_train_label(label: np.ndarray, source: str, allow_anomaly: bool = True
     if not valid.all():
         bad = values[~valid]
         allowed = f"0..{NUM_CLASSES - 1}, {IGNORE}" + (f", {ANOMALY}" if allow_anomaly else "")
-        raise ValueError(f"{source}: invalid label value(s) {bad.tolist()[:10]}; expected {allowed}")
+        raise UserError(f"{source}: invalid label value(s) {bad.tolist()[:10]}; expected {allowed}")
     return label
 
 
 def check_ood_label(label: np.ndarray, source: str) -> np.ndarray:
-    """Raise ``ValueError`` naming ``source`` if a benchmark anomaly map holds values other than 0/1/255."""
+    """Raise :class:`UserError` naming ``source`` if an anomaly map holds values other than 0/1/255."""
     values = np.unique(np.asarray(label))
     bad = values[~np.isin(values, (OOD_IN, OOD_OUT, OOD_VOID))]
     if bad.size:
-        raise ValueError(
+        raise UserError(
             f"{source}: invalid anomaly label value(s) {bad.tolist()[:10]}; expected "
             f"{OOD_IN} (in-distribution), {OOD_OUT} (anomaly) or {OOD_VOID} (void)"
         )

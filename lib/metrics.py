@@ -29,8 +29,6 @@ import torch.distributed as dist
 from lib.labels import IGNORE, NUM_CLASSES, OOD_IN, OOD_OUT, OOD_VOID
 
 FPR_RULES = ("published", "first_tpr_geq")
-PROTOCOLS = ("published", "exact", "smiyc")
-_FPR_RULE_OF_PROTOCOL = {"published": "published", "exact": "first_tpr_geq"}
 RECALL_LEVEL = 0.95
 _CHUNK = 1 << 22  # pixels validated and split at a time, which bounds the temporaries of a big input
 
@@ -102,6 +100,72 @@ class _Counts:
     fp_gt: np.ndarray  # inliers with score > value
     n_pos: int
     n_neg: int
+
+
+def _counts_of(pos: np.ndarray, neg: np.ndarray) -> _Counts:
+    """Counts of ascending anomaly scores ``pos`` and ascending inlier scores ``neg`` (1-D, both
+    classes present)."""
+    if pos.size == 0:
+        raise ValueError(f"no anomaly pixel (label {OOD_OUT}) among {neg.size} scored pixels")
+    if neg.size == 0:
+        raise ValueError(f"no in-distribution pixel (label {OOD_IN}) among {pos.size} scored pixels")
+    desc = pos[::-1]
+    last = np.append(np.flatnonzero(desc[1:] != desc[:-1]), desc.size - 1)
+    values = desc[last]
+    n_neg = neg.size
+    return _Counts(
+        values=values,
+        tp=last.astype(np.int64) + 1,
+        fp_ge=n_neg - np.searchsorted(neg, values, side="left").astype(np.int64),
+        fp_gt=n_neg - np.searchsorted(neg, values, side="right").astype(np.int64),
+        n_pos=pos.size,
+        n_neg=n_neg,
+    )
+
+
+@dataclass(frozen=True)
+class Curve:
+    """ROC and precision-recall curves of pooled pixels, what plots draw.
+
+    ROC ``fpr``/``tpr`` from (0, 0) to (1, 1); PR ``recall``/``precision`` by increasing recall;
+    ``auroc``/``ap`` as the protocol that made the curve reports them; ``positive_rate`` = share of
+    anomaly pixels (the precision of a random score).
+    """
+
+    fpr: np.ndarray
+    tpr: np.ndarray
+    recall: np.ndarray
+    precision: np.ndarray
+    auroc: float
+    ap: float
+    positive_rate: float
+
+
+def exact_curve(pos: np.ndarray, neg: np.ndarray) -> Curve:
+    """The exact curves of ascending anomaly scores ``pos`` and ascending inlier scores ``neg`` (1-D).
+
+    Every count is taken at the distinct anomaly scores, as :meth:`OODMetricAccumulator.compute`
+    does: the area under the ROC staircase is the exact AUROC (ties form a diagonal step) and the
+    step sum under the PR points is the exact AP.
+    """
+    c = _counts_of(pos, neg)
+    tp, fp_ge, fp_gt, n_pos, n_neg = c.tp, c.fp_ge, c.fp_gt, c.n_pos, c.n_neg
+    # At each distinct anomaly score, first the inliers strictly above it (TPR unchanged), then the
+    # tied pixels of both classes together.
+    tp_prev = np.concatenate([[0], tp[:-1]])
+    roc_fp = np.concatenate([[0], np.stack([fp_gt, fp_ge], 1).ravel(), [n_neg]]) / n_neg
+    roc_tp = np.concatenate([[0], np.stack([tp_prev, tp], 1).ravel(), [n_pos]]) / n_pos
+    recall = tp / n_pos
+    precision = tp / (tp + fp_ge)
+    return Curve(
+        fpr=roc_fp,
+        tpr=roc_tp,
+        recall=recall,
+        precision=precision,
+        auroc=float(np.sum(np.diff(roc_fp) * (roc_tp[1:] + roc_tp[:-1]) / 2.0)),
+        ap=float(np.sum(np.diff(recall, prepend=0.0) * precision)),
+        positive_rate=n_pos / (n_pos + n_neg),
+    )
 
 
 class OODMetricAccumulator:
@@ -178,23 +242,7 @@ class OODMetricAccumulator:
         return self._pos[0], self._neg[0]
 
     def _counts(self) -> _Counts:
-        pos, neg = self._sorted_scores()
-        if pos.size == 0:
-            raise ValueError(f"no anomaly pixel (label {OOD_OUT}) among {neg.size} scored pixels")
-        if neg.size == 0:
-            raise ValueError(f"no in-distribution pixel (label {OOD_IN}) among {pos.size} scored pixels")
-        desc = pos[::-1]
-        last = np.append(np.flatnonzero(desc[1:] != desc[:-1]), desc.size - 1)
-        values = desc[last]
-        n_neg = neg.size
-        return _Counts(
-            values=values,
-            tp=last.astype(np.int64) + 1,
-            fp_ge=n_neg - np.searchsorted(neg, values, side="left").astype(np.int64),
-            fp_gt=n_neg - np.searchsorted(neg, values, side="right").astype(np.int64),
-            n_pos=pos.size,
-            n_neg=n_neg,
-        )
+        return _counts_of(*self._sorted_scores())
 
     def compute(self, *, fpr_rule: str = "published") -> dict[str, float]:
         """``{"AUROC", "AP", "FPR95"}`` of all pixels seen; FPR95 by ``fpr_rule`` (see module doc)."""
@@ -218,6 +266,10 @@ class OODMetricAccumulator:
         else:
             fp = c.fp_ge[int(np.argmax(recall >= RECALL_LEVEL))]
         return {"AUROC": float(auroc), "AP": ap, "FPR95": float(fp / c.n_neg)}
+
+    def curve(self) -> Curve:
+        """The exact ROC and PR curves of every pixel seen (:func:`exact_curve`)."""
+        return exact_curve(*self._sorted_scores())
 
     def threshold_at_tpr(self, tpr: float = RECALL_LEVEL) -> float:
         """Highest score threshold ``t`` whose rule ``score >= t`` reaches TPR >= ``tpr``."""
@@ -336,76 +388,3 @@ class ConfusionMatrix:
             "pixel_accuracy": float(tp.sum() / h.sum()),
             "mAcc": float(acc.nanmean()),
         }
-
-
-class OODEvaluation:
-    """Anomaly metrics of one benchmark under a named protocol: ``update`` per image, one dict out.
-
-    ``protocol``: ``"published"`` (exact, pooled pixels, published FPR95 rule; the default),
-    ``"exact"`` (exact, pooled, FPR95 at the first TPR >= 0.95, as Fishyscapes), ``"smiyc"`` (the
-    official SegmentMeIfYouCan pixel and component protocol of ``track``, see :mod:`lib.smiyc`).
-    ``per_image`` also reports the mean of per-image AUROC / AP / FPR95 under the same protocol;
-    images without an anomaly or without an inlier pixel are skipped and counted. The result
-    always names its protocol.
-    """
-
-    def __init__(self, protocol: str = "published", *, per_image: bool = False, track: str = "AnomalyTrack"):
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
-        self.protocol, self.per_image, self.track = protocol, per_image, track
-        if protocol == "smiyc":
-            from lib.smiyc import SMIYCAccumulator  # imported here: lib.smiyc builds on this module
-
-            self._pooled = SMIYCAccumulator(track)
-        else:
-            self._pooled = OODMetricAccumulator()
-        self._images: list[dict[str, float]] = []
-        self.n_images_skipped = 0
-
-    def reset(self) -> None:
-        self._pooled.reset()
-        self._images, self.n_images_skipped = [], 0
-
-    def _image_metrics(self, scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-        if self.protocol == "smiyc":
-            from lib.smiyc import frame_bins, pixel_metrics
-
-            m = pixel_metrics([frame_bins(scores, labels)])
-            return {k: m[k] for k in ("AUROC", "AP", "FPR95")}
-        return ood_metrics(scores, labels, fpr_rule=_FPR_RULE_OF_PROTOCOL[self.protocol])
-
-    def update(self, scores: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor) -> None:
-        """Add one image: scores and 0/1/255 labels of the same shape (``[H, W]`` for smiyc)."""
-        s, lab = as_score_label_pair(scores, labels)
-        self._pooled.update(s, lab)
-        if self.per_image:
-            if np.any(lab == OOD_OUT) and np.any(lab == OOD_IN):
-                self._images.append(self._image_metrics(s, lab))
-            else:
-                self.n_images_skipped += 1
-
-    def reduce_from_all_processes(self) -> None:
-        """Gather every rank's data; a no-op without a process group."""
-        self._pooled.reduce_from_all_processes()
-        if self.per_image and dist.is_available() and dist.is_initialized():
-            gathered: list[tuple[list[dict[str, float]], int] | None] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, (self._images, self.n_images_skipped))
-            self._images = [m for images, _ in gathered for m in images]
-            self.n_images_skipped = sum(n for _, n in gathered)
-
-    def compute(self) -> dict[str, object]:
-        """``{"protocol", <metrics>}`` (+ ``"track"`` for smiyc, + ``"per_image"`` if asked)."""
-        out: dict[str, object] = {"protocol": self.protocol}
-        if self.protocol == "smiyc":
-            out["track"] = self.track
-            out.update(self._pooled.compute())
-        else:
-            out.update(self._pooled.compute(fpr_rule=_FPR_RULE_OF_PROTOCOL[self.protocol]))
-        if self.per_image:
-            if not self._images:
-                raise ValueError(
-                    f"per-image metrics: all {self.n_images_skipped} images lack an anomaly or inlier pixel"
-                )
-            means = {k: float(np.mean([m[k] for m in self._images])) for k in ("AUROC", "AP", "FPR95")}
-            out["per_image"] = {**means, "n_images": len(self._images), "n_skipped": self.n_images_skipped}
-        return out

@@ -3,12 +3,15 @@
 
 Inputs are image files or folders (searched recursively for ``.png .jpg .jpeg .webp``). Each
 image runs at full resolution, normalised with ``data.mean``/``data.std``, through the model of
-``model.name``/``model.kwargs`` with the weights ``W`` (any layout
-:func:`lib.models.checkpoints.load_weights` reads), scored by ``eval.score`` and
+the model ``W`` was trained as (:func:`lib.models.checkpoints.load_model`: a checkpoint of this
+project rebuilds its own model, and a ``model.name`` that differs is an error; other layouts build
+``model.name``/``model.kwargs``), scored by ``eval.score`` and
 ``eval.postprocess``. For an image ``<stem>`` (a folder's images keep their path inside the
 folder) it writes ``<stem>_pred.png`` (colourised trainId prediction), ``<stem>_heatmap.png``
 (anomaly map over the image, 1st..99th percentile of that image) and ``<stem>_anomaly.npy``
 (float32 ``[H, W]`` raw scores, higher = more anomalous). Runs on CPU when no GPU is present.
+Scores that are not all finite (weights with NaN, say) are an error naming the image and the
+weights, raised before any of that image's files is written.
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from lib.config import Config, load_config
+from lib.atomic import atomic_open, make_folder
+from lib.cli_errors import run_cli
+from lib.config import Config, ConfigError, load_config
+from lib.data.image_file import set_max_image_pixels
 from lib.data.io import IMAGE_EXTENSIONS, read_rgb
-from lib.models import build_model
-from lib.models.checkpoints import load_weights
+from lib.errors import UserError
+from lib.models.checkpoints import load_model
 from lib.postprocess import POSTPROCESS, apply_postprocess
-from lib.scores import ScoreFn, get_score
+from lib.scores import ScoreFn, get_score, reads_ood_head
 from lib.viz import colorize_segmentation, heatmap_overlay, save_png
 
 _OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=")
@@ -50,14 +56,14 @@ def find_images(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
             found += [(p, p.relative_to(item).with_suffix("")) for p in files]
         elif item.is_file():
             if item.suffix.lower() not in IMAGE_EXTENSIONS:
-                raise ValueError(f"{item}: not an image file (expected {', '.join(IMAGE_EXTENSIONS)})")
+                raise UserError(f"{item}: not an image file (expected {', '.join(IMAGE_EXTENSIONS)})")
             found.append((item, Path(item.stem)))
         else:
             raise FileNotFoundError(f"{item}: no such file or folder")
     seen: dict[Path, Path] = {}
     for source, stem in found:
         if stem in seen:
-            raise ValueError(f"{seen[stem]} and {source} would both write outputs named {stem}_*")
+            raise UserError(f"{seen[stem]} and {source} would both write outputs named {stem}_*")
         seen[stem] = source
     return found
 
@@ -85,13 +91,6 @@ def predict_image(
     return pred, score[0].float().cpu().numpy()
 
 
-def load_model(cfg: Config, weight_path: str | Path, device: torch.device) -> nn.Module:
-    """Build ``cfg.model`` and load ``weight_path`` strictly; eval mode on ``device``."""
-    model = build_model(cfg.model.name, **cfg.model.kwargs)
-    load_weights(model, weight_path)
-    return model.to(device).eval()
-
-
 def split_overrides(inputs: Sequence[str], overrides: Sequence[str]) -> tuple[list[str], list[str]]:
     """Move ``section.key=value`` words that ``--input PATH...`` swallowed (and that are not existing
     paths) to the overrides: ``(inputs, overrides)``."""
@@ -114,15 +113,22 @@ def main(args: argparse.Namespace) -> list[Path]:
     """Predict every input image; returns the written ``_anomaly.npy`` paths."""
     inputs, overrides = split_overrides(args.input, args.overrides)
     cfg = load_config(Config, args.cfg, overrides)
+    set_max_image_pixels(cfg.data.max_image_pixels)
     images = find_images(inputs)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     score_fn = get_score(cfg.eval.score)
     if cfg.eval.postprocess not in POSTPROCESS:
-        raise ValueError(
+        raise ConfigError(
             f"unknown eval.postprocess {cfg.eval.postprocess!r}; expected one of {', '.join(POSTPROCESS)}"
         )
-    model = load_model(cfg, args.weight_path, device)
-    out = Path(args.out)
+    out = make_folder(args.out, "--out")
+    model = load_model(
+        args.weight_path,
+        name=cfg.model.name,
+        kwargs=cfg.model.kwargs,
+        fill_ood_head=not reads_ood_head(cfg.eval.score),
+    )
+    model.to(device).eval()
     written = []
     for source, stem in tqdm(images, desc="predict", unit="img"):
         rgb = read_rgb(source)
@@ -135,13 +141,20 @@ def main(args: argparse.Namespace) -> list[Path]:
             std=cfg.data.std,
             device=device,
         )
+        bad = np.count_nonzero(~np.isfinite(score))
+        if bad:
+            raise UserError(
+                f"{source}: {bad} of {score.size} anomaly scores are not finite (NaN or inf) with the "
+                f"weights {args.weight_path}; expected finite scores (are the weights corrupt or diverged?)"
+            )
         base = out / stem
         save_png(f"{base}_pred.png", colorize_segmentation(pred))
         save_png(f"{base}_heatmap.png", heatmap_overlay(rgb, score))
-        np.save(f"{base}_anomaly.npy", score)
+        with atomic_open(f"{base}_anomaly.npy", "wb") as handle:
+            np.save(handle, score)
         written.append(Path(f"{base}_anomaly.npy"))
     return written
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

@@ -1,8 +1,9 @@
 """Name -> object tables (models, train steps, anomaly scores, generation backends).
 
-Each table registers entries with a decorator and answers lookups; an unknown name is a ``KeyError``
-that names the closest registered name and lists them all. Modules named in ``modules`` register
-their entries on import and are imported on the first lookup, so importing a table stays cheap.
+Each table registers entries with a decorator and answers lookups; an unknown name is an
+:class:`~lib.errors.UnknownNameError` (a user error and a ``KeyError``) that names the closest
+registered name and lists them all. Modules named in ``modules`` register their entries on import
+and are imported on the first lookup, so importing a table stays cheap.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import difflib
 import importlib
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
+
+from lib.errors import UnknownNameError
 
 T = TypeVar("T")
 
@@ -51,5 +54,5 @@ class Registry(Generic[T]):
             close = difflib.get_close_matches(name, list(self._entries), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             known = ", ".join(sorted(self._entries))
-            raise KeyError(f"unknown {self.key} {name!r}.{hint} Known {self.kind}s: {known}")
+            raise UnknownNameError(f"unknown {self.key} {name!r}.{hint} Known {self.kind}s: {known}")
         return self._entries[name]

@@ -27,6 +27,15 @@ register_score = SCORES.register
 score_names = SCORES.names
 get_score = SCORES.get
 
+CLASSIFIER_SCORES = frozenset({"msp", "maxlogit", "entropy", "energy", "mask_confidence", "rba"})
+"""The built-in scores that read only the classifier's logits, never the OOD head."""
+
+
+def reads_ood_head(name: str) -> bool:
+    """Whether score ``name`` may read the model's OOD head (``learned``, and any score registered
+    outside this module): only then must the weights hold a trained head."""
+    return name not in CLASSIFIER_SCORES
+
 
 def free_energy(logits: torch.Tensor) -> torch.Tensor:
     """``-logsumexp_c logits_c`` over the class dim ``1``: ``[B, C, H, W] -> [B, H, W]``, higher = more

@@ -2,27 +2,30 @@
 
 Both exporters take one image at a time, ``add(name, anomaly_score, segmentation=None)``, then
 ``close()`` (or use them as context managers), so an evaluation loop can write while it scores.
-Every file is written to a temporary name and renamed, so an interrupted run leaves no torn file.
+Every file is written with :mod:`lib.atomic`, so an interrupted run leaves no torn file.
 
 SMIYC (needs ``h5py``: ``pip install 'multishiftseg[smiyc]'``):
 ``<root>/anomaly_p/<method>/<AnomalyTrack-all|ObstacleTrack-all>/<frame id>.hdf5`` holding the
 dataset ``value``: the ``[H, W]`` map as float16 in ``[0, 1]``, gzip level 9, higher = more
-anomalous, the layout the official ``road-anomaly-benchmark`` reads.
+anomalous, the layout the official ``road-anomaly-benchmark`` reads. Like that toolkit's own
+writer, the file holds the score as a probability-like value cast to float16: here the raw score
+mapped affinely, ``(s - low) / (high - low)``, from the score range ``[low, high]`` onto
+``[0, 1]`` (:class:`AffineUnitMap`). An affine map keeps both the order of the scores (the
+toolkit's rank-based ``PixBinaryClass`` and component metrics) and their spacing (its
+``PixBinaryClass-uniThr``, 4096 equal bins on [-0.01, 1.01]), up to float16 rounding: steps of
+2^-11 of the range (about 5e-4) in the upper half of ``[0, 1]``, finer below.
 
-How raw scores become float16 in ``[0, 1]`` (:class:`UnitScoreMap`): the official metrics only
-use the order of the scores, and float16 has just 15361 values in ``[0, 1]``, packed densely
-near 0 (a plain ``sigmoid`` would leave the anomalous end, near 1, 1024 levels). So the map
-works in float16 code space: a score is mapped to a position ``u`` in ``[0, 1]``, ``u`` to the
-integer code ``round(u · 15360)``, and the code is stored as the float16 with that bit pattern
-(bit patterns of non-negative float16 numbers are ordered like their values; 15360 is 1.0).
-Scores in the method's documented range ``[low, high]`` fill ``u`` in ``[1/16, 15/16]``
-linearly, i.e. 13440 equal steps of ``(high − low) / 13440``; scores outside are not clipped
-but squashed into the two end sixteenths by ``u = 1/16 / (1 + 14·(low − s)/(high − low))``
-below and its mirror above (continuous with the same slope at the range ends), so the order of
-any finite scores is kept up to that rounding, only with coarser steps far outside the range.
-The stored values are not probabilities; they are an order-preserving code. Suggested ranges
-per model family and score are in :data:`SCORE_RANGES` (DeepLab's learned energy −30..0 gives
-steps of 0.0022; Mask2Former's ``1 − confidence`` −20..1 steps of 0.0016).
+The range must cover every score of the export, or the map would leave ``[0, 1]``:
+
+- scores bounded by construction (:data:`BOUNDED_SCORE_RANGES`: ``msp``, ``entropy``) use those
+  bounds; each frame is written at once, and a frame outside them is an error;
+- every other score (energies, max-logit, ``rba``, the models' learned scores) has no bound, so
+  the range is that of the run's data: each frame's raw float32 map is staged in the hidden
+  folder ``.staging`` of the track folder while the scores stream, with a running min and max,
+  and ``close()`` writes every file with ``[low, high]`` = the smallest and largest score of all
+  frames of the export (``low`` maps to 0, ``high`` to 1), then removes the staging. This costs
+  one float32 write and read per frame (4 bytes per pixel of disk until ``close``), not a second
+  model pass. If the export is left by an error, the staged maps are removed and none is written.
 
 Fishyscapes: ``<root>/<index>_anomaly.npy`` (float32 ``[H, W]``, higher = more anomalous) and,
 when given, ``<root>/<index>_segmentation.npy`` (uint8 trainIds ``[H, W]``).
@@ -34,105 +37,80 @@ list, which is sorted by file name).
 
 from __future__ import annotations
 
+import io
 import math
 import os
-import tempfile
-from collections.abc import Callable
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
+from lib.atomic import atomic_open, write_bytes_atomic
+from lib.errors import UserError
 from lib.labels import NUM_CLASSES
+from lib.protocols import SMIYC_TRACK_OF_BENCHMARK
 from lib.smiyc import get_track
 
-FLOAT16_ONE_CODE = 0x3C00
-"""Bit pattern of float16 1.0 = the number of float16 steps from 0 to 1."""
-TAIL_SHARE = 1.0 / 16.0
-"""Share of the code space reserved below ``low`` and above ``high``."""
 SMIYC_DATASET = "value"
 SMIYC_GZIP_LEVEL = 9
+STAGING_FOLDER = ".staging"
 EXPORT_FORMATS = ("smiyc", "fishyscapes")
 
-SMIYC_TRACK_OF_BENCHMARK = {"RoadAnomaly21": "AnomalyTrack", "RoadObstacle21": "ObstacleTrack"}
-"""Benchmark name (:mod:`lib.data.benchmarks`) -> SMIYC track whose frames it holds."""
-
-SCORE_RANGES: dict[str, dict[str, tuple[float, float]]] = {
-    "deeplab": {
-        "learned": (-30.0, 0.0),
-        "energy": (-30.0, 0.0),
-        "maxlogit": (-30.0, 0.0),
-        "msp": (0.0, 1.0),
-        "entropy": (0.0, math.log(NUM_CLASSES)),
-    },
-    "mask2former": {
-        "learned": (-20.0, 1.0),
-        "mask_confidence": (-20.0, 1.0),
-        "rba": (-float(NUM_CLASSES), 0.0),
-        "energy": (-25.0, 0.0),
-        "maxlogit": (-20.0, 0.0),
-        "msp": (0.0, 1.0),
-        "entropy": (0.0, math.log(NUM_CLASSES)),
-    },
+BOUNDED_SCORE_RANGES: dict[str, tuple[float, float]] = {
+    "msp": (0.0, 1.0),
+    "entropy": (0.0, math.log(NUM_CLASSES)),
 }
-"""Typical raw-score range per model family and ``eval.score``: where the float16 code is finest."""
+"""``eval.score`` -> the range its formula cannot leave for any logits (:mod:`lib.scores`):
+``1 - max softmax`` and the entropy of a 19-class softmax. (``rba`` is bounded only for the
+non-negative class scores of mask-classification models, so its range is derived like the others.)"""
 
-_FAMILY_PREFIXES = {"deeplab": "deeplab", "mask2": "mask2former"}
+
+def bounded_score_range(score: str) -> tuple[float, float] | None:
+    """The range ``score`` cannot leave, or ``None`` if unbounded (then the export derives it)."""
+    return BOUNDED_SCORE_RANGES.get(score)
 
 
-def score_range(model_name: str, score: str) -> tuple[float, float]:
-    """The suggested :class:`UnitScoreMap` range for ``score`` on model ``model_name``."""
-    family = next((f for prefix, f in _FAMILY_PREFIXES.items() if model_name.startswith(prefix)), None)
-    if family is None:
-        raise KeyError(
-            f"no score range known for model {model_name!r} (known families: names starting with "
-            f"{', '.join(_FAMILY_PREFIXES)}); pass score_range=(low, high) explicitly"
-        )
-    if score not in SCORE_RANGES[family]:
-        raise KeyError(
-            f"no score range known for score {score!r} on {family} models (known: "
-            f"{', '.join(sorted(SCORE_RANGES[family]))}); pass score_range=(low, high) explicitly"
-        )
-    return SCORE_RANGES[family][score]
+class ScoreRangeError(UserError):
+    """Scores outside the range given to the SMIYC export."""
 
 
 @dataclass(frozen=True)
-class UnitScoreMap:
-    """Monotone map of raw anomaly scores onto float16 codes in ``[0, 1]`` (module doc)."""
+class AffineUnitMap:
+    """``(s - low) / (high - low)`` as float16: the range ``[low, high]`` onto ``[0, 1]`` (module doc).
+    With ``low == high`` (a constant map) every score becomes 0."""
 
     low: float
     high: float
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
-            raise ValueError(f"score range needs finite low < high, got ({self.low}, {self.high})")
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low <= self.high):
+            raise ValueError(f"score range needs finite low <= high, got ({self.low}, {self.high})")
 
-    @property
-    def step(self) -> float:
-        """Score difference of one float16 code inside ``[low, high]``."""
-        return (self.high - self.low) / ((1.0 - 2.0 * TAIL_SHARE) * FLOAT16_ONE_CODE)
+    def __call__(self, scores: np.ndarray, name: str = "") -> np.ndarray:
+        """float16 values in ``[0, 1]``, same shape; a score outside ``[low, high]`` is an error."""
+        scores = _finite_scores(scores, name)
+        if scores.size and (scores.min() < self.low or scores.max() > self.high):
+            raise ScoreRangeError(
+                f"{name or 'scores'}: anomaly scores span [{scores.min()}, {scores.max()}], outside the "
+                f"export's score range [{self.low}, {self.high}]"
+            )
+        span = self.high - self.low
+        unit = (scores.astype(np.float64) - self.low) / (span if span > 0 else 1.0)
+        return unit.astype(np.float16)
 
-    def position(self, scores: np.ndarray) -> np.ndarray:
-        """``u`` in ``[0, 1]`` (float64), strictly increasing in the score."""
-        f = (np.asarray(scores, dtype=np.float64) - self.low) / (self.high - self.low)
-        slope = (1.0 - 2.0 * TAIL_SHARE) / TAIL_SHARE
-        u = TAIL_SHARE + (1.0 - 2.0 * TAIL_SHARE) * f
-        below, above = f < 0.0, f > 1.0
-        u[below] = TAIL_SHARE / (1.0 - slope * f[below])
-        u[above] = 1.0 - TAIL_SHARE / (1.0 + slope * (f[above] - 1.0))
-        return u
 
-    def __call__(self, scores: np.ndarray) -> np.ndarray:
-        """float16 values in ``[0, 1]``, same shape; NaN or inf is an error."""
-        scores = np.asarray(scores)
-        if scores.dtype.kind not in "fiu":
-            raise ValueError(f"anomaly scores must be real numbers, got dtype {scores.dtype}")
-        if not np.isfinite(scores).all():
-            raise ValueError(f"anomaly scores hold {np.count_nonzero(~np.isfinite(scores))} NaN/inf values")
-        codes = np.rint(self.position(scores) * FLOAT16_ONE_CODE).astype(np.uint16)
-        return codes.view(np.float16)
+def _finite_scores(scores: np.ndarray, name: str) -> np.ndarray:
+    scores = np.asarray(scores)
+    if scores.dtype.kind not in "fiu":
+        raise ValueError(f"{name or 'scores'}: anomaly scores must be real numbers, got dtype {scores.dtype}")
+    if not np.isfinite(scores).all():
+        n_bad = np.count_nonzero(~np.isfinite(scores))
+        raise ValueError(f"{name or 'scores'}: anomaly scores hold {n_bad} NaN/inf values")
+    return scores
 
 
 def _as_map(x: np.ndarray | torch.Tensor, what: str, name: str) -> np.ndarray:
@@ -154,16 +132,9 @@ def _check_name(name: str | int) -> str:
     return text
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+def _write_npy(path: Path, array: np.ndarray) -> Path:
+    with atomic_open(path, "wb") as handle:
+        np.save(handle, array)
     return path
 
 
@@ -199,26 +170,36 @@ class _Exporter:
         self._closed = True
         return self.count
 
+    def abandon(self) -> None:
+        """Stop after an error: keep what is written, start nothing new."""
+        self._closed = True
+
     def __enter__(self):
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        if exc_type is None:
+            self.close()
+        else:
+            self.abandon()
 
 
 class SMIYCExporter(_Exporter):
     """Writes ``anomaly_p/<method>/<track>-all/<frame id>.hdf5`` under ``root`` (module doc).
 
-    ``score_range``: the ``(low, high)`` of :class:`UnitScoreMap`, e.g. from :func:`score_range`.
+    ``score_range``: ``(low, high)`` that every score lies in (e.g. :func:`bounded_score_range`;
+    frames are written as they come), or ``None`` to use the smallest and largest score of all
+    frames (staged, written by :meth:`close`; under ``torch.distributed`` every process's exporter
+    must be closed, as they agree on one range). After ``close``, ``mapping`` is the map used.
     ``segmentation`` given to :meth:`add` is not part of the SMIYC format and is not written.
     """
 
     file_key = "name"
 
     def __init__(
-        self, root: str | Path, *, method: str, track: str, score_range: tuple[float, float]
+        self, root: str | Path, *, method: str, track: str, score_range: tuple[float, float] | None = None
     ) -> None:
         try:
             import h5py
@@ -232,7 +213,13 @@ class SMIYCExporter(_Exporter):
         self._h5py = h5py
         self.track = track
         self.folder = Path(root) / "anomaly_p" / _check_name(method) / f"{track}-all"
-        self.mapping = UnitScoreMap(*score_range)
+        self.mapping = AffineUnitMap(*score_range) if score_range is not None else None
+        self._staged: list[str] = []
+        self._low, self._high = math.inf, -math.inf
+
+    @property
+    def staging(self) -> Path:
+        return self.folder / STAGING_FOLDER
 
     def path(self, name: str | int) -> Path:
         return self.folder / f"{_check_name(name)}.hdf5"
@@ -243,17 +230,51 @@ class SMIYCExporter(_Exporter):
         anomaly_score: np.ndarray | torch.Tensor,
         segmentation: np.ndarray | torch.Tensor | None = None,
     ) -> Path:
-        """Write frame ``name``'s ``[H, W]`` anomaly map; returns the file path."""
+        """Take frame ``name``'s ``[H, W]`` anomaly map; returns the path its file has (or will
+        have, for a derived range, after :meth:`close`)."""
         text = self._new_name(name)
-        value = self.mapping(_as_map(anomaly_score, "anomaly_score", text))
+        score = _as_map(anomaly_score, "anomaly_score", text)
+        if self.mapping is not None:
+            return self._written(text, self._write(text, self.mapping(score, text)))
+        score = _finite_scores(score, text).astype(np.float32, copy=False)
+        if score.size:
+            self._low, self._high = min(self._low, float(score.min())), max(self._high, float(score.max()))
+        _write_npy(self.staging / f"{text}.npy", score)
+        self._staged.append(text)
+        return self._written(text, self.path(text))
 
-        def write(tmp: Path) -> None:
-            with self._h5py.File(tmp, "w") as f:
-                f.create_dataset(
-                    SMIYC_DATASET, data=value, compression="gzip", compression_opts=SMIYC_GZIP_LEVEL
-                )
+    def _write(self, text: str, value: np.ndarray) -> Path:
+        buffer = io.BytesIO()
+        with self._h5py.File(buffer, "w") as f:
+            f.create_dataset(SMIYC_DATASET, data=value, compression="gzip", compression_opts=SMIYC_GZIP_LEVEL)
+        return write_bytes_atomic(self.path(text), buffer.getvalue())
 
-        return self._written(text, _atomic_write(self.path(text), write))
+    def close(self) -> int:
+        """Write the staged frames with the range of all scores (module doc); returns the count."""
+        if self._closed or self.mapping is not None:
+            return super().close()
+        self.mapping = AffineUnitMap(*self._all_ranks_range())
+        for text in self._staged:
+            self._write(text, self.mapping(np.load(self.staging / f"{text}.npy"), text))
+        self._staged = []
+        shutil.rmtree(self.staging, ignore_errors=True)
+        return super().close()
+
+    def _all_ranks_range(self) -> tuple[float, float]:
+        """The smallest and largest staged score over all processes (each exports its share of the
+        frames, and all files of a track need one map); ``(0, 0)`` if no score was staged."""
+        bounds = [(self._low, self._high)]
+        if dist.is_available() and dist.is_initialized():
+            bounds = [None] * dist.get_world_size()
+            dist.all_gather_object(bounds, (self._low, self._high))
+        low, high = min(b[0] for b in bounds), max(b[1] for b in bounds)
+        return (low, high) if low <= high else (0.0, 0.0)
+
+    def abandon(self) -> None:
+        """Stop after an error: remove the staged maps; the files already written stay."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self._staged = []
+        super().abandon()
 
 
 class FishyscapesExporter(_Exporter):
@@ -273,10 +294,9 @@ class FishyscapesExporter(_Exporter):
     ) -> Path:
         """Write image ``name``'s maps; returns the anomaly file path."""
         text = self._new_name(name)
-        score = _as_map(anomaly_score, "anomaly_score", text).astype(np.float32, copy=False)
-        if not np.isfinite(score).all():
-            n_bad = np.count_nonzero(~np.isfinite(score))
-            raise ValueError(f"{text}: anomaly_score holds {n_bad} NaN/inf values")
+        score = _finite_scores(_as_map(anomaly_score, "anomaly_score", text), text).astype(
+            np.float32, copy=False
+        )
         if segmentation is not None:
             seg = _as_map(segmentation, "segmentation", text)
             if seg.shape != score.shape:
@@ -288,16 +308,8 @@ class FishyscapesExporter(_Exporter):
                     f"{text}: segmentation holds values {seg.min()}..{seg.max()}; expected trainIds "
                     f"0..{NUM_CLASSES - 1}"
                 )
-            _atomic_write(self.folder / f"{text}_segmentation.npy", _npy_writer(seg.astype(np.uint8)))
-        return self._written(text, _atomic_write(self.folder / f"{text}_anomaly.npy", _npy_writer(score)))
-
-
-def _npy_writer(array: np.ndarray) -> Callable[[Path], None]:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-
-    return write
+            _write_npy(self.folder / f"{text}_segmentation.npy", seg.astype(np.uint8))
+        return self._written(text, _write_npy(self.folder / f"{text}_anomaly.npy", score))
 
 
 Exporter = SMIYCExporter | FishyscapesExporter
@@ -313,10 +325,11 @@ def build_exporter(
     score_range: tuple[float, float] | None = None,
 ) -> Exporter:
     """The exporter of ``--export kind``: SMIYC files of ``benchmark``'s track, or Fishyscapes files
-    in ``root/<benchmark>``. ``method`` and ``score_range`` are needed by SMIYC only."""
+    in ``root/<benchmark>``. ``method`` and ``score_range`` are for SMIYC only (a ``None`` range is
+    derived from the scores, see :class:`SMIYCExporter`)."""
     if kind == "smiyc":
-        if score_range is None or not method:
-            raise ValueError("SMIYC export needs a method name and a score_range=(low, high)")
+        if not method:
+            raise ValueError("SMIYC export needs a method name")
         if benchmark not in SMIYC_TRACK_OF_BENCHMARK:
             raise ValueError(
                 f"benchmark {benchmark!r} is not a SMIYC track; SMIYC export covers "

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from lib.atomic import atomic_open
 from lib.labels import colorize
 
 
@@ -68,8 +69,7 @@ def colorize_segmentation(pred: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def save_png(path: str | Path, rgb: np.ndarray) -> Path:
-    """Write ``[H, W, 3]`` uint8 RGB (or ``[H, W]`` grey) as PNG, creating the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(rgb)).save(path)
-    return path
+    """Write ``[H, W, 3]`` uint8 RGB (or ``[H, W]`` grey) as PNG atomically, creating the folder."""
+    with atomic_open(path, "wb") as handle:
+        Image.fromarray(np.ascontiguousarray(rgb)).save(handle, format="PNG")
+    return Path(path)

@@ -1,5 +1,6 @@
-"""Test-wide setup. The Hugging Face variables are read when huggingface_hub is first imported and
-OMP_WAIT_POLICY when torch loads OpenMP, so they are set here, before any test module imports them."""
+"""Test-wide setup. The Hugging Face variables are read when huggingface_hub is first imported,
+OMP_WAIT_POLICY when torch loads OpenMP and TRITON_INTERPRET when a Triton kernel is defined, so they
+are set here, before any test module imports them."""
 
 import os
 
@@ -8,6 +9,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads its OpenMP runtime
+os.environ.setdefault("TRITON_INTERPRET", "1")  # tests have no GPU: Triton kernels run on its CPU interpreter
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -210,10 +210,15 @@ MUAD_VALUES = [0, 5, 18, NUM_CLASSES, NUM_CLASSES + 1, IGNORE]
 
 
 def write_muad_like(
-    root: Path, folder: str = "MUAD_challenge/test_sets/test_OOD", *, n: int = 2
+    root: Path, folder: str = "MUAD_challenge/test_sets/test_OOD", *, n: int = 2, release_names: bool = False
 ) -> list[str]:
-    """MUAD-encoded set (also the ToyShift test-set layout): trainIds, 19, 20 and 255 in every label."""
-    return write_flat_benchmark(root, folder, "leftImg8bit", "leftLabel", ".png", ".png", MUAD_VALUES, n=n)
+    """MUAD-encoded set: trainIds, 19, 20 and 255 in every label. Files are named ``{stem}.png``
+    (the ToyShift test-set layout) or, with ``release_names``, as in the MUAD release:
+    ``{stem}_leftImg8bit.png`` and ``{stem}_leftLabel.png``."""
+    image_ext, label_suffix = ("_leftImg8bit.png", "_leftLabel.png") if release_names else (".png", ".png")
+    return write_flat_benchmark(
+        root, folder, "leftImg8bit", "leftLabel", image_ext, label_suffix, MUAD_VALUES, n=n
+    )
 
 
 ACDC_VALUES = [0, 7, 26, 1, 100, 124]
@@ -243,7 +248,7 @@ def write_acdc_poc(
 def write_training_tree(root: Path, *, size: tuple[int, int] = (24, 48)) -> list[str]:
     """Everything a training run reads: Cityscapes + one generated variant each, the flat benchmarks
     (validation), COCO and its outlier mask bank. Returns the Cityscapes stems."""
-    from lib.data.coco_ood import write_mask_bank
+    from lib.data.coco_ood.mask_bank import write_mask_bank
 
     stems = write_cityscapes(root, per_city=2, size=size)
     write_multishift(root, stems, variants=1, size=size)

@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from lib.errors import UserError
 from lib.models import build_model
 from lib.models.checkpoints import (
     IncompatibleCheckpointError,
-    build_from_checkpoint,
+    MissingOODHeadError,
+    WrongModelError,
     git_commit,
+    load_model,
     load_weights,
     save_checkpoint,
 )
@@ -36,13 +39,23 @@ def assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 
 def test_nvidia_closed_world_checkpoint_initialises_ood_head_from_classifier(tmp_path, caplog):
+    """As training's starting weights only (``fill_ood_head``); anywhere else it is refused."""
     source = fresh_model(1)
     weights = {f"module.{k}": v for k, v in source.state_dict().items() if not k.startswith("ood_head")}
     path = tmp_path / "DeepLabV3+_WideResNet38_baseline.pth"
     torch.save({"state_dict": weights, "epoch": 175, "mean_iu": 0.8}, path)
     model = fresh_model(2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(
+        MissingOODHeadError, match=r"has no OOD head.*\n  missing keys \(1\): ood_head\.weight"
+    ):
+        load_weights(model, path)
+    assert issubclass(MissingOODHeadError, UserError) and issubclass(
+        MissingOODHeadError, IncompatibleCheckpointError
+    )
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # nothing loaded
     with caplog.at_level(logging.INFO, logger="lib.models.deeplab"):
-        extra = load_weights(model, path)
+        extra = load_weights(model, path, fill_ood_head=True)
     assert extra == {"epoch": 175, "mean_iu": 0.8}
     torch.testing.assert_close(model.ood_head.weight, source.final[6].weight, rtol=0, atol=0)
     assert not torch.equal(model.ood_head.weight, source.ood_head.weight)
@@ -109,7 +122,7 @@ def test_own_checkpoint_round_trip_and_rebuild(tmp_path):
         new_optimizer.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"]
     )
 
-    rebuilt = build_from_checkpoint(path).eval()
+    rebuilt = load_model(path).eval()
     assert_same_state(rebuilt, model)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), model(x))
@@ -181,11 +194,59 @@ def test_pickle_and_unsafe_files_get_clear_errors(tmp_path):
         load_weights(fresh_model(1), {"mod1.conv1.weight": "not a tensor"})
 
 
-def test_build_from_checkpoint_needs_model_name(tmp_path):
+def _seven_class_checkpoint(path):
+    torch.manual_seed(3)
+    model = build_model(MODEL, num_classes=7).eval()
+    save_checkpoint(
+        path,
+        model=model,
+        epoch=0,
+        stage=1,
+        config={},
+        model_name=MODEL,
+        model_kwargs={"num_classes": 7},
+        metrics={},
+    )
+    return model
+
+
+def test_load_model_rebuilds_the_model_a_checkpoint_was_trained_as(tmp_path):
+    trained = _seven_class_checkpoint(tmp_path / "last.pth")
+    for rebuilt in (load_model(tmp_path / "last.pth"), load_model(tmp_path / "last.pth", name=MODEL)):
+        assert rebuilt.final[6].out_channels == 7  # from the checkpoint's model_kwargs, not the config's
+        assert_same_state(rebuilt, trained)
+    with pytest.raises(
+        WrongModelError, match="holds a 'deeplab_wrn_light' model .* model.name is 'deeplab_wrn38'"
+    ):
+        load_model(tmp_path / "last.pth", name="deeplab_wrn38")
+    with pytest.raises(
+        WrongModelError, match="score.model is 'mask2anomaly_tiny'; set score.model=deeplab_wrn_light"
+    ):
+        load_model(tmp_path / "last.pth", name="mask2anomaly_tiny", name_key="score.model")
+
+
+def test_load_model_builds_external_weights_from_the_config(tmp_path):
+    model = fresh_model(4)
     path = tmp_path / "plain.pth"
-    torch.save(fresh_model(1).state_dict(), path)
-    with pytest.raises(ValueError, match="no model_name/model_kwargs"):
-        build_from_checkpoint(path)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
+    assert_same_state(load_model(path, name=MODEL, kwargs={"num_classes": 19}), model)
+    with pytest.raises(ValueError, match="no model_name/model_kwargs .*name its model \\(model.name\\)"):
+        load_model(path)
+    closed = tmp_path / "closed.pth"
+    torch.save({k: v for k, v in model.state_dict().items() if k != "ood_head.weight"}, closed)
+    with pytest.raises(MissingOODHeadError):
+        load_model(closed, name=MODEL)
+    filled = load_model(closed, name=MODEL, fill_ood_head=True)
+    assert torch.equal(filled.state_dict()["ood_head.weight"], model.state_dict()["final.6.weight"])
+
+
+def test_generation_score_filter_rebuilds_its_model_from_the_checkpoint(tmp_path):
+    from generation.filters import build_score_model
+
+    trained = _seven_class_checkpoint(tmp_path / "last.pth")
+    assert_same_state(build_score_model(MODEL, {}, str(tmp_path / "last.pth"), "cpu"), trained)
+    with pytest.raises(WrongModelError, match="score.model is 'mask2anomaly_r50'"):
+        build_score_model("mask2anomaly_r50", {}, str(tmp_path / "last.pth"), "cpu")
 
 
 def test_git_commit_is_a_hash_or_none():

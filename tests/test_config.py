@@ -106,3 +106,55 @@ def test_stage_two_optimizer_settings_default_to_stage_one():
     stage1, stage2 = stages_from_config(load_config(Config, "exp/DeepLab.yaml"))
     assert (stage2.optimizer, stage2.weight_decay) == (stage1.optimizer, stage1.weight_decay) == ("adam", 0.0)
     assert (stage1.first_epoch, stage1.last_epoch, stage2.last_epoch) == (0, 10, 50)
+
+
+def test_empty_file_is_an_error_naming_it(tmp_path):
+    for text in ("", "# only a comment\n"):
+        (tmp_path / "empty.yaml").write_text(text)
+        with pytest.raises(ConfigError, match=r"empty\.yaml: the file is empty"):
+            load_config(Config, tmp_path / "empty.yaml")
+
+
+def test_repeated_key_names_file_key_and_lines(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("train:\n  epochs: 3\nmodel:\n  name: deeplab_wrn38\ntrain:\n  lr: 0.5\n")
+    with pytest.raises(ConfigError, match=r"twice\.yaml: key 'train' appears twice \(lines 1 and 5\)"):
+        load_config(Config, path)
+    path.write_text("train:\n  epochs: 3\n  epochs: 4\n")
+    with pytest.raises(ConfigError, match=r"twice\.yaml: key 'epochs' appears twice \(lines 2 and 3\)"):
+        load_config(Config, path)
+    with pytest.raises(ConfigError, match=r"command line: .*key 'lr' appears twice"):
+        load_config(Config, None, ["train={lr: 1, lr: 2}"])
+
+
+def test_invalid_yaml_names_the_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("train:\n  epochs: [1,\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: not valid YAML"):
+        load_config(Config, path)
+
+
+@pytest.mark.parametrize(
+    "override, key, length",
+    [
+        ("data.mean=[0.5]", "data.mean", 3),
+        ("data.std=[0.2, 0.2, 0.2, 0.2]", "data.std", 3),
+        ("data.scale_range=[2.0]", "data.scale_range", 2),
+        ("loss.margins=[1.0, 2.0]", "loss.margins", 3),
+        ("loss.ce_weights=[]", "loss.ce_weights", 2),
+    ],
+)
+def test_fixed_length_lists_are_checked(override, key, length, tmp_path):
+    with pytest.raises(ConfigError, match=rf"command line: {key}: expected {length} values, got"):
+        load_config(Config, None, [override])
+    section, name = key.split(".")
+    (tmp_path / "short.yaml").write_text(f"{section}:\n  {name}: [1.0]\n")
+    with pytest.raises(ConfigError, match=rf"short\.yaml: {key}: expected {length} values, got 1"):
+        load_config(Config, tmp_path / "short.yaml")
+
+
+def test_generation_fixed_length_lists_are_checked():
+    from generation.config import GenerationConfig
+
+    with pytest.raises(ConfigError, match=r"paste\.size_range: expected 2 values"):
+        load_config(GenerationConfig, None, ["paste.size_range=[100]"])

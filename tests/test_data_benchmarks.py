@@ -8,6 +8,7 @@ from lib.data import BENCHMARKS, build_benchmark
 from lib.data.benchmarks import ACDC_POC, MUADLike
 from lib.data.io import read_rgb
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RandomCrop
+from lib.errors import UserError
 from lib.labels import IGNORE, OOD_IN, OOD_OUT, OOD_VOID
 from tests.data_fixtures import (
     ACDC_VALUES,
@@ -103,11 +104,11 @@ def test_flat_benchmark_errors(tmp_path):
     bad = np.zeros((24, 40), np.uint8)
     bad[0, 0] = IGNORE  # RoadAnomaly has no void
     write_gray(tmp_path / "road_anomaly/labels/road_anomaly_000.png", bad)
-    with pytest.raises(ValueError, match=r"road_anomaly_000.png: invalid anomaly label value\(s\) \[255\]"):
+    with pytest.raises(UserError, match=r"road_anomaly_000.png: invalid anomaly label value\(s\) \[255\]"):
         build_benchmark("RoadAnomaly", root=tmp_path)[0]
     bad[0, 0] = 2
     write_gray(tmp_path / "fs_static/labels/fs_static_000.png", bad)
-    with pytest.raises(ValueError, match=r"fs_static_000.png: invalid anomaly label value\(s\) \[2\]"):
+    with pytest.raises(UserError, match=r"fs_static_000.png: invalid anomaly label value\(s\) \[2\]"):
         build_benchmark("FS_Static", root=tmp_path)[0]
     write_gray(tmp_path / "fs_static/labels/lonely.png", bad)
     with pytest.raises(FileNotFoundError, match="lonely.png has no matching image"):
@@ -118,21 +119,43 @@ def test_flat_benchmark_errors(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name,folder", [("MUAD", "MUAD_challenge/test_sets/test_OOD"), ("toy_shift", "toy_shift")]
+    "name,folder,release_names",
+    [
+        ("MUAD", "MUAD_challenge/test_sets/test_OOD", False),
+        ("MUAD", "MUAD_challenge/test_sets/test_OOD", True),
+        ("toy_shift", "toy_shift", False),
+    ],
 )
-def test_muad_encoding(tmp_path, name, folder):
-    stems = write_muad_like(tmp_path, folder)
+def test_muad_encoding(tmp_path, name, folder, release_names):
+    stems = write_muad_like(tmp_path, folder, release_names=release_names)
     ds = build_benchmark(name, root=tmp_path)
     assert len(ds) == 2 and ds[1]["name"] == stems[1]
+    label_name = f"{stems[0]}_leftLabel.png" if release_names else f"{stems[0]}.png"
+    assert ds.samples[0][2] == tmp_path / folder / "leftLabel" / label_name
     item = ds[0]
     assert item["sem_label"].dtype == torch.int64 and item["ood_label"].dtype == torch.uint8
     # written bands: 0, 5, 18, 19, 20, 255
     assert _column_values(item["ood_label"]) == [OOD_IN, OOD_OUT, OOD_VOID]
     assert _column_values(item["sem_label"]) == [0, 5, 18, IGNORE]
     bad = np.full((24, 40), 21, np.uint8)
-    write_gray(tmp_path / folder / "leftLabel" / f"{stems[0]}.png", bad)
-    with pytest.raises(ValueError, match=rf"{stems[0]}.png: invalid label value\(s\) \[21\]"):
+    write_gray(tmp_path / folder / "leftLabel" / label_name, bad)
+    with pytest.raises(UserError, match=rf"{label_name}: invalid label value\(s\) \[21\]"):
         build_benchmark(name, root=tmp_path)[0]
+
+
+def test_muad_release_names_pair_by_frame(tmp_path):
+    """The release names pair by frame; a label of another frame is still an orphan, and one frame
+    under both names is an error naming both files."""
+    folder = tmp_path / "MUAD_challenge/test_sets/test_OOD"
+    stems = write_muad_like(tmp_path, release_names=True)
+    assert [s[0] for s in build_benchmark("MUAD", root=tmp_path).samples] == stems
+    write_gray(folder / "leftLabel" / "other_leftLabel.png", np.zeros((24, 40), np.uint8))
+    with pytest.raises(FileNotFoundError, match="other_leftLabel.png has no matching image"):
+        build_benchmark("MUAD", root=tmp_path)
+    (folder / "leftLabel" / "other_leftLabel.png").unlink()
+    write_rgb(folder / "leftImg8bit" / f"{stems[0]}.png", np.zeros((24, 40, 3), np.uint8))
+    with pytest.raises(ValueError, match=f"two image files share the name '{stems[0]}'"):
+        build_benchmark("MUAD", root=tmp_path)
 
 
 def test_toy_covariate_without_anomalies_loads(tmp_path):

@@ -10,15 +10,11 @@ import pytest
 import torch
 
 from lib.data import CityscapesSeg, MultiShiftPairs, OutlierObjects, collate_items
-from lib.data.coco_ood import (
-    MASK_DIR,
-    decode_rle_string,
-    paste_outlier,
-    rle_to_mask,
-    write_mask_bank,
-)
+from lib.data.coco_ood import MASK_DIR, paste_outlier
+from lib.data.coco_ood.mask_bank import write_mask_bank
 from lib.data.multishift import mixup
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RandomCrop
+from lib.errors import UserError
 from lib.labels import ANOMALY, IGNORE
 from tests.data_fixtures import write_cityscapes, write_coco, write_gray, write_multishift
 
@@ -50,7 +46,7 @@ def test_cityscapes_errors(tmp_path):
     bad = np.zeros((32, 64), np.uint8)
     bad[0, 0] = ANOMALY  # originals may not hold anomaly
     write_gray(lab, bad)
-    with pytest.raises(ValueError, match=rf"{lab.name}.*\[{ANOMALY}\]"):
+    with pytest.raises(UserError, match=rf"{lab.name}.*\[{ANOMALY}\]"):
         ds = CityscapesSeg(tmp_path / "cityscapes")
         ds[[s[3] for s in ds.samples].index(lab)]
     orphan = lab.with_name("aachen_000000_000099_gtFine_labelTrainIds.png")
@@ -135,15 +131,6 @@ def test_mixup_formula():
     assert (mixup(a, b, 0.0) == 100).all()
 
 
-def test_rle_decoding_hand_made():
-    assert decode_rle_string("325") == [3, 2, 5]
-    assert decode_rle_string("325O") == [3, 2, 5, 1]  # 4th run stored as delta -1 from the 2nd
-    m = rle_to_mask([1, 2, 3], 2, 3)  # column-major: 0, then 1 1, then 0 0 0
-    assert m.tolist() == [[False, True, False], [True, False, False]]
-    with pytest.raises(ValueError, match="sum to"):
-        rle_to_mask([1, 2], 2, 3)
-
-
 def test_coco_mask_bank_and_outlier_objects(tmp_path):
     data = write_coco(tmp_path)
     coco = tmp_path / "coco"
@@ -161,10 +148,10 @@ def test_coco_mask_bank_and_outlier_objects(tmp_path):
     assert len(objs) == 2
     rgb, mask = objs[0]
     assert (
-        rgb.dtype == np.uint8 and rgb.shape == (*mask.shape, 3) and mask.shape == (19, 19)
-    )  # polygon 21x21 minus its edge band
+        rgb.dtype == np.uint8 and rgb.shape == (*mask.shape, 3) and mask.shape == (18, 18)
+    )  # the polygon's 20x20 pixels (pycocotools) minus its edge band
     assert (mask == ANOMALY).any() and data["images"][0]["height"] == 40
-    with pytest.raises(ValueError, match="not COCO category names"):
+    with pytest.raises(UserError, match="not COCO category names"):
         write_mask_bank(coco, exclude=["spaceship"])
     assert write_mask_bank(tmp_path / "coco", min_size=41) == 0  # images below min_size skipped
 
@@ -182,7 +169,7 @@ def test_outlier_objects_errors(tmp_path):
     bad = np.zeros((40, 48), np.uint8)
     bad[0, 0] = 7
     write_gray(coco / MASK_DIR / "000000000001_11.png", bad)
-    with pytest.raises(ValueError, match=r"000000000001_11.png: invalid mask value\(s\) \[7\]"):
+    with pytest.raises(UserError, match=r"000000000001_11.png: invalid mask value\(s\) \[7\]"):
         OutlierObjects(coco)[0]
 
 

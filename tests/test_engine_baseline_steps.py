@@ -1,17 +1,13 @@
-"""Outlier-exposure-only baseline: the in-vs-out term's exact value, the step's total, pasting into
-originals only, and the unpaired training set read through the real Cityscapes loader."""
+"""Outlier-exposure-only baseline: the in-vs-out term's exact value, the step's total, and the unpaired
+training set read through the real Cityscapes loader."""
 
 import numpy as np
 import pytest
 import torch
 
 from lib.config import Config, load_config
-from lib.engine.baseline_steps import (
-    OutlierExposureStep,
-    PasteOutliers,
-    build_unpaired_train_set,
-    in_out_contrastive_term,
-)
+from lib.engine.baseline_steps import OutlierExposureStep, in_out_contrastive_term
+from lib.engine.builders import build_unpaired_train_set
 from lib.engine.stages import stages_from_config
 from lib.engine.steps import build_train_step
 from lib.labels import ANOMALY, IGNORE
@@ -78,18 +74,6 @@ def toy_root(tmp_path_factory):
     write_source_dataset(root, n_train=3, n_val=0, height=64, width=128, seed=0)
     write_outlier_bank(root, n_objects=3, seed=0)
     return root
-
-
-def test_paste_outliers_touches_only_the_first_image(toy_root):
-    from lib.data.coco_ood import OutlierObjects
-
-    paste = PasteOutliers(OutlierObjects(toy_root / "coco"), scales=[1.0])
-    images, labels = torch.zeros(2, 3, 64, 128), torch.zeros(2, 64, 128, dtype=torch.long)
-    images, labels = paste(images, labels)
-    assert (labels[0] == ANOMALY).any() and not (labels[1] == ANOMALY).any()
-    assert images[1].abs().sum() == 0
-    with pytest.raises(ValueError, match="at least one scale"):
-        PasteOutliers(OutlierObjects(toy_root / "coco"), scales=[])
 
 
 @pytest.mark.parametrize("ood_prob", [0.0, 1.0])

@@ -18,6 +18,7 @@ from lib.data.transforms import (
 from lib.engine.builders import build_paired_train_set, build_training_model, paired_train_transform
 from lib.engine.logging_utils import LOGGER_NAME
 from lib.models import build_model
+from lib.models.checkpoints import WrongModelError, save_checkpoint
 from tests.data_fixtures import write_cityscapes, write_multishift
 
 
@@ -111,3 +112,30 @@ def test_deeplab_training_model_keeps_a_loaded_head_when_asked(tmp_path):
     assert torch.equal(kept.ood_head.weight, released["ood_head.weight"])
     copied = build_training_model(load_config(Config, "exp/DeepLab.yaml", overrides))
     assert torch.equal(copied.ood_head.weight, released["final.6.weight"])
+
+
+def test_starting_weights_from_a_run_must_be_of_the_configured_model(tmp_path):
+    """A run's checkpoint names its model: continuing training from it under another model.name is an
+    error naming both; under the same name its model arguments come with it."""
+    torch.manual_seed(0)
+    trained = build_model("deeplab_wrn_light", num_classes=7)
+    path = tmp_path / "last.pth"
+    save_checkpoint(
+        path,
+        model=trained,
+        epoch=0,
+        stage=1,
+        config={},
+        model_name="deeplab_wrn_light",
+        model_kwargs={"num_classes": 7},
+        metrics={},
+    )
+    cfg = load_config(Config, "exp/DeepLab.yaml", [f"model.weight_path={path}", "model.init_ood_head=false"])
+    with pytest.raises(WrongModelError, match="'deeplab_wrn_light' model .* model.name is 'deeplab_wrn38'"):
+        build_training_model(cfg)
+    cfg = load_config(
+        Config, "exp/DeepLab.yaml", [f"model.weight_path={path}", "model.name=deeplab_wrn_light"]
+    )
+    model = build_training_model(cfg)
+    assert model.final[6].out_channels == 7
+    assert torch.equal(model.ood_head.weight, trained.final[6].weight)  # then init_ood_head copies it

@@ -77,12 +77,15 @@ def test_groups_backbone_multiplier_and_no_decay_on_norms():
     cfg.model.trainable_params_name = [""]
     (stage, *_) = stages_from_config(cfg)
     apply_stage(model, stage)
-    groups = {tuple(g["param_names"]): (g["lr"], g["weight_decay"]) for g in parameter_groups(model, stage)}
+    groups = {
+        g["name"]: (tuple(g["param_names"]), g["lr"], g["weight_decay"])
+        for g in parameter_groups(model, stage)
+    }
     assert groups == {
-        ("backbone.0.weight", "backbone.0.bias"): (pytest.approx(1e-5), 0.05),
-        ("backbone.1.weight", "backbone.1.bias"): (pytest.approx(1e-5), 0.0),
-        ("head.0.weight", "head.0.bias"): (1e-4, 0.05),
-        ("head.1.weight", "head.1.bias"): (1e-4, 0.0),
+        "backbone": (("backbone.0.weight", "backbone.0.bias"), pytest.approx(1e-5), 0.05),
+        "backbone_no_decay": (("backbone.1.weight", "backbone.1.bias"), pytest.approx(1e-5), 0.0),
+        "other": (("head.0.weight", "head.0.bias"), 1e-4, 0.05),
+        "other_no_decay": (("head.1.weight", "head.1.bias"), 1e-4, 0.0),
     }
     assert isinstance(build_optimizer(model, stage), torch.optim.AdamW)
 
@@ -115,3 +118,55 @@ def test_gradient_clipping_per_stage():
     assert [(s.optimizer, s.grad_clip) for s in m2f] == [("adam", 0.0), ("adamw", 0.01)]
     with pytest.raises(ValueError, match=r"train.grad_clip_update must be >= 0 .* got -1.0"):
         stages_from_config(_cfg("train.grad_clip_update=-1"))
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.tags: dict[str, float] = {}
+
+    def add_scalars(self, values, step, *, prefix):
+        self.tags.update({f"{prefix}/{k}": v for k, v in values.items()})
+
+
+class _TinyStep:
+    find_unused_parameters = False
+
+    def __call__(self, model, batch, *, stage):
+        loss = model.head(model.backbone(batch["image"])).square().mean()
+        return {"loss": loss}
+
+
+def test_the_step_log_and_tensorboard_name_the_lr_of_every_group(caplog):
+    """A Mask2Former-like stage (backbone at lr * 0.1): the log and ``train/lr/<group>`` show each group's
+    rate, not only the first group's (the backbone's)."""
+    from lib.engine.logging_utils import LOGGER_NAME
+    from lib.engine.trainer import group_lrs, train_one_epoch
+
+    model = _Tiny()
+    cfg = _cfg("train.optimizer=adamw", "train.backbone_lr_mult=0.1", 'model.trainable_params_name=[""]')
+    (stage, *_) = stages_from_config(cfg)
+    apply_stage(model, stage)
+    optimizer = build_optimizer(model, stage)
+    writer = _Recorder()
+    loader = [{"image": torch.randn(2, 3, 4, 4)} for _ in range(2)]
+    with caplog.at_level("INFO", logger=LOGGER_NAME):
+        train_one_epoch(
+            model,
+            _TinyStep(),
+            loader,
+            optimizer,
+            stage=stage,
+            epoch=0,
+            device=torch.device("cpu"),
+            log_interval=1,
+            writer=writer,
+            progress=False,
+        )
+    lrs = {"backbone": 1e-5, "backbone_no_decay": 1e-5, "other": 1e-4, "other_no_decay": 1e-4}
+    assert group_lrs(optimizer) == pytest.approx(lrs)
+    assert {k: v for k, v in writer.tags.items() if k.startswith("train/lr")} == pytest.approx(
+        {f"train/lr/{k}": v for k, v in lrs.items()}
+    )
+    assert (
+        "lr backbone 1e-05, backbone_no_decay 1e-05, other 0.0001, other_no_decay 0.0001 loss" in caplog.text
+    )

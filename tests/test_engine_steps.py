@@ -52,7 +52,7 @@ def test_rcl_step_is_the_loss_of_one_forward_on_originals_then_twins():
 
 def test_unknown_loss_name_lists_the_steps():
     cfg = load_config(Config, "exp/DeepLab.yaml", ["loss.name=rlc"])
-    with pytest.raises(KeyError, match="'rlc'. Did you mean 'rcl'.*Known train steps: .*rcl"):
+    with pytest.raises(KeyError, match="'rlc'. Did you mean 'rcl'.*Known training recipes: .*rcl"):
         build_train_step(cfg)
 
 
@@ -74,10 +74,10 @@ def test_every_step_module_registers_without_side_effect_imports():
     code = (
         "import sys\n"
         "from lib.config import Config, load_config\n"
-        "from lib.engine.steps import STEP_MODULES, build_train_step, step_names\n"
-        "assert not any(m in sys.modules for m in STEP_MODULES), 'imported eagerly'\n"
+        "from lib.engine.steps import RECIPE_MODULES, build_train_step, recipe_names\n"
+        "assert not any(m in sys.modules for m in RECIPE_MODULES), 'imported eagerly'\n"
         "step = build_train_step(load_config(Config, 'exp/M2F.yaml', ['loss.num_points=16']))\n"
-        "print(type(step).__name__, ' '.join(step_names()))\n"
+        "print(type(step).__name__, ' '.join(recipe_names()))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["Mask2AnomalyRCLStep", "ce", "m2f_rcl", "m2f_set", "oe", "rcl"]

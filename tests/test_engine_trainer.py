@@ -17,6 +17,7 @@ from lib.engine.logging_utils import setup_logging
 from lib.engine.trainer import BEST, CONFIG_FILE, LAST, check_finite, fit
 from lib.labels import IGNORE
 from lib.models import build_model
+from lib.models.checkpoints import MissingOODHeadError
 from tests.data_fixtures import write_all_flat_benchmarks, write_cityscapes, write_multishift
 
 CPU = DistInfo(0, 1, torch.device("cpu"))
@@ -133,6 +134,9 @@ def test_fit_lowers_loss_trains_both_stages_and_writes_checkpoints(full_run):
     assert (
         "stage1 from epoch 0" in log and "stage2 from epoch 1" in log and "validation on RoadAnomaly21" in log
     )
+    # no DeepLab parameter is named backbone: its groups are "other" (and BatchNorm's "other_no_decay")
+    assert "stage1 from epoch 0: adam at lr other 0.01 trains" in log
+    assert "epoch 2 it 1/1 stage2 lr other 0.01, other_no_decay 0.01 loss " in log
 
 
 @pytest.mark.parametrize("split_after", [1, 2], ids=["resume-at-stage-change", "resume-within-stage2"])
@@ -154,9 +158,37 @@ def test_resume_matches_uninterrupted_run(root, tmp_path, full_run, split_after)
     assert f"resumed from {tmp_path / 'split' / LAST}: epoch {split_after - 1} done" in log
 
 
+def test_resume_names_the_groups_of_an_optimizer_state_saved_without_names(root, tmp_path):
+    _run(_cfg(root, tmp_path, "old", "train.epochs=2", "data.val_ds="), root)
+    last = torch.load(tmp_path / "old" / LAST, weights_only=True)
+    for group in last["optimizer"]["param_groups"]:
+        del group["name"]
+    torch.save(last, tmp_path / "old" / LAST)
+    _run(_cfg(root, tmp_path, "old", "data.val_ds="), root, resume=True)
+    assert (
+        "epoch 2 it 1/1 stage2 lr other 0.01, other_no_decay 0.01 loss "
+        in (tmp_path / "old" / "log.txt").read_text()
+    )
+    names = [
+        g["name"] for g in torch.load(tmp_path / "old" / LAST, weights_only=True)["optimizer"]["param_groups"]
+    ]
+    assert names == ["other", "other_no_decay"]
+
+
 def test_resume_without_checkpoint(root, tmp_path):
     with pytest.raises(FileNotFoundError, match="no last.pth in"):
         _run(_cfg(root, tmp_path, "none", "data.val_ds="), root, resume=True)
+
+
+def test_resume_refuses_a_checkpoint_without_ood_head(root, tmp_path):
+    cfg = _cfg(root, tmp_path, "closed", "data.val_ds=")
+    state = build_model("deeplab_wrn_light").state_dict()
+    (tmp_path / "closed").mkdir()
+    torch.save(
+        {"model": {k: v for k, v in state.items() if k != "ood_head.weight"}}, tmp_path / "closed" / LAST
+    )
+    with pytest.raises(MissingOODHeadError, match=r"missing keys \(1\): ood_head\.weight"):
+        _run(cfg, root, resume=True)
 
 
 def test_non_finite_loss_names_the_term():

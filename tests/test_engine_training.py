@@ -11,12 +11,18 @@ import torch
 import train_deeplab
 import train_m2f
 from lib.config import Config, load_config
+from lib.data.cityscapes import CityscapesSeg
+from lib.data.coco_ood.mask_bank import write_mask_bank
 from lib.data.multishift import MultiShiftPairs
+from lib.data.pasting import PasteOutliers
 from lib.engine import training
+from lib.engine.baseline_steps import OutlierExposureStep
 from lib.engine.distributed import DistInfo
-from lib.engine.steps import PairedRCLStep
+from lib.engine.m2f_step import Mask2FormerSetStep
+from lib.engine.steps import ClosedWorldCEStep, PairedRCLStep, build_recipe
+from lib.errors import UserError
 from lib.models import build_model
-from tests.data_fixtures import write_cityscapes, write_multishift
+from tests.data_fixtures import write_cityscapes, write_coco, write_multishift
 
 CPU = DistInfo(0, 1, torch.device("cpu"))
 
@@ -26,6 +32,10 @@ def root(tmp_path):
     stems = write_cityscapes(tmp_path, per_city=1, size=(16, 24))
     write_multishift(tmp_path, stems, variants=1, size=(16, 24))
     return tmp_path
+
+
+def root_stems(root):
+    return sorted((root / "cityscapes" / "leftImg8bit" / "train").rglob("*.png"))
 
 
 @pytest.fixture
@@ -78,6 +88,42 @@ def test_resume_builds_a_bare_model_and_skips_the_starting_weights(root, recorde
     assert (kwargs["resume"], kwargs["progress"]) == (True, False)
     with pytest.raises(FileNotFoundError):
         training.run_training(cfg, info=CPU)
+
+
+@pytest.mark.parametrize(
+    ("loss", "step_type", "set_type"),
+    [
+        ("rcl", PairedRCLStep, MultiShiftPairs),
+        ("ce", ClosedWorldCEStep, CityscapesSeg),
+        ("oe", OutlierExposureStep, CityscapesSeg),
+        ("m2f_set", Mask2FormerSetStep, CityscapesSeg),
+    ],
+)
+def test_loss_name_picks_the_step_and_its_training_set(root, recorded, loss, step_type, set_type):
+    cfg = _cfg(root, f"loss.name={loss}", "loss.num_points=16")
+    training.run_training(cfg, info=CPU, resume=True)
+    (kwargs,) = recorded
+    assert isinstance(kwargs["step"], step_type) and type(kwargs["train_set"]) is set_type
+    # every Cityscapes image, or only those with a generated twin (all but the last)
+    assert len(kwargs["train_set"]) == len(root_stems(root)) - (set_type is MultiShiftPairs)
+    item = kwargs["train_set"][0]
+    assert ("aug_image" in item) == (set_type is MultiShiftPairs)
+
+
+def test_unpaired_recipes_paste_outliers_with_ood_prob(root):
+    write_coco(root)
+    write_mask_bank(root / "coco", min_size=1)
+    for loss in ("ce", "oe"):
+        _, train_set = build_recipe(_cfg(root, f"loss.name={loss}", "data.ood_prob=0.5"))
+        paste = train_set.transform.steps[-1][0]
+        assert isinstance(paste, PasteOutliers) and paste.prob == 0.5
+
+
+def test_use_generated_false_points_paired_recipes_to_the_unpaired_ones(root):
+    with pytest.raises(UserError, match="loss.name=rcl trains on pairs.*loss.name=oe"):
+        build_recipe(_cfg(root, "data.use_generated=false"))
+    _, train_set = build_recipe(_cfg(root, "data.use_generated=false", "loss.name=oe"))
+    assert isinstance(train_set, CityscapesSeg)
 
 
 def test_unknown_step_fails_before_anything_is_built(tmp_path, recorded):

@@ -21,6 +21,7 @@ from generation.filters import AnomalyScoreFilter, FilterResult, SamIoUFilter, l
 from generation.pipeline import CGAugGenerator
 from generation.source import SourceItem
 from generation.tiny_models import save_tiny_sam, save_tiny_sd_controlnet
+from lib.config import ConfigError
 from lib.labels import ANOMALY, IGNORE, TRAIN_LABELS
 
 
@@ -173,3 +174,70 @@ def test_retries_with_new_seeds_then_skip(tmp_path: Path, fails: int, status: st
     else:
         assert result.record["retries"] == 2 and result.record["iou"] == 3.0
         assert (result.label == ANOMALY).any()
+
+
+class _MaskParityFilter:
+    """Passes an attempt by its pasted mask alone (so the verdict does not depend on call order)."""
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray) -> FilterResult:
+        return FilterResult(passed=int(mask.sum()) % 3 != 0, value=float(mask.sum()), mask=mask)
+
+
+class _CountingBackend:
+    """Records the size of every backend call."""
+
+    def __init__(self, backend) -> None:
+        self.backend, self.name, self.calls = backend, backend.name, []
+
+    def render_batch(self, conditions, prompts, negative_prompts, seeds):
+        self.calls.append(len(conditions))
+        return self.backend.render_batch(conditions, prompts, negative_prompts, seeds)
+
+
+def _road_items(tmp_path: Path, sizes: list[tuple[int, int]]) -> list[SourceItem]:
+    from PIL import Image
+
+    items = []
+    for i, (h, w) in enumerate(sizes):
+        label = np.full((h, w), 10, dtype=np.uint8)
+        label[h // 3 :] = 0
+        stem = f"aachen_{i:06d}_000019"
+        path = tmp_path / f"{stem}_gtFine_labelTrainIds.png"
+        Image.fromarray(label).save(path)
+        items.append(SourceItem("train", "aachen", stem, path, None))
+    return items
+
+
+def test_controlnet_batches_equal_one_at_a_time(controlnet_backend, tmp_path: Path) -> None:
+    """batch_size 3 over 5 items (4 of one size, 1 of another) with per-item retries: the same records
+    and labels as one item at a time, images equal up to the batched sampler's rounding."""
+    from generation.backends.procedural import ToyFamilyBank
+
+    items = _road_items(tmp_path, [(48, 64)] * 2 + [(40, 56)] + [(48, 64)] * 2)
+    outcomes = {}
+    for batch_size in (1, 3):
+        cfg = GenerationConfig(backend="controlnet", device="cpu", max_attempts=3, batch_size=batch_size)
+        cfg.paste.reference_short_side, cfg.paste.margin, cfg.paste.size_range = 48, 4, [12, 20]
+        backend = _CountingBackend(controlnet_backend)
+        gen = CGAugGenerator(
+            cfg=cfg, backend=backend, object_bank=ToyFamilyBank(), sam_filter=_MaskParityFilter()
+        )
+        outcomes[batch_size] = (gen.generate_batch(items), backend.calls)
+    (alone, alone_calls), (batched, batched_calls) = outcomes[1], outcomes[3]
+    assert set(alone_calls) == {1} and max(batched_calls) == 3
+    assert len(batched_calls) < len(alone_calls) == sum(batched_calls)
+    assert sum(r.record["retries"] for r in alone) > 0, "the fixture should exercise retries"
+    for one, many in zip(alone, batched, strict=True):
+        assert one.record == many.record and one.status == many.status
+        if one.status == "generated":
+            np.testing.assert_array_equal(one.label, many.label)
+            np.testing.assert_array_equal(one.condition, many.condition)
+            np.testing.assert_allclose(one.image, many.image, atol=2)
+
+
+def test_batch_size_must_be_positive() -> None:
+    from generation.backends.procedural import ProceduralBackend, ToyFamilyBank
+
+    cfg = GenerationConfig(backend="procedural", device="cpu", batch_size=0)
+    with pytest.raises(ConfigError, match="batch_size must be >= 1, got 0"):
+        CGAugGenerator(cfg=cfg, backend=ProceduralBackend(), object_bank=ToyFamilyBank())

@@ -1,20 +1,30 @@
 """End-to-end CG-Aug CLI with the procedural backend on a tiny Cityscapes-layout fixture in tmp_path:
-layout, labels, metadata, resume after an interrupted run, and sharding."""
+layout, labels, metadata, resume after an interrupted run, sharding, and two processes under torchrun."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from generation.__main__ import main
+import generation
+from generation.__main__ import get_args_parser, main
+from generation.config import GenerationConfig
+from generation.processes import Peers, join, peers_from_env, process_device
 from generation.writer import read_jsonl
+from lib.config import load_config
 from lib.data.io import read_label, read_rgb
+from lib.errors import UserError
 from lib.labels import ANOMALY, TRAIN_LABELS
 
+REPO = Path(__file__).resolve().parents[1]
 CITIES = {"aachen": 3, "bochum": 2}
 H, W = 64, 128
 ROAD = next(lb.trainId for lb in TRAIN_LABELS if lb.name == "road")
@@ -43,7 +53,8 @@ def source(tmp_path: Path) -> Path:
 
 
 def run(source: Path, out: Path, *extra: str) -> dict:
-    return main(["--cfg", "exp/generation_toy.yaml", "--source", str(source), "--out", str(out), *extra])
+    argv = ["--cfg", "exp/generation_toy.yaml", "--source", str(source), "--out", str(out), *extra]
+    return main(get_args_parser().parse_args(argv))
 
 
 def stems(source: Path) -> set[str]:
@@ -117,7 +128,64 @@ def test_shards_cover_every_image_once(source: Path, tmp_path: Path) -> None:
 
 
 def test_bad_shard_and_missing_source(source: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="0 <= i < N"):
+    with pytest.raises(UserError, match="0 <= i < N"):
         run(source, tmp_path / "o", "--shard", "3/3")
     with pytest.raises(FileNotFoundError, match="gtFine"):
         run(tmp_path / "nowhere", tmp_path / "o")
+
+
+def test_torchrun_processes_share_the_work_of_one_process(source: Path, tmp_path: Path) -> None:
+    """Two torchrun processes (no --shard) write exactly the files of a single-process run
+    (``generation.run`` in this process)."""
+    single, pair = tmp_path / "single", tmp_path / "pair"
+    overrides = [f"source.root={source}", f"output.root={single}"]
+    summary = generation.run(load_config(GenerationConfig, REPO / "exp" / "generation_toy.yaml", overrides))
+    assert summary["generated"] == summary["metadata_lines"] == 5
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += ["-m", "generation", "--cfg", "exp/generation_toy.yaml", "--source", str(source)]
+    done = subprocess.run(
+        [*command, "--out", str(pair)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    parts = sorted(p.name for p in (pair / "metadata").iterdir())
+    assert parts == ["shard-0-of-2.jsonl", "shard-1-of-2.jsonl"]
+    lines = [r["stem"] for part in parts for r in read_jsonl(pair / "metadata" / part)]
+    assert sorted(lines) == sorted(stems(source))
+    files = {p.relative_to(single): p.read_bytes() for p in single.rglob("*") if p.is_file()}
+    shared = {k: v for k, v in files.items() if k.parts[0] != "metadata"}
+    config = Path("generation_config.yaml")  # it names its output root
+    shared[config] = shared[config].replace(str(single).encode(), str(pair).encode())
+    assert {p.relative_to(pair): p.read_bytes() for p in pair.rglob("*") if p.is_file()} == shared | {
+        Path("metadata", part): (pair / "metadata" / part).read_bytes() for part in parts
+    }
+    assert "metadata.jsonl" in {str(k) for k in shared} and "shard 1/2: " in done.stdout
+
+
+def test_shard_flag_is_refused_under_torchrun(source: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(UserError, match="leave --shard out"):
+        run(source, tmp_path / "o", "--shard", "1/2")
+    assert not (tmp_path / "o").exists()
+
+
+def test_each_torchrun_process_takes_its_rank_and_local_gpu(monkeypatch) -> None:
+    assert peers_from_env() == Peers() and Peers().shard == (0, 1)
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("RANK", "5")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    peers = peers_from_env()
+    assert peers == Peers(rank=5, world_size=8, local_rank=1) and peers.shard == (5, 8)
+    assert process_device("cuda", peers) == "cuda:1"
+    assert process_device("cuda:3", peers) == "cuda:3" and process_device("cpu", peers) == "cpu"
+    assert process_device("cuda", Peers()) == "cuda"
+
+
+def test_join_selects_only_a_gpu_named_by_index(monkeypatch) -> None:
+    selected = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", selected.append)
+    for device in ("cuda", "cpu", "cuda:1"):
+        join(Peers(), device)
+    assert selected == [torch.device("cuda", 1)]

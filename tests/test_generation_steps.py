@@ -24,6 +24,7 @@ from generation.object_bank import ADE20KObjectBank, RestrictedUnpickler, load_r
 from generation.paste import paste_on_road
 from generation.pipeline import item_seed
 from generation.prompts import check_prompt_config, sample_prompt
+from lib.errors import UserError
 from lib.labels import IGNORE, LABELS, NUM_CLASSES, TRAIN_LABELS
 
 ADE = {  # category name -> (1-based index, colour) from the published ADE20K palette
@@ -67,7 +68,7 @@ def test_condition_from_train_ids_every_class() -> None:
         target = CITYSCAPES_TO_ADE[lb.name]
         assert tuple(cond[0, i]) == ADE[target][1], lb.name
     assert tuple(cond[0, NUM_CLASSES]) == (0, 0, 0)
-    with pytest.raises(ValueError, match="invalid label"):
+    with pytest.raises(UserError, match="invalid label"):
         condition_from_train_ids(np.full((2, 2), 120, dtype=np.uint8))
 
 

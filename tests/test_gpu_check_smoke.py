@@ -1,6 +1,7 @@
 """``benchmarks/gpu_check.py --smoke``: every GPU check runs end to end on the CPU (each in its own
 process, light models, tiny inputs), CUDA-only parts say so, numbers land in ``gpu_check.json``; a
-failing check is recorded without stopping the run. About 25 s on two shared cores."""
+failing check is recorded without stopping the run. About a minute on two shared cores (the
+deformable-attention kernel runs on Triton's CPU interpreter)."""
 
 import json
 
@@ -29,7 +30,7 @@ def test_every_check_passes_on_cpu(smoke_run):
 
 def test_cuda_only_parts_are_reported_skipped(smoke_run):
     checks = smoke_run[1]["checks"]
-    for name in ("env", "deeplab", "m2f", "trainer", "evaluator", "controlnet"):
+    for name in ("env", "deeplab", "m2f", "deform_attn", "trainer", "evaluator", "controlnet"):
         assert any(note.endswith(SKIPPED_NO_CUDA) for note in checks[name]["notes"]), name
     assert checks["env"]["numbers"]["cuda_available"] is False
 
@@ -56,6 +57,21 @@ def test_numbers_of_each_check(smoke_run):
     assert controlnet["condition_hw"] == [64, 128] and controlnet["steps"] == 2
     assert controlnet["s_per_step"] is not None and controlnet["s_per_image"] > 0
     assert checks["sam"]["numbers"]["variant"] == "tiny" and checks["sam"]["numbers"]["image_hw"] == [64, 128]
+
+
+def test_deform_attn_kernel_equals_the_pytorch_path(smoke_run):
+    numbers = smoke_run[1]["checks"]["deform_attn"]["numbers"]
+    assert numbers["auto_core"] == "ms_deform_attn_core"  # CPU tensors
+    if "triton" not in numbers:
+        pytest.skip("triton is not installed (pip install .[triton])")
+    for what in ("out", "grad_value", "grad_locations", "grad_weights"):
+        assert 0 < numbers[f"op_{what}_err"]["rel_l2"] < gpu_check.DEFORM_ATTN_OP_TOLERANCE, what
+    assert numbers["op_shapes"] == {"value": [1, 20, 2, 4], "levels": [[1, 2], [2, 3], [3, 4]], "points": 2}
+    assert numbers["model"] == "mask2anomaly_tiny" and numbers["forward_input_hw"] == [32, 64]
+    assert numbers["forward_logits_err"]["rel_l2"] < 1e-5 and numbers["forward_anomaly_err"]["rel_l2"] < 1e-5
+    assert numbers["train_fp32_pytorch_s_per_step"] > 0 and numbers["train_fp32_triton_s_per_step"] > 0
+    assert numbers["train_loss_rel_diff"] < 1e-5
+    assert numbers["train_fp32_triton_batch"] == "1+1 at [32, 32]"
 
 
 def test_summary_table_lists_every_check(smoke_run):

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from lib import labels
+from lib.errors import UserError
 
 
 def test_nineteen_train_classes_in_official_order():
@@ -30,13 +31,13 @@ def test_palette_round_trip():
 def test_check_train_label_names_file_and_value():
     good = np.array([[0, 18, 255, 254]], dtype=np.uint8)
     assert labels.check_train_label(good, "a.png") is good
-    with pytest.raises(ValueError, match=r"b\.png.*\[120\]"):
+    with pytest.raises(UserError, match=r"b\.png.*\[120\]"):
         labels.check_train_label(np.array([[0, 120]], dtype=np.uint8), "b.png")
-    with pytest.raises(ValueError, match="254"):
+    with pytest.raises(UserError, match="254"):
         labels.check_train_label(good, "c.png", allow_anomaly=False)
 
 
 def test_check_ood_label():
     labels.check_ood_label(np.array([0, 1, 255], dtype=np.uint8), "x")
-    with pytest.raises(ValueError, match=r"y\.png.*\[2\]"):
+    with pytest.raises(UserError, match=r"y\.png.*\[2\]"):
         labels.check_ood_label(np.array([0, 2], dtype=np.uint8), "y.png")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lib.models import build_model
-from lib.models.checkpoints import IncompatibleCheckpointError, load_weights
+from lib.models.checkpoints import IncompatibleCheckpointError, MissingOODHeadError, load_weights
 
 PRED = "sem_seg_head.predictor."
 
@@ -50,8 +50,14 @@ def test_detectron2_wrapper_with_numpy_values_and_without_ood_head(caplog):
     published[f"{PRED}static_query.weight"] = published.pop(f"{PRED}query_feat.weight")
     del published[f"{PRED}class_embed2.weight"], published[f"{PRED}class_embed2.bias"]
     net = build_model("mask2anomaly_tiny")
+    checkpoint = {"model": {k: v.numpy() for k, v in published.items()}, "iteration": 7}
+    with pytest.raises(
+        MissingOODHeadError,
+        match=r"missing keys \(2\): sem_seg_head\.predictor\.class_embed2\.weight, .*bias",
+    ):
+        load_weights(net, checkpoint)  # for testing: refused
     with caplog.at_level(logging.INFO, logger="lib.models.mask2former.model"):
-        load_weights(net, {"model": {k: v.numpy() for k, v in published.items()}, "iteration": 7})
+        load_weights(net, checkpoint, fill_ood_head=True)  # as training's starting weights
     assert "class_embed2 initialised from class_embed" in caplog.text
     expected = dict(state)
     expected[f"{PRED}class_embed2.weight"] = state[f"{PRED}class_embed.weight"]
@@ -97,5 +103,6 @@ def test_only_documented_unused_entries_are_dropped(key):
 def test_half_an_ood_head_is_not_filled_in():
     state = _trained_state()
     del state[f"{PRED}class_embed2.bias"]
-    with pytest.raises(IncompatibleCheckpointError, match=r"missing keys \(1\): .*class_embed2\.bias"):
-        load_weights(build_model("mask2anomaly_tiny"), state)
+    for fill in (False, True):
+        with pytest.raises(IncompatibleCheckpointError, match=r"missing keys \(1\): .*class_embed2\.bias"):
+            load_weights(build_model("mask2anomaly_tiny"), state, fill_ood_head=fill)

@@ -80,7 +80,7 @@ def test_registered_and_built_from_config(setup):
 def test_config_errors():
     with pytest.raises(ValueError, match=r"loss.selection_ratio must be in \(0, 1\], got 1.5"):
         build_m2f_step(_cfg("loss.selection_ratio=1.5"))
-    with pytest.raises(ValueError, match="loss.margins must hold 3 values"):
+    with pytest.raises(ValueError, match="loss.margins: expected 3 values"):  # the config checks it
         build_m2f_step(_cfg("loss.margins=[0.7,0.5]"))
 
 

@@ -1,5 +1,5 @@
-"""ROC/PR curve points from the exact accumulator (areas equal the exact metrics and scikit-learn,
-ties included) and the PNGs drawn from them."""
+"""ROC/PR curves from the accumulators' public ``curve()`` (areas equal the exact metrics and
+scikit-learn, ties included), their thinning, and the PNGs drawn from them."""
 
 import numpy as np
 import pytest
@@ -7,8 +7,9 @@ from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from lib.labels import OOD_IN, OOD_OUT, OOD_VOID
-from lib.metrics import OODEvaluation, OODMetricAccumulator
-from lib.plots import CurvePoints, curve_points, curve_points_from_sorted, save_benchmark_curves, save_curves
+from lib.metrics import Curve, OODMetricAccumulator, exact_curve
+from lib.plots import curve_points, save_curves, thin
+from lib.protocols import OODEvaluation
 
 
 def _two_images(seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -44,7 +45,7 @@ def test_curve_areas_equal_exact_metrics_and_sklearn():
 
 def test_hand_made_curve_with_a_tie():
     # anomalies 3, 2, 1; inliers 2, 0: the tie at 2 is one diagonal step.
-    points = curve_points_from_sorted(np.array([1.0, 2.0, 3.0]), np.array([0.0, 2.0]), grid=1000)
+    points = thin(exact_curve(np.array([1.0, 2.0, 3.0]), np.array([0.0, 2.0])), grid=1000)
     np.testing.assert_allclose(points.tpr, [0, 1 / 3, 2 / 3, 1, 1])
     np.testing.assert_allclose(points.fpr, [0, 0, 0.5, 0.5, 1])
     np.testing.assert_allclose(points.recall, [1 / 3, 2 / 3, 1])
@@ -56,7 +57,7 @@ def test_hand_made_curve_with_a_tie():
 def test_thinning_bounds_the_points():
     rng = np.random.default_rng(1)
     pos, neg = np.sort(rng.normal(1, 1, 20_000)), np.sort(rng.normal(0, 1, 200_000))
-    fine, coarse = curve_points_from_sorted(pos, neg), curve_points_from_sorted(pos, neg, grid=20)
+    fine, coarse = thin(exact_curve(pos, neg)), thin(exact_curve(pos, neg), grid=20)
     assert fine.auroc == coarse.auroc and fine.ap == coarse.ap
     assert coarse.fpr.size <= 2 * 20 + 2 and fine.fpr.size <= 2 * 1000 + 2
     assert (coarse.fpr[-1], coarse.tpr[-1]) == (1.0, 1.0)
@@ -71,8 +72,8 @@ def test_evaluation_sources_and_errors():
     assert curve_points(ev).auroc == pytest.approx(ev.compute()["AUROC"], abs=1e-12)
     with pytest.raises(ValueError, match="no anomaly pixel"):
         curve_points(OODEvaluation("smiyc"))
-    with pytest.raises(ValueError, match="got 0 and 3"):
-        curve_points_from_sorted(np.array([]), np.array([1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match=r"no anomaly pixel \(label 1\) among 3 scored pixels"):
+        exact_curve(np.array([]), np.array([1.0, 2.0, 3.0]))
 
 
 def test_smiyc_curve_repeats_the_protocol_numbers():
@@ -97,16 +98,14 @@ def test_pngs_are_written(tmp_path):
     for s, lab in _two_images(3):
         acc.update(s, lab)
     points = curve_points(acc)
-    other = CurvePoints(
+    other = Curve(
         fpr=np.array([0.0, 1.0]), tpr=np.array([0.0, 1.0]), recall=np.array([1.0]),
         precision=np.array([0.2]), auroc=0.5, ap=0.2, positive_rate=0.2,
     )  # fmt: skip
     path = save_curves(
         tmp_path / "sub" / "both.png", {"learned": points, "random": other}, title="RoadAnomaly"
     )
-    paths = save_benchmark_curves(tmp_path, {"RoadAnomaly": points, "FS_Static": points}, label="run")
-    assert paths == [tmp_path / "curves_RoadAnomaly.png", tmp_path / "curves_FS_Static.png"]
-    for p in (path, *paths):
+    for p in (path,):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         with Image.open(p) as im:
             assert im.size == (1000, 460)

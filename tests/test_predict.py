@@ -9,8 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
+from lib.errors import UserError
 from lib.labels import colorize
 from lib.models import build_model
+from lib.models.checkpoints import MissingOODHeadError, WrongModelError, save_checkpoint
 from lib.postprocess import gaussian_blur
 from lib.predict import find_images, get_args_parser, main, split_overrides
 from lib.scores import msp
@@ -99,14 +101,51 @@ def test_input_errors(setup, tmp_path):
     with pytest.raises(FileNotFoundError, match="no images"):
         find_images([root / "empty"])
     (root / "notes.txt").write_text("x")
-    with pytest.raises(ValueError, match="not an image file"):
+    with pytest.raises(UserError, match="not an image file"):
         find_images([root / "notes.txt"])
     (root / "other").mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "other" / "street.jpg")
-    with pytest.raises(ValueError, match=r"would both write outputs named street_\*"):
+    with pytest.raises(UserError, match=r"would both write outputs named street_\*"):
         find_images([root / "street.png", root / "other"])
     args = ["--cfg", str(cfg), "--weight_path", str(weights), "--input", str(root / "street.png")]
     with pytest.raises(ValueError, match="unknown eval.postprocess 'blur'"):
         main(get_args_parser().parse_args([*args, "--out", str(tmp_path / "o"), "eval.postprocess=blur"]))
     with pytest.raises(KeyError, match="unknown anomaly score 'energyy'"):
         main(get_args_parser().parse_args([*args, "--out", str(tmp_path / "o"), "eval.score=energyy"]))
+
+
+def test_a_checkpoint_without_ood_head_is_refused(setup, tmp_path):
+    model, _, cfg, _, root = setup
+    closed = tmp_path / "closed_world.pth"
+    torch.save({k: v for k, v in model.state_dict().items() if k != "ood_head.weight"}, closed)
+    args = ["--cfg", str(cfg), "--weight_path", str(closed), "--input", str(root / "street.png")]
+    with pytest.raises(MissingOODHeadError, match=r"missing keys \(1\): ood_head\.weight"):
+        main(get_args_parser().parse_args([*args, "--out", str(tmp_path / "o")]))
+    assert not any((tmp_path / "o").rglob("*")), "nothing is written with refused weights"
+
+
+def test_a_trained_checkpoint_rebuilds_its_own_model(setup, tmp_path):
+    """A save_checkpoint file names its model and arguments: the config need not repeat them, and a
+    config that names another model is refused, naming both."""
+    _, _, cfg, images, root = setup
+    torch.manual_seed(5)
+    seven = build_model("deeplab_wrn_light", num_classes=7).eval()
+    path = tmp_path / "last.pth"
+    save_checkpoint(
+        path,
+        model=seven,
+        epoch=0,
+        stage=1,
+        config={},
+        model_name="deeplab_wrn_light",
+        model_kwargs={"num_classes": 7},
+        metrics={},
+    )
+    args = ["--cfg", str(cfg), "--weight_path", str(path), "--input", str(root / "street.png")]
+    main(get_args_parser().parse_args([*args, "--out", str(tmp_path / "o"), "eval.score=msp"]))
+    _, logits = _forward(seven, images["street"])
+    saved = np.load(tmp_path / "o" / "street_anomaly.npy")
+    np.testing.assert_allclose(saved, msp(logits, None)[0].numpy(), rtol=1e-5, atol=1e-5)
+    other = [*args, "--out", str(tmp_path / "p"), "model.name=deeplab_wrn38"]
+    with pytest.raises(WrongModelError, match="'deeplab_wrn_light' model .* model.name is 'deeplab_wrn38'"):
+        main(get_args_parser().parse_args(other))

@@ -1,5 +1,5 @@
-"""``lib.report``: two fake run folders (one written by the evaluator's own ``write_results``) merged
-into one Markdown table; CLI output file; clear errors for bad inputs."""
+"""``lib.report``: two fake run folders (one written by the one results writer, one in the older
+run-wide layout) merged into one Markdown table; CLI output file; clear errors for bad inputs."""
 
 import json
 import subprocess
@@ -7,24 +7,26 @@ import sys
 
 import pytest
 
-from lib.engine.evaluator import write_results
+from lib.errors import UserError
 from lib.report import get_args_parser, load_run, main, merge_table
+from lib.results import provenance, write_results
 
 
 def _make_runs(tmp_path):
     run_a, run_b = tmp_path / "a" / "deeplab_learned", tmp_path / "b" / "m2f_rba"
+    prov = provenance(weights="/w/deeplab.pth", score="learned", protocol="published")
     write_results(
         run_a,
         {
-            "RoadAnomaly": {"protocol": "published", "AUROC": 0.9, "AP": 0.71234, "FPR95": 0.2, "images": 60},
+            "RoadAnomaly": {
+                "protocol": "published", "AUROC": 0.9, "AP": 0.71234, "FPR95": 0.2, "images": 60,
+                "provenance": prov,
+            },
             "ACDC_POC": {
                 "protocol": "published", "AUROC": 0.95, "AP": 0.5, "FPR95": 0.1, "images": 10,
-                "mIoU": 0.612, "mAcc": 0.7,
+                "mIoU": 0.612, "mAcc": 0.7, "provenance": prov,
             },
         },
-        protocol="published",
-        score="learned",
-        weights="/w/deeplab.pth",
     )  # fmt: skip
     run_b.mkdir(parents=True)
     payload = {
@@ -84,14 +86,12 @@ def test_metric_selection_and_same_name_runs(tmp_path):
     assert f"| ACDC_POC | {twin} | learned | published | 50.00 | 61.20 | 10 |" in table
     assert "Warning" not in table
     blurred = tmp_path / "d" / "blurred"
-    write_results(
-        blurred, {"RoadAnomaly": {"AP": 0.5, "images": 3}}, protocol="published", score="energy",
-        weights="w", postprocess="gaussian_blur",
-    )  # fmt: skip
+    prov = provenance(weights="w", score="energy", protocol="published", postprocess="gaussian_blur")
+    write_results(blurred, {"RoadAnomaly": {"AP": 0.5, "images": 3, "provenance": prov}})
     assert "| RoadAnomaly | blurred | energy + gaussian_blur | published | 50.00 | - | 3 |" in merge_table(
         [load_run(blurred)], metrics=["AP", "mIoU"]
     )
-    with pytest.raises(ValueError, match=r"unknown metrics \['AUPR'\]"):
+    with pytest.raises(UserError, match=r"unknown metrics \['AUPR'\]"):
         merge_table([load_run(run_a)], metrics=["AUPR"])
 
 
@@ -107,20 +107,23 @@ def test_cli_writes_file(tmp_path):
 
 
 def test_bad_inputs_are_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no results file"):
+    with pytest.raises(UserError, match="no results file"):
         load_run(tmp_path)
     bad = tmp_path / "results.json"
     bad.write_text(json.dumps({"protocol": "published", "benchmarks": {"RoadAnomaly": {"AP": 71.2}}}))
     with pytest.raises(
-        ValueError, match=r"RoadAnomaly: AP = 71.2 is not a fraction in \[0, 1\] \(percent\?\)"
+        UserError, match=r"RoadAnomaly: AP = 71.2 is not a fraction in \[0, 1\] \(percent\?\)"
     ):
         load_run(bad)
-    bad.write_text(json.dumps({"benchmarks": {}}))
-    with pytest.raises(ValueError, match="missing 'protocol'"):
+    bad.write_text(json.dumps({"benchmarks": {"RoadAnomaly": {"AP": 0.5}}}))
+    with pytest.raises(UserError, match="'RoadAnomaly' does not say how it was computed"):
+        load_run(bad)
+    bad.write_text(json.dumps({"benchmarks": {"RoadAnomaly": 0.71}}))
+    with pytest.raises(UserError, match=f"{bad}: benchmark 'RoadAnomaly' holds 0.71; expected a mapping"):
         load_run(bad)
     bad.write_text("[1, 2]")
-    with pytest.raises(ValueError, match="expected a JSON object with a 'benchmarks' mapping"):
+    with pytest.raises(UserError, match="expected a JSON object with a 'benchmarks' mapping"):
         load_run(bad)
     bad.write_text("{")
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(UserError, match="not valid JSON"):
         load_run(bad)

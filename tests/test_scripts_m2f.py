@@ -6,14 +6,13 @@ pastes COCO outliers, runs stage 1 (RCL on the OOD head) and stage 2 (set criter
 resumes; testing reads the run's best checkpoint and writes results.json / results.md / heat maps.
 """
 
-import json
-
 import pytest
 import torch
 
 import test_m2f
 import train_m2f
 from lib.models import build_model
+from lib.results import read_results
 from tests.data_fixtures import write_training_tree
 
 AVAILABLE = ["RoadAnomaly", "RoadAnomaly21", "RoadObstacle21", "FS_LostAndFound", "FS_Static"]
@@ -67,7 +66,12 @@ def test_train_writes_checkpoints_from_mask2anomaly_weights(trained):
     log = (run / "log.txt").read_text()
     assert "checkpoint has no OOD head: class_embed2 initialised from class_embed" in log
     assert "OOD head initialised as a copy of the classifier (model.init_ood_head=true)" in log
-    assert "stage1 from epoch 0: adam at lr 0.001" in log and "stage2 from epoch 1: adamw at lr 0.0001" in log
+    assert "stage1 from epoch 0: adam at lr other 0.001 trains" in log
+    # every parameter group's rate, by name, in the stage header and in each step's line
+    lrs = "lr backbone 1e-05, other 0.0001, other_no_decay 0.0001"
+    assert (
+        f"stage2 from epoch 1: adamw at {lrs} trains" in log and f"epoch 1 it 1/1 stage2 {lrs} loss_ce" in log
+    )
     assert "'class_embed2'], no clipping" in log and "[''], gradient norm clipped at 0.01" in log
     for term in ("rcl_in", "rcl_aug", "rcl_pair", "loss_ce", "loss_mask", "loss_dice"):
         assert f" {term} " in log
@@ -95,11 +99,14 @@ def test_test_script_all_benchmarks_with_heatmaps(trained, capsys):
     results = test_m2f.main(test_m2f.get_args_parser().parse_intermixed_args([*argv, *trained["overrides"]]))
     run = trained["out"] / "run"
     assert list(results) == AVAILABLE
-    data = json.loads((run / "results.json").read_text())
-    assert data["weights"] == str(run / "best_AP.pth") and data["skipped"] == ["ACDC_POC", "MUAD"]
-    assert data["score"] == "learned" and data["protocol"] == "published"
-    assert set(data["benchmarks"]["RoadAnomaly"]) == {"protocol", "AUROC", "AP", "FPR95", "images"}
-    assert all(0.0 <= data["benchmarks"][b]["AP"] <= 1.0 for b in AVAILABLE)
+    data = read_results(run)
+    assert list(data) == AVAILABLE
+    for entry in data.values():
+        prov = entry["provenance"]
+        assert prov["weights"] == str(run / "best_AP.pth")
+        assert prov["score"] == "learned" and prov["protocol"] == "published"
+    assert set(data["RoadAnomaly"]) == {"protocol", "AUROC", "AP", "FPR95", "images", "provenance"}
+    assert all(0.0 <= data[b]["AP"] <= 1.0 for b in AVAILABLE)
     assert "| RoadAnomaly21 |" in (run / "results.md").read_text()
     assert "| benchmark | AUROC | AP | FPR95 | images |" in capsys.readouterr().out
     for name in AVAILABLE:
@@ -114,7 +121,7 @@ def test_test_script_named_benchmark_and_score(trained):
         [*base, "--weight_path", weights, "--test_dataset", "RoadAnomaly", "eval.score=maxlogit"]
     )
     assert list(test_m2f.main(args)) == ["RoadAnomaly"]
-    assert json.loads((trained["out"] / "named" / "results.json").read_text())["score"] == "maxlogit"
+    assert read_results(trained["out"] / "named")["RoadAnomaly"]["provenance"]["score"] == "maxlogit"
     args = test_m2f.get_args_parser().parse_intermixed_args(
         [*base, "--weight_path", weights, "--test_dataset", "MUAD"]
     )

@@ -3,14 +3,20 @@ on hand-made frames whose values are worked out in the comments."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from lib.errors import UserError
 from lib.labels import OOD_IN, OOD_OUT, OOD_VOID
-from lib.metrics import OODEvaluation, ood_metrics
+from lib.metrics import ood_metrics
+from lib.protocols import OODEvaluation
 from lib.smiyc import (
     SIOU_THRESHOLDS,
+    UNIFORM_BINS,
+    UNIFORM_METRIC,
     SMIYCAccumulator,
     SMIYCTrack,
     component_metrics,
@@ -19,7 +25,10 @@ from lib.smiyc import (
     pixel_curve,
     pixel_metrics,
     smiyc_metrics,
+    uniform_bin_index,
 )
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 # One frame: anomalies 0.9, 0.7, 0.5; inliers 0.8, 0.5, 0.2, 0.1; one void pixel.
 HAND_SCORES = np.array([[0.9, 0.8, 0.7, 0.6], [0.5, 0.5, 0.2, 0.1]], dtype=np.float32)
@@ -39,13 +48,14 @@ def test_pixel_curve_hand_case():
     assert out["AUROC"] == pytest.approx(19 / 24, abs=1e-15)
     assert out["FPR95"] == 0.5
     assert out["best_f1"] == 0.75
-    # The official curve index (origin prepended, first point doubled) applied to the
-    # uncollapsed threshold list: two places below 0.5.
-    assert out["best_f1_threshold"] == pytest.approx(0.1)
-    # The pooled curve: origin, the points above with the first one doubled, the end (3, 4) again.
+    # The threshold at which the collapsed curve reaches its best F1.
+    assert out["best_f1_threshold"] == pytest.approx(0.5)
+    # The pooled curve: origin (threshold max + 1), the points above with the first one doubled
+    # (entry 0 is always kept), the end (3, 4) again (the last entry is always kept).
     curve = pixel_curve([bins])
     assert curve.tp.tolist() == [0, 1, 1, 1, 2, 3, 3, 3, 3]
     assert curve.fp.tolist() == [0, 0, 0, 1, 1, 2, 3, 4, 4]
+    assert curve.thresholds.tolist() == pytest.approx([1.9, 0.9, 0.9, 0.8, 0.7, 0.5, 0.2, 0.1, 0.09])
     assert curve.precision.tolist() == pytest.approx([1, 1, 1, 1 / 2, 2 / 3, 3 / 5, 1 / 2, 3 / 7, 3 / 7])
     acc = SMIYCAccumulator()
     acc.update(HAND_SCORES, HAND_LABELS)
@@ -87,9 +97,9 @@ def test_frames_without_anomalies_count_their_false_positives():
     for s, lab in zip(scores, labels):
         acc.update(s, lab)
     acc.update(np.zeros((2, 2)), np.full((2, 2), OOD_VOID, dtype=np.uint8))
-    assert acc.n_skipped == 1 and len(acc._bins) == 3
+    assert acc.n_skipped == 1 and len(acc.component_frames()) == 3
     exact = ood_metrics(np.stack(scores), np.stack(labels), fpr_rule="first_tpr_geq")
-    assert abs(pixel_metrics(acc._bins)["FPR95"] - exact["FPR95"]) <= 1e-12
+    assert abs(acc.compute()["FPR95"] - exact["FPR95"]) <= 1e-12
 
 
 def test_tpr95_reached_only_by_flagging_everything():
@@ -167,14 +177,14 @@ def test_track_size_filters():
 
 
 def test_smiyc_metrics_end_to_end_on_blobs():
-    # Binary scores: the inlier quantiles interpolate between 0 and 1, so the reported
-    # threshold lies in [0, 1) and score > threshold is exactly the predicted blobs.
+    # Binary scores: the best F1 is reached at threshold 1 (pixels >= 1 on the pixel curve), and
+    # the component pass predicts score > 1, i.e. nothing: every sIoU is 0 and PPV is undefined,
+    # as the official code reports for a binary map.
     scores, labels = _blob_frame()
     out = smiyc_metrics([scores], [torch.from_numpy(labels)], track="ObstacleTrack")
     assert set(out) == {"AP", "FPR95", "AUROC", "best_f1", "best_f1_threshold", "sIoU", "PPV", "F1_mean"}
-    assert 0.0 <= out["best_f1_threshold"] < 1.0
-    assert out["sIoU"] == pytest.approx(np.mean(BLOB_SIOU), abs=1e-15)
-    assert out["F1_mean"] == pytest.approx(23 / 33, abs=1e-15)
+    assert out["best_f1_threshold"] == 1.0
+    assert (out["sIoU"], out["F1_mean"]) == (0.0, 0.0) and np.isnan(out["PPV"])
     roi = labels != OOD_VOID
     tp = np.count_nonzero((scores == 1) & (labels == OOD_OUT))
     fp = np.count_nonzero((scores == 1) & (labels == OOD_IN))
@@ -213,5 +223,81 @@ def test_protocol_selector():
     assert results["smiyc"]["track"] == "ObstacleTrack" and "F1_mean" in results["smiyc"]
     per_image = [ood_metrics(s, lab)["AUROC"] for s, lab in zip(scores, labels) if np.any(lab == OOD_OUT)]
     assert results["published"]["per_image"]["AUROC"] == pytest.approx(np.mean(per_image), abs=1e-15)
-    with pytest.raises(ValueError, match="unknown protocol 'fishy'"):
+    with pytest.raises(UserError, match="unknown eval.protocol 'fishy'"):
         OODEvaluation("fishy")
+
+
+def test_uniform_bins_follow_numpy_histogram():
+    """Float32 / float64 scores: the bin of each value is np.histogram's (the toolkit's call),
+    checked on every edge, one step below every edge, and random values."""
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        edges = np.linspace(-0.01, 1.01, UNIFORM_BINS + 1, dtype=dtype)
+        values = np.concatenate(
+            [edges, np.nextafter(edges, dtype(-2)), rng.uniform(-0.05, 1.05, 20000).astype(dtype)]
+        )
+        index, ours = uniform_bin_index(values)
+        assert np.array_equal(ours, edges)
+        counts, theirs = np.histogram(values, bins=UNIFORM_BINS, range=(-0.01, 1.01))
+        assert np.array_equal(theirs, edges)
+        assert np.array_equal(np.bincount(index[index >= 0], minlength=UNIFORM_BINS), counts)
+        assert np.count_nonzero(index < 0) == values.size - counts.sum()
+
+
+def test_uniform_bins_of_float16_follow_numpy_1_23():
+    """Float16 scores (as read from submission files): the bin of every float16 value in range is
+    the one numpy 1.23.3 (the toolkit's pinned version) gives, stored as
+    ``np.histogram(np.array([v], np.float16), bins=4096, range=[-0.01, 1.01])`` per value."""
+    with np.load(FIXTURES / "numpy123_float16_uniform_bins.npz") as data:
+        values, expected = data["values"], data["index"]
+    assert values.dtype == np.float16 and values.size == 23851
+    index, edges = uniform_bin_index(values)
+    assert edges.dtype == np.float16
+    assert np.array_equal(index, expected)
+    outside = np.array([-0.0103, 1.011, 2.0, -1.0], np.float16)
+    assert uniform_bin_index(outside)[0].tolist() == [-1] * 4
+
+
+def test_uniform_metric_is_exact_when_each_score_has_its_own_bin():
+    # Scores at bin centres, a few distinct values per frame, so every bin holds one value and the
+    # curve has a point at each score: the metrics are the exact ones. Two anomalies score 1.5,
+    # outside the bins: never positive, so the curve ends at the added all-positive point.
+    rng = np.random.default_rng(4)
+    width = 1.02 / UNIFORM_BINS
+    scores, labels = [], []
+    for _ in range(3):
+        lab = rng.choice([OOD_IN, OOD_OUT, OOD_VOID], size=(12, 16), p=[0.7, 0.25, 0.05]).astype(np.uint8)
+        bins = rng.integers(0, 60, lab.shape) * 64 + 32 * (lab == OOD_OUT) + 7
+        scores.append(-0.01 + (bins + 0.5) * width)
+        labels.append(lab)
+    labels[0][0, :2], scores[0][0, :2] = OOD_OUT, 1.5
+    out = pixel_metrics([frame_bins(s, lab, UNIFORM_METRIC) for s, lab in zip(scores, labels)])
+    stacked = np.stack(scores)
+    exact = ood_metrics(np.where(stacked > 1.01, -1.0, stacked), np.stack(labels), fpr_rule="first_tpr_geq")
+    for key in ("AP", "AUROC", "FPR95"):
+        assert abs(out[key] - exact[key]) <= 1e-12, key
+
+
+def test_accumulator_with_the_uniform_pixel_metric():
+    scores, labels = _tied_frames(5)
+    unit = [(s - 180) / 60 for s in scores]  # into [0, 1]
+    uniform = smiyc_metrics(unit, labels, "ObstacleTrack", pixel_metric=UNIFORM_METRIC)
+    percentile = smiyc_metrics(unit, labels, "ObstacleTrack")
+    expected = pixel_metrics([frame_bins(s, lab, UNIFORM_METRIC) for s, lab in zip(unit, labels)])
+    assert {k: uniform[k] for k in expected} == expected
+    # The components use PixBinaryClass's threshold, as the toolkit reads it from that curve.
+    assert uniform["component_threshold"] == percentile["best_f1_threshold"]
+    assert {k: uniform[k] for k in ("sIoU", "PPV", "F1_mean")} == {
+        k: percentile[k] for k in ("sIoU", "PPV", "F1_mean")
+    }
+    with pytest.raises(ValueError, match="unknown SMIYC pixel metric 'uniThr'"):
+        SMIYCAccumulator(pixel_metric="uniThr")
+    mixed = [frame_bins(unit[0], labels[0], UNIFORM_METRIC), frame_bins(unit[1], labels[1])]
+    with pytest.raises(ValueError, match="different SMIYC pixel metrics"):
+        pixel_metrics(mixed)
+    dtypes = [
+        frame_bins(unit[0], labels[0], UNIFORM_METRIC),
+        frame_bins(unit[1].astype(np.float16), labels[1], UNIFORM_METRIC),
+    ]
+    with pytest.raises(ValueError, match="different bin edges"):
+        pixel_metrics(dtypes)

@@ -12,9 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
+from lib.errors import UserError
 from lib.models import build_model
 from lib.models.checkpoints import load_weights
-from lib.toy.demo import STAGES, Demo, WorldSizes, main
+from lib.results import read_results
+from lib.toy.demo import STAGES, Demo, WorldSizes, get_args_parser, main
 from lib.toy.demo_eval import ROWS, claim_checks
 
 TINY_WORLD = WorldSizes(n_train=4, n_outliers=4, n_test=2, height=64, width=128)
@@ -31,6 +33,17 @@ def _weights(path) -> dict[str, torch.Tensor]:
     model = build_model("deeplab_wrn_light")
     load_weights(model, path)
     return model.state_dict()
+
+
+def _method_numbers(out) -> dict:
+    """Every method's results entries without their provenance (which holds the date)."""
+    return {
+        m: {
+            s: {k: v for k, v in e.items() if k != "provenance"}
+            for s, e in read_results(out / "methods" / m).items()
+        }
+        for m in METHODS
+    }
 
 
 def _tiny(out) -> Demo:
@@ -93,12 +106,24 @@ def test_files_written(demo_run):
         assert panel.shape == (14 + 64, 7 * 128 + 6 * 4, 3)
     for run in ("pretrain", "oe_only", "multishift"):
         assert (out / "runs" / run / "last.pth").is_file()
+    # Each method's numbers in the project's results files, each set with its provenance; the
+    # covariate set (no anomaly pixel) has its pixel metrics not applicable but its FPR at threshold.
+    rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    for method in METHODS:
+        entries = read_results(out / "methods" / method)
+        assert list(entries) == ["toy_anomaly", "toy_shift", "toy_covariate"]
+        covariate = entries["toy_covariate"]
+        assert "no anomaly pixel" in covariate["not_applicable"] and "AP" not in covariate
+        assert covariate["FPR_at_threshold"] == rows[method]["toy_covariate"]["FPR_at_shift_TPR95"]
+        assert entries["toy_shift"]["AP"] == rows[method]["toy_shift"]["AP"]
+        assert entries["toy_shift"]["provenance"]["weights"].endswith("last.pth")
+        assert (out / "methods" / method / "results.md").is_file()
     assert (out / "datasets" / "multishift_cityscapes" / "metadata.jsonl").is_file()
 
 
 def test_single_stage_reruns_alone_and_deterministically(demo_run, capsys, monkeypatch):
     out, _, _ = demo_run
-    before_metrics = (out / "metrics.json").read_text()
+    before_metrics = _method_numbers(out)
     before = _weights(out / "runs" / "pretrain" / "last.pth")
     for stage in ("pretrain", "evaluate"):
         torch.manual_seed(123)  # the stage must not depend on the caller's RNG state
@@ -108,13 +133,19 @@ def test_single_stage_reruns_alone_and_deterministically(demo_run, capsys, monke
     after = _weights(out / "runs" / "pretrain" / "last.pth")
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert (out / "metrics.json").read_text() == before_metrics
+    assert _method_numbers(out) == before_metrics
     monkeypatch.setattr("lib.toy.demo.WorldSizes", lambda seed: replace(TINY_WORLD, seed=seed))
-    assert main(["--out", str(out), "--stage", "report", "--no_progress"]) == {"report": "skipped"}
-    assert main(["--out", str(out), "--stage", "report", "--fresh", "--no_progress"]) == {"report": "ran"}
+    assert _demo_main(out) == {"report": "skipped"}
+    assert _demo_main(out, "--fresh") == {"report": "ran"}
     assert "| multishift |" in capsys.readouterr().out
-    with pytest.raises(ValueError, match=r"'report' in .* ran for the world .*'seed': 0.*another --seed"):
-        main(["--out", str(out), "--stage", "report", "--seed", "1", "--no_progress"])
+    with pytest.raises(UserError, match=r"'report' in .* ran for the world .*'seed': 0.*another --seed"):
+        _demo_main(out, "--seed", "1")
+
+
+def _demo_main(out, *argv):
+    """``python -m lib.toy.demo --out OUT --stage report --no_progress ARGV``, in process."""
+    args = get_args_parser().parse_args(["--out", str(out), "--stage", "report", "--no_progress", *argv])
+    return main(args)
 
 
 def test_stage_needs_its_inputs(tmp_path):
@@ -163,3 +194,13 @@ def test_claim_checks_each_criterion():
     checks = claim_checks(rows)
     assert not checks["best_shift_AP"] and not checks["best_shift_FPR95"]
     assert not checks["shift_mIoU_not_below_closed_world"]
+
+
+def test_models_normalisation_reaches_the_evaluation(tmp_path):
+    """The test sets are normalised with the data.mean/std the models were trained with; models
+    trained with different ones cannot share the demo's test sets."""
+    same = ["data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]"]
+    demo = Demo(tmp_path, overrides=dict.fromkeys(("pretrain", "oe_only", "multishift"), same))
+    assert demo.normalisation() == ([0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
+    with pytest.raises(ValueError, match="different data.mean/data.std"):
+        Demo(tmp_path, overrides={"pretrain": same}).normalisation()

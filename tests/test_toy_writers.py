@@ -12,6 +12,7 @@ import lib.toy.writers as writers
 from lib.data.benchmarks import build_benchmark
 from lib.data.cityscapes import CityscapesSeg
 from lib.data.coco_ood import OutlierObjects
+from lib.errors import UserError
 from lib.labels import ANOMALY, IGNORE, NUM_CLASSES, OOD_OUT
 from lib.toy.writers import MANIFEST, write_benchmark, write_outlier_bank, write_source_dataset
 
@@ -121,7 +122,7 @@ def test_rerun_skips_existing_files_and_checks_parameters(tmp_path, monkeypatch)
     assert (tmp_path / "toy_shift/leftImg8bit/000001.png").read_bytes() == first
     assert json.loads((tmp_path / "toy_shift" / MANIFEST).read_text())["counts"] == {"images": 3}
     assert not list(tmp_path.rglob("*.tmp"))
-    with pytest.raises(ValueError, match="other parameters.*'seed': \\(4, 5\\)"):
+    with pytest.raises(UserError, match="other parameters.*'seed': \\(4, 5\\)"):
         write_benchmark(tmp_path, "toy_shift", kind="shift", n=3, height=H, width=W, seed=5)
     with pytest.raises(ValueError, match="unknown benchmark kind 'weird'"):
         write_benchmark(tmp_path, "x", kind="weird", n=1, height=H, width=W, seed=0)

@@ -1,8 +1,8 @@
 """Step 5 of CG-Aug: image synthesis backends behind one small interface and a name registry.
 
-A backend turns an ADE20K-palette condition map into an image of the same size::
+A backend turns ADE20K-palette condition maps into images of the same size, several per call::
 
-    backend.render(condition_rgb [H, W, 3] uint8, prompt, negative_prompt, seed) -> [H, W, 3] uint8
+    backend.render_batch(conditions [H, W, 3] uint8, prompts, negative_prompts, seeds) -> [H, W, 3] uint8 list
 
 ``controlnet`` is Stable Diffusion 1.5 with a segmentation ControlNet (diffusers); ``procedural`` is
 the ToyShift renderer, which runs on a CPU in milliseconds.
@@ -10,7 +10,7 @@ the ToyShift renderer, which runs on a CPU in milliseconds.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -24,8 +24,15 @@ class SynthesisBackend(Protocol):
 
     name: str
 
-    def render(self, condition_rgb: np.ndarray, prompt: str, negative_prompt: str, seed: int) -> np.ndarray:
-        """Return an ``[H, W, 3]`` uint8 RGB image for the ``[H, W, 3]`` uint8 condition map."""
+    def render_batch(
+        self,
+        conditions: Sequence[np.ndarray],
+        prompts: Sequence[str],
+        negative_prompts: Sequence[str],
+        seeds: Sequence[int],
+    ) -> list[np.ndarray]:
+        """One ``[H, W, 3]`` uint8 RGB image per same-size ``[H, W, 3]`` uint8 condition map, each
+        from its own prompt, negative prompt and seed."""
         ...
 
 

@@ -21,6 +21,7 @@ from PIL import Image
 from generation.backends import register_backend
 from generation.config import ControlNetConfig, GenerationConfig
 from generation.local_models import missing_model_error, resolve_model_path
+from lib.config import ConfigError
 
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -115,7 +116,7 @@ class ControlNetBackend:
 def resolve_dtype(name: str, device: str) -> torch.dtype:
     """Half precision (``fp16``/``bf16``) on CUDA; always fp32 on a CPU."""
     if name not in _DTYPES:
-        raise ValueError(f"controlnet.dtype: unknown {name!r}; expected one of {sorted(_DTYPES)}")
+        raise ConfigError(f"controlnet.dtype: unknown {name!r}; expected one of {sorted(_DTYPES)}")
     return _DTYPES[name] if torch.device(device).type == "cuda" else torch.float32
 
 
@@ -132,7 +133,7 @@ def build_controlnet_backend(cfg: GenerationConfig) -> ControlNetBackend:
         pipe.enable_attention_slicing()
     if section.cpu_offload:
         if torch.device(cfg.device).type != "cuda":
-            raise ValueError("controlnet.cpu_offload needs a CUDA device")
+            raise ConfigError("controlnet.cpu_offload needs a CUDA device")
         pipe.enable_model_cpu_offload(device=cfg.device)
     else:
         pipe.to(cfg.device)

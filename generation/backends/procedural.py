@@ -10,6 +10,8 @@ ToyShift's training anomaly families, so it needs no ADE20K download.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from generation.ade20k import ade150
@@ -62,6 +64,16 @@ class ProceduralBackend:
         """``[H, W, 3]`` uint8 image; ``negative_prompt`` has no meaning for ToyShift and is unused."""
         label, family = condition_to_toy_label(condition_rgb)
         return render_toy(label, domain_from_prompt(prompt), seed, anomaly_family=family)
+
+    def render_batch(
+        self,
+        conditions: Sequence[np.ndarray],
+        prompts: Sequence[str],
+        negative_prompts: Sequence[str],
+        seeds: Sequence[int],
+    ) -> list[np.ndarray]:
+        """:meth:`render` of each item (the renderer has nothing to gain from batching)."""
+        return [self.render(*args) for args in zip(conditions, prompts, negative_prompts, seeds, strict=True)]
 
 
 class ToyFamilyBank:

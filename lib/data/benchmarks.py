@@ -19,9 +19,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lib.config import ConfigError
 from lib.data.cityscapes import present_values
 from lib.data.io import (
     IMAGE_EXTENSIONS,
+    check_same_size,
     expected_tree_error,
     index_by_stem,
     pair_by_stem,
@@ -29,6 +31,7 @@ from lib.data.io import (
     read_rgb,
 )
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, JointTransform, Normalize, ToTensor
+from lib.errors import UnknownNameError, UserError
 from lib.labels import ID_TO_TRAIN_ID, IGNORE, LABELS, NUM_CLASSES, OOD_IN, OOD_OUT, OOD_VOID, check_ood_label
 
 DEFAULT_ROOT = "./datasets"
@@ -110,7 +113,9 @@ class AnomalyBenchmark(Dataset, ABC):
         image = self.read_image(img_path)
         if lab_path is None:
             return {"image": self._image_only(image), "name": name}
-        ood, sem = self.decode(read_label(lab_path), lab_path)
+        raw = read_label(lab_path)
+        check_same_size(image, img_path, raw, lab_path)
+        ood, sem = self.decode(raw, lab_path)
         maps = [ood] if sem is None else [ood, sem]
         images, labels = self.to_tensor([image], maps)
         if self.transform is not None:
@@ -140,14 +145,23 @@ class _FlatPairs(AnomalyBenchmark):
     image_dir = ""
     label_dir = ""
     label_suffix = ".png"
+    image_tag = ""
+    label_tag = ""
+    """Optional name endings before the extension, dropped from the stem when present, so that
+    ``{frame}{image_tag}.png`` pairs with ``{frame}{label_tag}.png`` (and with ``{frame}.png``)."""
     allow_void = True
 
     def list_samples(self) -> list[tuple[str, Path, Path | None]]:
         img_dir, lab_dir = self.subdir(self.image_dir), self.subdir(self.label_dir)
         images = index_by_stem(
-            (p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS), "", "image"
+            (p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS),
+            "",
+            "image",
+            tag=self.image_tag,
         )
-        labels = index_by_stem(lab_dir.glob(f"*{self.label_suffix}"), self.label_suffix, "label")
+        labels = index_by_stem(
+            lab_dir.glob(f"*{self.label_suffix}"), self.label_suffix, "label", tag=self.label_tag
+        )
         if not self.include_unlabelled:
             return pair_by_stem(images, labels, source=str(self.root), allow_unlabelled=self.allow_unlabelled)
         if not images:
@@ -164,7 +178,7 @@ class _FlatPairs(AnomalyBenchmark):
         else:
             bad = values[(values != OOD_IN) & (values != OOD_OUT)]
             if bad.size:
-                raise ValueError(
+                raise UserError(
                     f"{path}: invalid anomaly label value(s) {bad.tolist()}; expected {OOD_IN} or {OOD_OUT}"
                 )
         return raw, None
@@ -218,13 +232,19 @@ _MUAD_SEM = _lut({i: i for i in range(NUM_CLASSES)}, IGNORE)
 class MUADLike(_FlatPairs):
     """MUAD's encoding: trainIds 0..18 in-distribution, 19 and 20 anomaly (void in ``sem_label``), 255 void.
 
-    Parameterised by ``folder`` so the ToyShift test sets (same encoding) share it.
+    The MUAD release names a frame ``leftImg8bit/{frame}_leftImg8bit.png`` with the label
+    ``leftLabel/{frame}_leftLabel.png`` (its reader swaps ``leftImg8bit`` for ``leftLabel`` in the
+    path); frames are paired by ``{frame}``, and also when image and label share one name. The item
+    ``name`` is ``{frame}``. Parameterised by ``folder`` so the ToyShift test sets (same encoding,
+    plain names) share it.
     """
 
     image_dir, label_dir = "leftImg8bit", "leftLabel"
+    image_tag, label_tag = "_leftImg8bit", "_leftLabel"
     has_semantics = True
     tree = (
-        "  leftImg8bit/{name}.png\n  leftLabel/{name}.png         0..18 trainIds, 19/20 anomaly, 255 void\n"
+        "  leftImg8bit/{name}_leftImg8bit.png   (or {name}.png)\n"
+        "  leftLabel/{name}_leftLabel.png       (or {name}.png) 0..18 trainIds, 19/20 anomaly, 255 void\n"
     )
 
     def __init__(
@@ -243,7 +263,7 @@ class MUADLike(_FlatPairs):
         values = present_values(raw)
         bad = values[(_MUAD_OOD[values] == OOD_VOID) & (values != IGNORE)]
         if bad.size:
-            raise ValueError(
+            raise UserError(
                 f"{path}: invalid label value(s) {bad.tolist()}; expected 0..{NUM_CLASSES - 1}, "
                 f"{MUAD_ANOMALY_IDS[0]}/{MUAD_ANOMALY_IDS[1]} (anomaly) or {IGNORE} (void)"
             )
@@ -288,7 +308,7 @@ class ACDC_POC(AnomalyBenchmark):
     ) -> None:
         unknown = sorted(set(domains) - set(ACDC_DOMAINS))
         if unknown or not domains:
-            raise ValueError(
+            raise ConfigError(
                 f"ACDC_POC domains {unknown or list(domains)} invalid; choose from {ACDC_DOMAINS}"
             )
         self.domains = tuple(domains)
@@ -328,11 +348,11 @@ class ACDC_POC(AnomalyBenchmark):
             )
         with np.load(path) as data:
             if "img" not in data.files:
-                raise KeyError(f"{path}: expected key 'img', found {data.files}")
+                raise UserError(f"{path}: expected an array 'img' in this .npz, found {data.files}")
             diff = data["img"]
         base = read_rgb(original)
         if diff.shape != base.shape or diff.dtype != np.uint8:
-            raise ValueError(
+            raise UserError(
                 f"{path}: difference {diff.shape} {diff.dtype} does not fit {original} {base.shape}"
             )
         return base + diff
@@ -342,8 +362,14 @@ class ACDC_POC(AnomalyBenchmark):
 
 
 def _muad(folder: str) -> Callable[..., MUADLike]:
-    def build(root: str | Path = DEFAULT_ROOT, transform: JointTransform | None = None) -> MUADLike:
-        return MUADLike(root, transform, folder=folder)
+    def build(
+        root: str | Path = DEFAULT_ROOT,
+        transform: JointTransform | None = None,
+        *,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> MUADLike:
+        return MUADLike(root, transform, folder=folder, mean=mean, std=std)
 
     return build
 
@@ -369,18 +395,21 @@ def build_benchmark(
     transform: JointTransform | None = None,
     *,
     include_unlabelled: bool = False,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> AnomalyBenchmark:
-    """Build benchmark ``name`` under the datasets ``root`` (default ``./datasets``);
-    ``include_unlabelled`` also lists the images without a public label (SMIYC tracks only)."""
+    """Build benchmark ``name`` under the datasets ``root`` (default ``./datasets``), its images
+    normalised with ``mean``/``std`` (the model's ``data.mean``/``data.std``); ``include_unlabelled``
+    also lists the images without a public label (SMIYC tracks only)."""
     if name not in BENCHMARKS:
-        raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+        raise UnknownNameError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
     root = DEFAULT_ROOT if root is None else root
     if not include_unlabelled:
-        return BENCHMARKS[name](root, transform)
+        return BENCHMARKS[name](root, transform, mean=mean, std=std)
     if not getattr(BENCHMARKS[name], "allow_unlabelled", False):
         with_unlabelled = [k for k, b in BENCHMARKS.items() if getattr(b, "allow_unlabelled", False)]
         raise ValueError(
             f"benchmark {name!r} has no unlabelled images; "
             f"include_unlabelled is for {', '.join(with_unlabelled)}"
         )
-    return BENCHMARKS[name](root, transform, include_unlabelled=True)
+    return BENCHMARKS[name](root, transform, include_unlabelled=True, mean=mean, std=std)

@@ -16,7 +16,14 @@ import torch
 from torch.utils.data import Dataset
 
 from lib.data.crop_early import Frames, can_plan, run_crop_early
-from lib.data.io import expected_tree_error, index_by_stem, pair_by_stem, read_label, read_rgb
+from lib.data.io import (
+    check_same_size,
+    expected_tree_error,
+    index_by_stem,
+    pair_by_stem,
+    read_label,
+    read_rgb,
+)
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, JointTransform, Normalize, ToTensor
 from lib.labels import check_train_label
 
@@ -104,6 +111,7 @@ class CityscapesSeg(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         _, stem, img_path, lab_path = self.samples[index]
         image, label = read_rgb(img_path), read_train_label(lab_path, allow_anomaly=False)
+        check_same_size(image, img_path, label, lab_path)
         if self.crop_early:
             frames = Frames([image], [label])
             images, labels = run_crop_early(self.transform.draw(frames.size, random), frames)

@@ -1,5 +1,7 @@
-"""Image and label decoding, and the file-pairing checks every dataset shares.
+"""Image and label decoding (and PNG encoding), and the file-pairing checks every dataset shares.
 
+Every file is first checked by :mod:`lib.data.image_file` (readable, complete, within the pixel
+limit), so a truncated or oversized file is an error naming it, never a silently grey image.
 Images decode with OpenCV (measured faster than Pillow here for PNG, JPEG and WebP at Cityscapes
 size; see ``benchmarks/bench_data.py``); EXIF orientation is ignored so pixels match the label
 maps, as Pillow does. Labels decode with Pillow so that palette PNGs give their indices.
@@ -7,6 +9,8 @@ maps, as Pillow does. Labels decode with Pillow so that palette PNGs give their 
 
 from __future__ import annotations
 
+import io
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -14,14 +18,18 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from lib.data.image_file import checked_image_bytes
+from lib.errors import UserError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """Decode an image file as ``[H, W, 3]`` uint8 RGB; raise naming the file if it cannot be read."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    data = checked_image_bytes(path, "image")
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None:
-        raise OSError(f"{path}: cannot decode image (missing, truncated or unsupported format)")
+        raise UserError(f"{path}: cannot decode image (corrupt data or unsupported format)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -31,18 +39,43 @@ def read_label(path: str | Path) -> np.ndarray:
     Accepts grey, palette (indices are the labels) and grey-as-RGB PNGs; a colour label map or
     a value above 255 is an error naming the file.
     """
-    with Image.open(path) as im:
-        arr = np.asarray(im)
+    data = checked_image_bytes(path, "label")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            arr = np.asarray(im)
+    except (OSError, SyntaxError, ValueError, zlib.error) as err:
+        raise UserError(f"{path}: cannot decode label map ({err})") from None
     if arr.ndim == 3:
         rgb = arr[..., :3]
         if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 0] == rgb[..., 2]).all()):
-            raise ValueError(f"{path}: label map has differing colour channels; expected one channel of ids")
+            raise UserError(f"{path}: label map has differing colour channels; expected one channel of ids")
         arr = rgb[..., 0]
     if arr.dtype != np.uint8:
         if arr.size and (arr.min() < 0 or arr.max() > 255):
-            raise ValueError(f"{path}: label values outside 0..255 (max {arr.max()})")
+            raise UserError(f"{path}: label values outside 0..255 (max {arr.max()}); expected 8-bit ids")
         arr = arr.astype(np.uint8)
     return np.ascontiguousarray(arr)
+
+
+def encode_png(array: np.ndarray, source: str) -> bytes:
+    """PNG bytes of a ``[H, W]`` uint8 map or an ``[H, W, 3]`` uint8 RGB image (for the atomic writer)."""
+    if array.dtype != np.uint8 or array.ndim not in (2, 3):
+        raise ValueError(f"{source}: expected uint8 [H, W] or [H, W, 3], got {array.dtype} {array.shape}")
+    pixels = cv2.cvtColor(array, cv2.COLOR_RGB2BGR) if array.ndim == 3 else array
+    ok, buf = cv2.imencode(".png", pixels)
+    if not ok:
+        raise OSError(f"{source}: PNG encoding failed")
+    return buf.tobytes()
+
+
+def check_same_size(image: np.ndarray, image_path: Path, label: np.ndarray, label_path: Path) -> None:
+    """An image and its label map must have one height and width; else an error naming both files."""
+    if image.shape[:2] != label.shape[:2]:
+        (ih, iw), (lh, lw) = image.shape[:2], label.shape[:2]
+        raise UserError(
+            f"image {image_path} is {iw} x {ih} but its label {label_path} is {lw} x {lh}; "
+            "expected one width and height"
+        )
 
 
 def expected_tree_error(missing: Path, tree: str) -> FileNotFoundError:
@@ -57,11 +90,12 @@ def require_dir(path: Path, tree: str) -> Path:
     return path
 
 
-def index_by_stem(files: Iterable[Path], suffix: str, kind: str) -> dict[str, Path]:
-    """Map each file to its name minus ``suffix``; two files with one key is an error."""
+def index_by_stem(files: Iterable[Path], suffix: str, kind: str, *, tag: str = "") -> dict[str, Path]:
+    """Map each file to its name minus ``suffix`` (or its stem), minus a trailing ``tag`` where
+    present (MUAD's ``_leftImg8bit``); two files with one key is an error."""
     out: dict[str, Path] = {}
     for f in files:
-        key = f.name[: -len(suffix)] if suffix else f.stem
+        key = (f.name[: -len(suffix)] if suffix else f.stem).removesuffix(tag)
         if key in out:
             raise ValueError(f"two {kind} files share the name {key!r}: {out[key]} and {f}")
         out[key] = f

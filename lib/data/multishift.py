@@ -18,10 +18,12 @@ import torch
 from torch.utils.data import Dataset
 
 from lib.data.cityscapes import list_cityscapes_split, read_train_label
-from lib.data.coco_ood import OutlierObjects, paste_outlier
+from lib.data.coco_ood import OutlierObjects
 from lib.data.crop_early import Frames, can_plan, run_crop_early
-from lib.data.io import read_rgb
+from lib.data.io import check_same_size, read_rgb
+from lib.data.pasting import PasteOutliers
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, JointTransform, Normalize, run_steps
+from lib.errors import UserError
 
 DEFAULT_OOD_SCALES = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
@@ -55,9 +57,10 @@ class MultiShiftPairs(Dataset):
         label, aug_label: int64 [H, W] trainIds / ANOMALY / IGNORE
         name: the original's stem
 
-    ``outliers`` (an :class:`OutlierObjects`) enables pasting with probability ``paste_prob``,
-    scale drawn from ``ood_scale_array``. ``mixup_max`` > 0 blends ``p = min(U(0, 1), mixup_max)``
-    of the original into the generated image. ``transform`` acts on ``0..1`` tensors.
+    ``outliers`` (an :class:`OutlierObjects`) enables pasting into the original
+    (:class:`~lib.data.pasting.PasteOutliers`) with probability ``paste_prob``, scale drawn from
+    ``ood_scale_array``. ``mixup_max`` > 0 blends ``p = min(U(0, 1), mixup_max)`` of the original
+    into the generated image. ``transform`` acts on ``0..1`` tensors.
 
     Every random draw of an item (mixup, augmentation, pasting) comes from its own generator
     seeded by ``(seed, epoch, index)``: the same in any number of DataLoader workers, persistent
@@ -96,8 +99,9 @@ class MultiShiftPairs(Dataset):
             variants.setdefault(base, []).append((img, lab))
         self.pairs = [(stem, originals[stem], variants[stem]) for stem in sorted(variants)]
         self.transform = transform
-        self.outliers, self.paste_prob = outliers, paste_prob
-        self.ood_scale_array = tuple(ood_scale_array)
+        self.paste = (
+            None if outliers is None else PasteOutliers(outliers, scales=ood_scale_array, prob=paste_prob)
+        )
         self.mixup_max = mixup_max
         self.normalize = Normalize(mean, std)
         self.crop_early = crop_early and transform is not None and can_plan(transform)
@@ -130,11 +134,14 @@ class MultiShiftPairs(Dataset):
         gen_path, gen_lab_path = variants[self.variant_index(index)]
         original, generated = read_rgb(img_path), read_rgb(gen_path)
         if original.shape != generated.shape:
-            raise ValueError(
-                f"{gen_path} is {generated.shape[:2]}, its original {img_path} {original.shape[:2]}"
+            raise UserError(
+                f"generated image {gen_path} is {generated.shape[1]} x {generated.shape[0]} but its "
+                f"original {img_path} is {original.shape[1]} x {original.shape[0]}; expected one size"
             )
         label = read_train_label(lab_path, allow_anomaly=False)
         gen_label = read_train_label(gen_lab_path, allow_anomaly=True)
+        check_same_size(original, img_path, label, lab_path)
+        check_same_size(generated, gen_path, gen_label, gen_lab_path)
         rng = self.item_rng(index)
         prepare = None
         if self.mixup_max > 0:
@@ -149,9 +156,8 @@ class MultiShiftPairs(Dataset):
             images, labels = run_steps(self.transform.draw(frames.size, rng), *frames.whole())
         else:
             images, labels = self.transform(*frames.whole())
-        if self.outliers is not None and (self.paste_prob >= 1.0 or rng.random() < self.paste_prob):
-            rgb, mask = self.outliers[rng.randrange(len(self.outliers))]
-            paste_outlier(images[0], labels[0], rgb, mask, rng.choice(self.ood_scale_array), rng=rng)
+        if self.paste is not None:
+            images, labels = self.paste(images, labels, rng)
         images, labels = self.normalize(images, labels)
         return {
             "image": images[0].contiguous(),

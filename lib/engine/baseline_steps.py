@@ -4,67 +4,23 @@ It isolates what the generated twins add to the method: the same two stages, OOD
 initialisation and outlier pasting as MultiShift training, but every batch holds originals only,
 and the loss keeps the two terms that need no twin — the published CE on known pixels and the
 in-vs-out RCL term ``relu(u_in + m0 - u_out)`` over ``n = min(|Omega_in|, |Omega_out|)`` random
-pairs (``loss.margins[0]``, ``loss.ce_weights[0]``). Selected as ``loss.name: oe``; its training
-set is :func:`build_unpaired_train_set` (unpaired Cityscapes-layout images, outliers pasted
-after the joint transform, as in :class:`~lib.data.multishift.MultiShiftPairs`).
+pairs (``loss.margins[0]``, ``loss.ce_weights[0]``). The recipe ``loss.name: oe`` trains it on
+:func:`~lib.engine.builders.build_unpaired_train_set` (unpaired Cityscapes-layout images, outliers
+pasted after the joint transform, as in :class:`~lib.data.multishift.MultiShiftPairs`).
 """
 
 from __future__ import annotations
-
-import random
-from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from lib.config import Config
-from lib.data.cityscapes import CityscapesSeg
-from lib.data.coco_ood import OutlierObjects, paste_outlier
-from lib.data.transforms import Compose
-from lib.engine.builders import paired_train_transform
+from lib.engine.builders import build_unpaired_train_set
 from lib.engine.stages import StageSpec
-from lib.engine.steps import register_step
+from lib.engine.steps import register_recipe
 from lib.labels import IGNORE
 from lib.losses import in_distribution_cross_entropy, pixel_groups
-
-
-class PasteOutliers:
-    """Joint transform: paste one random object of ``outliers`` into the first image and label.
-
-    ``images [N,3,H,W]`` in ``0..1``, ``labels [M,H,W]``; the object's scale is drawn from
-    ``scales``. Use it last in a :class:`~lib.data.transforms.Compose` (with a probability there).
-    """
-
-    def __init__(self, outliers: OutlierObjects, *, scales: Sequence[float]) -> None:
-        if not scales:
-            raise ValueError("PasteOutliers needs at least one scale")
-        self.outliers, self.scales = outliers, tuple(scales)
-
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rgb, mask = self.outliers[random.randrange(len(self.outliers))]
-        paste_outlier(images[0], labels[0], rgb, mask, random.choice(self.scales))
-        return images, labels
-
-
-def build_unpaired_train_set(cfg: Config) -> CityscapesSeg:
-    """``data.root/data.cityscapes`` train images (no generated twins) with the joint transform of
-    ``cfg.data`` and, when ``data.ood_prob`` > 0, one object of ``data.root/data.coco`` pasted with that
-    probability. With ``ood_prob`` 0 it is the closed-world training set (``loss.name: ce``)."""
-    d = cfg.data
-    steps: list = list(paired_train_transform(d).steps)
-    if d.ood_prob > 0:
-        paste = PasteOutliers(OutlierObjects(Path(d.root) / d.coco), scales=d.ood_scale_array)
-        steps.append((paste, d.ood_prob))
-    return CityscapesSeg(
-        Path(d.root) / d.cityscapes,
-        "train",
-        Compose(steps),
-        mean=tuple(d.mean),
-        std=tuple(d.std),
-        crop_early=d.crop_early,  # pasting draws from the object it loads: whole frames then
-    )
 
 
 def in_out_contrastive_term(
@@ -107,6 +63,6 @@ class OutlierExposureStep:
         return terms
 
 
-@register_step("oe")
+@register_recipe("oe", train_set=build_unpaired_train_set)
 def _outlier_exposure(cfg: Config) -> OutlierExposureStep:
     return OutlierExposureStep(margin=cfg.loss.margins[0], ce_weight=cfg.loss.ce_weights[0])

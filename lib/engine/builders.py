@@ -1,4 +1,4 @@
-"""Objects an experiment needs, built from its config: model with starting weights, training pairs.
+"""Objects an experiment needs, built from its config: model with starting weights, training sets.
 
 The entry scripts call these so they hold no logic of their own.
 """
@@ -10,13 +10,15 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from lib.config import Config, DataConfig
+from lib.config import Config, ConfigError, DataConfig
+from lib.data.cityscapes import CityscapesSeg
 from lib.data.coco_ood import OutlierObjects
 from lib.data.multishift import MultiShiftPairs
+from lib.data.pasting import PasteOutliers
 from lib.data.transforms import Compose, HorizontalFlip, RandomCrop, RandomResize, mask2former_train_transform
 from lib.engine.logging_utils import get_logger
 from lib.models import build_model
-from lib.models.checkpoints import load_weights
+from lib.models.checkpoints import load_model
 
 
 def deeplab_train_transform(data: DataConfig) -> Compose:
@@ -46,7 +48,7 @@ AUGMENTATIONS: dict[str, Callable[[DataConfig], Compose]] = {
 def paired_train_transform(data: DataConfig) -> Compose:
     """Joint augmentation of each (original, generated) pair, chosen by ``data.augmentation``."""
     if data.augmentation not in AUGMENTATIONS:
-        raise ValueError(
+        raise ConfigError(
             f"unknown data.augmentation {data.augmentation!r}; expected one of {', '.join(AUGMENTATIONS)}"
         )
     return AUGMENTATIONS[data.augmentation](data)
@@ -57,9 +59,10 @@ def build_paired_train_set(cfg: Config) -> MultiShiftPairs:
     (``data.ood_prob`` > 0, objects from ``data.root/data.coco``) and mixup up to ``data.mixup_max``."""
     d = cfg.data
     if not d.use_generated:
-        raise ValueError(
-            "data.use_generated=false: training without generated twins is not supported by the paired "
-            "DeepLab trainer (every batch is B originals + their B generated images)"
+        raise ConfigError(
+            f"data.use_generated=false, but the recipe loss.name={cfg.loss.name} trains on pairs (every "
+            "batch is B originals + their B generated images); without generated images train "
+            "loss.name=oe (outlier exposure) or loss.name=ce (closed world)"
         )
     root = Path(d.root)
     outliers = OutlierObjects(root / d.coco) if d.ood_prob > 0 else None
@@ -79,24 +82,47 @@ def build_paired_train_set(cfg: Config) -> MultiShiftPairs:
     )
 
 
+def build_unpaired_train_set(cfg: Config) -> CityscapesSeg:
+    """``data.root/data.cityscapes`` train images alone (no generated twins) with the joint transform of
+    ``data.augmentation`` and then, when ``data.ood_prob`` > 0, one object of ``data.root/data.coco``
+    pasted with that probability (as :class:`~lib.data.multishift.MultiShiftPairs` pastes into its
+    originals). Items: ``image [3,H,W]`` normalised, ``label [H,W]`` int64, ``name``."""
+    d = cfg.data
+    steps: list = list(paired_train_transform(d).steps)
+    if d.ood_prob > 0:
+        outliers = OutlierObjects(Path(d.root) / d.coco)
+        steps.append(PasteOutliers(outliers, scales=d.ood_scale_array, prob=d.ood_prob))
+    return CityscapesSeg(
+        Path(d.root) / d.cityscapes,
+        "train",
+        Compose(steps),
+        mean=tuple(d.mean),
+        std=tuple(d.std),
+        crop_early=d.crop_early,  # pasting draws from the object it loads: whole frames then
+    )
+
+
 def build_training_model(cfg: Config) -> nn.Module:
-    """``model.name`` with ``model.weight_path`` loaded strictly, then, with ``model.init_ood_head``
+    """``model.name`` with ``model.weight_path`` loaded strictly (a closed-world checkpoint without OOD
+    head is accepted here only, its head copied from the classifier), then, with ``model.init_ood_head``
     (default, as published), the OOD head set to a copy of the classifier by the model's
     ``uncertainty_head_init()`` (paper Sec. 3.3), so stage 1 starts from the closed-world model's
     own score. With ``init_ood_head`` false the loaded OOD head is kept."""
     logger = get_logger()
-    model = build_model(cfg.model.name, **cfg.model.kwargs)
     if cfg.model.weight_path:
-        load_weights(model, cfg.model.weight_path)
+        model = load_model(
+            cfg.model.weight_path, name=cfg.model.name, kwargs=cfg.model.kwargs, fill_ood_head=True
+        )
         logger.info("loaded starting weights %s", cfg.model.weight_path)
     else:
+        model = build_model(cfg.model.name, **cfg.model.kwargs)
         logger.warning("model.weight_path is empty: training starts from a randomly initialised model")
     if not cfg.model.init_ood_head:
         logger.info("model.init_ood_head=false: the OOD head keeps the starting weights' values")
         return model
     head_init = getattr(model, "uncertainty_head_init", None)
     if head_init is None:
-        raise ValueError(
+        raise ConfigError(
             f"model.init_ood_head=true but {type(model).__name__} ({cfg.model.name}) has no "
             "uncertainty_head_init(); set model.init_ood_head=false"
         )

@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from lib.errors import UserError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -36,7 +38,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but torch.cuda.is_available() is False")
+        raise UserError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return DistInfo(0, 1, torch.device("cuda" if use_cuda else "cpu"))

@@ -1,27 +1,26 @@
-"""Benchmark evaluation: stream images through a model into exact metric accumulators.
+"""The one evaluation loop: stream a benchmark's images once and feed a list of sinks.
 
-Each image runs at full resolution (batch 1, no resize). Its anomaly map (the score function of
-:mod:`lib.scores` applied to the model's outputs) and its 0/1/255 anomaly label go to an
-:class:`~lib.metrics.OODMetricAccumulator`; where the benchmark has semantic labels, the argmax
-of the logits goes to a :class:`~lib.metrics.ConfusionMatrix`. Under ``torchrun`` every rank
-evaluates a disjoint, unpadded share of the images and the accumulators are gathered, so the
-numbers equal a single-process run. Results are fractions in ``[0, 1]``; the tables print
-percentages.
+A source yields :class:`ScoredImage` items: :func:`model_images` runs a model over a benchmark at
+full resolution (no resize) and applies every requested score function to the same outputs;
+``lib.evaluate`` reads score files instead. :func:`stream` hands each item to every sink and
+finishes them in order. Sinks here: :class:`MetricSink` (anomaly metrics of one score under a
+protocol of :mod:`lib.protocols`), :class:`SemanticSink` (mIoU/mAcc of the prediction),
+:class:`ExportSink` (server files of :mod:`lib.submission`), :class:`HeatmapSink` (overlays of the
+first images) and :class:`CurveSink` (ROC/PR PNG of some metric sinks); a caller may add its own
+(anything with ``add`` and ``finish``).
 
-While it streams, the evaluator can hand every anomaly map (and the predicted trainIds) to a
-server-format exporter of :mod:`lib.submission`, including the images without a label (the SMIYC
-test frames), which the metrics skip, and can draw the benchmark's ROC/PR curves
-(:mod:`lib.plots`) once the metrics are computed.
+Under ``torchrun`` every rank streams a disjoint, unpadded share of the images and the sinks
+gather their state in ``finish``, so the numbers equal a single-process run. Results are
+fractions in ``[0, 1]``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.distributed as dist
@@ -30,289 +29,312 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from lib.data.collate import collate_items
-from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lib.engine.precision import autocast
-from lib.metrics import ConfusionMatrix, OODEvaluation
+from lib.metrics import ConfusionMatrix
 from lib.plots import curve_points, save_curves
 from lib.postprocess import POSTPROCESS, apply_postprocess
+from lib.protocols import OODEvaluation
+from lib.results import SEMANTIC_COLUMNS, THRESHOLD_COLUMN
 from lib.scores import ScoreFn
 from lib.submission import Exporter
 from lib.viz import colorize_segmentation, denormalize, heatmap_overlay, save_png
 
 logger = logging.getLogger(__name__)
 
-PROTOCOL_RULES = {
-    "published": "pooled pixels, exact AUROC/AP; FPR95 at the recall closest to 0.95 "
-    "(published fpr_and_fdr_at_recall rule)",
-    "exact": "pooled pixels, exact AUROC/AP; FPR95 at the first threshold with TPR >= 0.95",
-    "smiyc": "official SegmentMeIfYouCan protocol: per-frame binned pixel curves pooled over frames, "
-    "FPR95 at the first TPR >= 0.95, component sIoU/PPV/mean F1 at the best-F1 threshold",
-}
-"""``eval.protocol`` -> the sentence printed and saved with the results."""
 
-FPR95_RULES = {
-    "published": "FPR95 at the recall closest to 0.95 (published fpr_and_fdr_at_recall rule)",
-    "exact": "FPR95 at the first threshold with TPR >= 0.95",
-    "smiyc": "FPR95 at the first point of the binned SMIYC curve with TPR >= 0.95",
-}
-"""``eval.protocol`` -> how its FPR95 is read off the curve (saved as ``fpr_rule``)."""
+@dataclass
+class ScoredImage:
+    """One benchmark image as the sinks see it.
 
-OOD_COLUMNS = ("AUROC", "AP", "FPR95")
-COMPONENT_COLUMNS = ("best_f1", "sIoU", "PPV", "F1_mean")
-SEMANTIC_COLUMNS = ("mIoU", "mAcc")
-SMIYC_OBSTACLE_BENCHMARKS = ("RoadObstacle21",)
+    ``scores``: score name -> anomaly map ``[H, W]`` (float32, CPU); ``ood_label`` ``[H, W]`` 0/1/255
+    (``None``: an unlabelled image, only exported); ``sem_label`` trainIds where the benchmark has
+    them; ``pred`` the predicted trainIds and ``image`` the normalised ``[3, H, W]`` input where a
+    model ran (``None`` for score files).
+    """
+
+    index: int
+    name: str
+    scores: dict[str, torch.Tensor]
+    ood_label: torch.Tensor | None = None
+    sem_label: torch.Tensor | None = None
+    pred: torch.Tensor | None = None
+    image: torch.Tensor | None = None
 
 
-def protocol_rule(protocol: str) -> str:
-    """The description of ``eval.protocol`` (an unknown protocol is an error listing the known ones)."""
-    if protocol not in PROTOCOL_RULES:
-        raise ValueError(f"unknown eval.protocol {protocol!r}; expected one of {', '.join(PROTOCOL_RULES)}")
-    return PROTOCOL_RULES[protocol]
+class Sink(Protocol):
+    """What :func:`stream` feeds: ``add`` per image, ``finish`` once after the last (all ranks)."""
+
+    def add(self, item: ScoredImage) -> None: ...
+
+    def finish(self) -> None: ...
 
 
-def smiyc_track(benchmark: str) -> str:
-    """The SMIYC track whose component size filters apply to ``benchmark``."""
-    return "ObstacleTrack" if benchmark in SMIYC_OBSTACLE_BENCHMARKS else "AnomalyTrack"
+@dataclass(frozen=True)
+class Inference:
+    """How a model runs over a benchmark: device, optional autocast dtype, channels-last memory,
+    loader workers, images per forward pass (of one size) and the anomaly-map post-processing."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    num_workers: int = 0
+    batch_size: int = 1
+    postprocess: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.postprocess not in POSTPROCESS:
+            raise ValueError(
+                f"unknown eval.postprocess {self.postprocess!r}; expected one of {', '.join(POSTPROCESS)}"
+            )
 
 
-def _rank_share(dataset: Dataset, limit: int) -> tuple[Dataset, int]:
-    """This rank's images among the first ``limit`` (all if 0): indices ``rank, rank + world, ...``."""
-    total = len(dataset) if limit <= 0 else min(limit, len(dataset))
+def rank_share(n_images: int, limit: int = 0) -> tuple[range, int]:
+    """This rank's image indices among the first ``limit`` (all if 0): ``rank, rank + world, ...``,
+    and the number of images of all ranks together."""
+    total = n_images if limit <= 0 else min(limit, n_images)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    return Subset(dataset, range(rank, total, world)), total
+    return range(rank, total, world), total
 
 
 @torch.no_grad()
-def evaluate_benchmark(
+def model_images(
     model: nn.Module,
     dataset: Dataset,
+    scores: Mapping[str, ScoreFn],
+    inference: Inference,
     *,
-    score_fn: ScoreFn,
-    device: torch.device,
-    amp_dtype: torch.dtype | None = None,
-    protocol: str = "published",
-    per_image: bool = False,
-    track: str = "AnomalyTrack",
-    postprocess: str = "none",
-    max_images: int = 0,
-    num_workers: int = 0,
-    channels_last: bool = False,
-    heatmap_dir: str | Path | None = None,
-    num_heatmaps: int = 0,
-    exporter: Exporter | None = None,
-    curves_path: str | Path | None = None,
-    curve_label: str = "anomaly score",
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    desc: str = "eval",
-    progress: bool = True,
-) -> dict[str, object]:
-    """Metrics of ``model`` on ``dataset`` (items: ``image [3,H,W]``, ``ood_label [H,W]``,
-    optional ``sem_label [H,W]``, ``name``): ``{"protocol", "AUROC", "AP", "FPR95", "images"}``,
-    plus the component metrics of ``track`` under ``protocol="smiyc"``, ``"per_image"`` means if
-    asked, and ``{"mIoU", "mAcc"}`` with semantic labels. ``postprocess`` smooths each anomaly map
-    (see :func:`lib.postprocess.apply_postprocess`) before it is scored. ``images`` counts the
-    labelled images scored; items without ``ood_label`` are only exported and counted in
-    ``"unlabelled"``.
-
-    ``max_images`` > 0 evaluates only the first ``max_images`` images. The first ``num_heatmaps``
-    images get ``<name>_heatmap.png`` (anomaly map over the image) and ``<name>_pred.png``
-    (colourised prediction) in ``heatmap_dir``. ``exporter`` receives every image's map and
-    prediction (named by dataset index or image name, as its ``file_key`` says; the caller
-    closes it). ``curves_path``: the main process draws the ROC/PR curves there (PNG), the curve
-    labelled ``curve_label``. The model is put in eval mode; the caller restores train mode.
-    """
-    protocol_rule(protocol)
-    if postprocess not in POSTPROCESS:
-        raise ValueError(
-            f"unknown eval.postprocess {postprocess!r}; expected one of {', '.join(POSTPROCESS)}"
-        )
-    share, total = _rank_share(dataset, max_images)
-    if max_images > 0 and total < len(dataset):
-        logger.info("%s: evaluating the first %d of %d images (max_images)", desc, total, len(dataset))
+    indices: Sequence[int],
+) -> Iterator[ScoredImage]:
+    """Run ``model`` (put in eval mode; the caller restores train mode) over ``dataset[indices]``
+    (items: ``image``, ``name``, optional ``ood_label`` / ``sem_label``) and yield each image with
+    every score of ``scores`` applied to the same outputs."""
     loader = DataLoader(
-        share,
-        batch_size=1,
+        Subset(dataset, indices),
+        batch_size=inference.batch_size,
         shuffle=False,
-        num_workers=num_workers,
+        num_workers=inference.num_workers,
         collate_fn=collate_items,
-        pin_memory=device.type == "cuda",
+        pin_memory=inference.device.type == "cuda",
     )
     model.eval()
-    ood = OODEvaluation(protocol, per_image=per_image, track=track)
-    confusion, with_semantics = ConfusionMatrix(), None
-    n_labelled = n_unlabelled = 0
-    indices = share.indices
-    for position, batch in enumerate(tqdm(loader, desc=desc, disable=not progress, leave=False)):
-        image = batch["image"].to(device, non_blocking=True)
-        if channels_last:
+    position = 0
+    for batch in loader:
+        image = batch["image"].to(inference.device, non_blocking=True)
+        if inference.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp_dtype):
+        with autocast(inference.device, inference.amp_dtype):
             anomaly_score, logits = model(image)
-        score = apply_postprocess(postprocess, score_fn(logits, anomaly_score))[0].float().cpu()
-        pred = logits[0].argmax(0)
-        name = batch["name"][0]
-        if exporter is not None:
-            key = indices[position] if exporter.file_key == "index" else name
-            exporter.add(key, score, pred.to(torch.uint8))
-        if heatmap_dir is not None and indices[position] < num_heatmaps:
-            _save_pictures(Path(heatmap_dir), name, image[0], score, pred, mean, std)
-        if "ood_label" not in batch:
-            n_unlabelled += 1
-            continue
-        n_labelled += 1
-        ood.update(score, batch["ood_label"][0])
-        has_sem = "sem_label" in batch
-        if with_semantics is None:
-            with_semantics = has_sem
-        elif has_sem != with_semantics:
-            raise ValueError(f"{desc}: image {name!r} differs from the first in having sem_label")
-        if has_sem:
-            confusion.update(pred[None], batch["sem_label"].to(device, non_blocking=True))
-    ood.reduce_from_all_processes()
-    counts = torch.tensor([n_labelled, n_unlabelled, int(bool(with_semantics))], dtype=torch.int64)
+        maps = {
+            name: apply_postprocess(inference.postprocess, fn(logits, anomaly_score)).float().cpu()
+            for name, fn in scores.items()
+        }
+        preds = logits.argmax(1)
+        for i in range(image.shape[0]):
+            yield ScoredImage(
+                index=indices[position],
+                name=batch["name"][i],
+                scores={name: m[i] for name, m in maps.items()},
+                ood_label=batch["ood_label"][i] if "ood_label" in batch else None,
+                sem_label=batch["sem_label"][i] if "sem_label" in batch else None,
+                pred=preds[i],
+                image=image[i],
+            )
+            position += 1
+
+
+def stream(
+    images: Iterable[ScoredImage], sinks: Sequence[Sink], *, desc: str, total: int, progress: bool = True
+) -> None:
+    """Feed every image to every sink, then finish the sinks in order (metrics before curves)."""
+    for item in tqdm(images, desc=desc, total=total, disable=not progress, leave=False):
+        for sink in sinks:
+            sink.add(item)
+    for sink in sinks:
+        sink.finish()
+
+
+def _all_reduce_counts(*counts: int) -> list[int]:
+    tensor = torch.tensor(counts, dtype=torch.int64)
     if dist.is_initialized():
-        dist.all_reduce(counts)
-    n_labelled, n_unlabelled, n_with_semantics = counts.tolist()
-    if n_labelled == 0:
-        logger.warning("%s: no labelled image among %d; no metrics, only the export", desc, total)
-        result: dict[str, object] = {"protocol": protocol}
-    else:
-        result = ood.compute()
-        if curves_path is not None and (not dist.is_initialized() or dist.get_rank() == 0):
-            save_curves(curves_path, {curve_label: curve_points(ood)}, title=desc)
+        dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+@dataclass
+class MetricSink:
+    """Anomaly metrics of the map ``score`` under ``protocol`` (:class:`~lib.protocols.OODEvaluation`);
+    counts the labelled images it scored and the unlabelled ones it skipped."""
+
+    score: str
+    protocol: str = "published"
+    per_image: bool = False
+    track: str = "AnomalyTrack"
+    n_labelled: int = 0
+    n_unlabelled: int = 0
+    evaluation: OODEvaluation = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.evaluation = OODEvaluation(self.protocol, per_image=self.per_image, track=self.track)
+
+    def add(self, item: ScoredImage) -> None:
+        if item.ood_label is None:
+            self.n_unlabelled += 1
+            return
+        self.n_labelled += 1
+        self.evaluation.update(item.scores[self.score], item.ood_label)
+
+    def finish(self) -> None:
+        self.evaluation.reduce_from_all_processes()
+        self.n_labelled, self.n_unlabelled = _all_reduce_counts(self.n_labelled, self.n_unlabelled)
+
+    @property
+    def has_curve(self) -> bool:
+        """Whether both classes were seen, so the pixel metrics and curves exist."""
+        return self.n_labelled > 0 and self.evaluation.not_applicable() is None
+
+    def result(self, *, threshold: float | None = None) -> dict[str, object]:
+        """``{"protocol", <metrics>, "images"}`` (+ ``"unlabelled"``); with ``threshold`` also the
+        false-positive rate of ``score >= threshold`` (``FPR_at_threshold``) and the threshold."""
+        if self.n_labelled == 0:
+            out: dict[str, object] = {"protocol": self.protocol}
+        else:
+            out = self.evaluation.compute()
+            if threshold is not None:
+                out[THRESHOLD_COLUMN] = self.evaluation.fpr_at_threshold(threshold)
+        out["images"] = self.n_labelled
+        if self.n_unlabelled:
+            out["unlabelled"] = self.n_unlabelled
+        return out
+
+
+class SemanticSink:
+    """mIoU / mAcc of the predicted trainIds on the images with semantic labels."""
+
+    def __init__(self) -> None:
+        self.confusion = ConfusionMatrix()
+        self.n_images = 0
+
+    def add(self, item: ScoredImage) -> None:
+        if item.sem_label is None or item.pred is None:
+            return
+        self.n_images += 1
+        self.confusion.update(item.pred, item.sem_label.to(item.pred.device, non_blocking=True))
+
+    def finish(self) -> None:
+        (self.n_images,) = _all_reduce_counts(self.n_images)
+        if self.n_images:
+            self.confusion.reduce_from_all_processes()
+
+    def result(self) -> dict[str, float]:
+        """``{"mIoU", "mAcc"}``, or nothing without semantic labels."""
+        if not self.n_images:
+            return {}
+        semantic = self.confusion.compute()
+        return {k: semantic[k] for k in SEMANTIC_COLUMNS}
+
+
+class ExportSink:
+    """Hands every image's map ``score`` and prediction to a server exporter (named by benchmark
+    index or image name, as its ``file_key`` says); the caller closes the exporter."""
+
+    def __init__(self, exporter: Exporter, score: str) -> None:
+        self.exporter, self.score = exporter, score
+
+    def add(self, item: ScoredImage) -> None:
+        key = item.index if self.exporter.file_key == "index" else item.name
+        pred = None if item.pred is None else item.pred.to(torch.uint8)
+        self.exporter.add(key, item.scores[self.score], pred)
+
+    def finish(self) -> None:
+        return None
+
+
+class HeatmapSink:
+    """``<name>_heatmap.png`` (map ``score`` over the image, de-normalised with ``mean``/``std``) and
+    ``<name>_pred.png`` (colourised prediction) of the first ``count`` images, in ``folder``."""
+
+    def __init__(
+        self, folder: str | Path, *, count: int, score: str, mean: Sequence[float], std: Sequence[float]
+    ) -> None:
+        self.folder, self.count, self.score = Path(folder), count, score
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def add(self, item: ScoredImage) -> None:
+        if item.index >= self.count or item.image is None or item.pred is None:
+            return
+        rgb = denormalize(item.image, self.mean, self.std)
+        save_png(
+            self.folder / f"{item.name}_heatmap.png", heatmap_overlay(rgb, item.scores[self.score].numpy())
+        )
+        save_png(self.folder / f"{item.name}_pred.png", colorize_segmentation(item.pred))
+
+    def finish(self) -> None:
+        return None
+
+
+class CurveSink:
+    """Draws the ROC/PR curves of ``{label: metric sink}`` into the PNG ``path`` on the main process,
+    after the metric sinks (listed before it) have finished; sinks without both classes are left out."""
+
+    def __init__(self, path: str | Path, curves: Mapping[str, MetricSink], *, title: str) -> None:
+        self.path, self.curves, self.title = Path(path), dict(curves), title
+
+    def add(self, item: ScoredImage) -> None:
+        return None
+
+    def finish(self) -> None:
+        if dist.is_initialized() and dist.get_rank() != 0:
+            return
+        drawable = {label: curve_points(s.evaluation) for label, s in self.curves.items() if s.has_curve}
+        if drawable:
+            save_curves(self.path, drawable, title=self.title)
+
+
+def benchmark_result(
+    metrics: MetricSink,
+    semantic: SemanticSink | None = None,
+    *,
+    postprocess: str = "none",
+    threshold: float | None = None,
+) -> dict[str, object]:
+    """One benchmark's result: the metric sink's numbers, the post-processing if any, and mIoU/mAcc."""
+    result = metrics.result(threshold=threshold)
     if postprocess != "none":
         result["postprocess"] = postprocess
-    result["images"] = n_labelled
-    if n_unlabelled:
-        result["unlabelled"] = n_unlabelled
-    if n_with_semantics:
-        confusion.reduce_from_all_processes()
-        semantic = confusion.compute()
-        result.update({k: semantic[k] for k in SEMANTIC_COLUMNS})
+    if semantic is not None:
+        result.update(semantic.result())
     return result
 
 
-def _save_pictures(
-    folder: Path,
-    name: str,
-    image: torch.Tensor,
-    score: torch.Tensor,
-    pred: torch.Tensor,
-    mean: Sequence[float],
-    std: Sequence[float],
-) -> None:
-    rgb = denormalize(image, mean, std)
-    save_png(folder / f"{name}_heatmap.png", heatmap_overlay(rgb, score.numpy()))
-    save_png(folder / f"{name}_pred.png", colorize_segmentation(pred))
-
-
-def results_table(results: Mapping[str, Mapping[str, object]]) -> str:
-    """Markdown table, one row per benchmark, metrics in percent (``-`` where not computed, e.g. a
-    benchmark of unlabelled images that was only exported).
-
-    Component metrics (smiyc), per-image means (``img AP`` ...) and mIoU/mAcc get columns when any
-    benchmark has them.
-    """
-    rows = {}
-    for name, r in results.items():
-        row = {c: r[c] for c in (*OOD_COLUMNS, *COMPONENT_COLUMNS, *SEMANTIC_COLUMNS) if c in r}
-        row |= {f"img {c}": v for c, v in dict(r.get("per_image", {})).items() if c in OOD_COLUMNS}
-        unlabelled = int(r.get("unlabelled", 0))
-        rows[name] = (row, f"{r['images']} (+{unlabelled} unlabelled)" if unlabelled else r["images"])
-    order = [*OOD_COLUMNS, *COMPONENT_COLUMNS, *(f"img {c}" for c in OOD_COLUMNS), *SEMANTIC_COLUMNS]
-    columns = [c for c in order if c in OOD_COLUMNS or any(c in row for row, _ in rows.values())]
-    lines = [
-        "| benchmark | " + " | ".join(columns) + " | images |",
-        "| --- | " + " | ".join("---:" for _ in columns) + " | ---: |",
-    ]
-    for name, (row, images) in rows.items():
-        cells = [f"{100.0 * row[c]:.2f}" if c in row else "-" for c in columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {images} |")
-    return "\n".join(lines)
-
-
 def metric_summary(result: Mapping[str, object]) -> dict[str, float]:
-    """The scalar metrics of one :func:`evaluate_benchmark` result (for logs, TensorBoard, checkpoints)."""
+    """The scalar metrics of one benchmark result (for logs, TensorBoard, checkpoints)."""
     return {k: float(v) for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def results_header(
+def evaluate_model(
+    model: nn.Module,
+    dataset: Dataset,
     *,
-    protocol: str,
     score: str,
-    postprocess: str = "none",
+    score_fn: ScoreFn,
+    inference: Inference,
+    protocol: str = "published",
     per_image: bool = False,
-    weights: str = "",
-    model: str = "",
-) -> str:
-    """Markdown lines saying how every number of the table was computed (console and results.md)."""
-    rule = protocol_rule(protocol)
-    per = (
-        "yes: `img` columns are means over the images that have both classes"
-        if per_image
-        else "no (pooled over all pixels of a benchmark)"
-    )
-    lines = [
-        f"Weights: `{weights}`" + (f" (model `{model}`)" if model else ""),
-        f"Score: `{score}`, postprocess: `{postprocess}`",
-        f"Protocol: `{protocol}` — {rule}",
-        f"FPR95 rule: {FPR95_RULES[protocol]}",
-        f"Per-image means: {per}",
-    ]
-    return "  \n".join(lines) + "\n"
-
-
-def write_results(
-    run_dir: str | Path,
-    results: Mapping[str, Mapping[str, object]],
-    *,
-    protocol: str,
-    score: str,
-    weights: str,
-    postprocess: str = "none",
-    per_image: bool = False,
-    model: str = "",
-    export: Mapping[str, str] | None = None,
-    skipped: Sequence[str] = (),
-) -> tuple[Path, Path]:
-    """Write ``results.json`` (fractions, with everything that says how they were computed) and
-    ``results.md`` (:func:`results_header` + percent table) into ``run_dir``. ``export``: the
-    ``{"format", "dir"}`` the maps were exported to, if any."""
-    rule = protocol_rule(protocol)
-    run_dir = Path(run_dir)
-    payload = {
-        "protocol": protocol,
-        "protocol_rule": rule,
-        "fpr_rule": FPR95_RULES[protocol],
-        "score": score,
-        "postprocess": postprocess,
-        "per_image": per_image,
-        "weights": weights,
-        "model": model,
-        "benchmarks": {k: dict(v) for k, v in results.items()},
-        "skipped": list(skipped),
-    }
-    if export is not None:
-        payload["export"] = dict(export)
-    json_path, md_path = run_dir / "results.json", run_dir / "results.md"
-    _atomic_write(json_path, json.dumps(payload, indent=2) + "\n")
-    header = results_header(
-        protocol=protocol,
-        score=score,
-        postprocess=postprocess,
-        per_image=per_image,
-        weights=weights,
-        model=model,
-    )
-    footer = f"\n\nSkipped (benchmark folder missing): {', '.join(skipped)}\n" if skipped else "\n"
-    _atomic_write(md_path, header + "\n" + results_table(results) + footer)
-    return json_path, md_path
+    track: str = "AnomalyTrack",
+    max_images: int = 0,
+    desc: str = "eval",
+    progress: bool = True,
+) -> dict[str, object]:
+    """Metrics (and mIoU where the benchmark has semantic labels) of one score of ``model`` on
+    ``dataset``: the loop with a metric and a semantic sink (validation during training).
+    ``max_images`` > 0 evaluates only the first images."""
+    indices, total = rank_share(len(dataset), max_images)
+    if max_images > 0 and total < len(dataset):
+        logger.info("%s: evaluating the first %d of %d images (max_images)", desc, total, len(dataset))
+    metric = MetricSink(score, protocol, per_image=per_image, track=track)
+    semantic = SemanticSink()
+    images = model_images(model, dataset, {score: score_fn}, inference, indices=indices)
+    stream(images, [metric, semantic], desc=desc, total=len(indices), progress=progress)
+    if metric.n_labelled == 0:
+        logger.warning("%s: no labelled image among %d; no metrics", desc, total)
+    return benchmark_result(metric, semantic, postprocess=inference.postprocess)

@@ -11,6 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
+from lib.atomic import make_folder
+
 LOGGER_NAME = "multishiftseg"
 _FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
@@ -27,7 +29,7 @@ def setup_logging(
     formatter = logging.Formatter(_FORMAT, datefmt="%H:%M:%S")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if is_main and run_dir is not None:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        make_folder(run_dir, "run folder (output_root/id)")
         handlers.append(logging.FileHandler(Path(run_dir) / filename, encoding="utf-8"))
     for name in (LOGGER_NAME, "lib"):
         logger = logging.getLogger(name)

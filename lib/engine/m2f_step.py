@@ -1,7 +1,8 @@
 """Mask2Former train steps (paper Sec. 4, "Mask2Former"): ``loss.name = m2f_rcl`` and ``m2f_set``.
 
 ``m2f_set`` is closed-world training (e.g. pretraining the tiny Mask2Anomaly on ToyShift): the set
-criterion alone, without the OOD loss, on ``image``/``label`` (originals only, every stage).
+criterion alone, without the OOD loss, on ``image``/``label`` of the unpaired training set (originals
+only, no generated twins needed; every stage).
 ``m2f_rcl`` is the method: one forward of the training-mode :class:`~lib.models.mask2former.Mask2Anomaly` on
 ``cat([image, aug_image])`` (B originals, then their B generated twins), then per stage:
 
@@ -27,9 +28,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from lib.config import Config
+from lib.config import Config, ConfigError
+from lib.engine.builders import build_paired_train_set, build_unpaired_train_set
 from lib.engine.stages import StageSpec
-from lib.engine.steps import register_step
+from lib.engine.steps import register_recipe
 from lib.losses import relative_contrastive_terms
 from lib.models.mask2former.criterion import SetCriterion
 from lib.models.mask2former.matcher import HungarianMatcher
@@ -115,9 +117,9 @@ def build_set_criterion(cfg: Config, *, ood_loss: bool = True) -> SetCriterion:
     ``ood_loss`` False leaves the RCL (``loss.margins``) out."""
     loss = cfg.loss
     if not 0.0 < loss.selection_ratio <= 1.0:
-        raise ValueError(f"loss.selection_ratio must be in (0, 1], got {loss.selection_ratio}")
+        raise ConfigError(f"loss.selection_ratio must be in (0, 1], got {loss.selection_ratio}")
     if len(loss.margins) != 3:
-        raise ValueError(f"loss.margins must hold 3 values (in, aug, pair), got {loss.margins}")
+        raise ConfigError(f"loss.margins must hold 3 values (in, aug, pair), got {loss.margins}")
     matcher = HungarianMatcher(
         cost_class=loss.class_weight,
         cost_mask=loss.mask_weight,
@@ -140,7 +142,7 @@ def build_set_criterion(cfg: Config, *, ood_loss: bool = True) -> SetCriterion:
     )
 
 
-@register_step("m2f_rcl")
+@register_recipe("m2f_rcl", train_set=build_paired_train_set)
 def build_m2f_step(cfg: Config) -> Mask2AnomalyRCLStep:
     """The ``m2f_rcl`` train step from ``cfg.loss``."""
     return Mask2AnomalyRCLStep(criterion=build_set_criterion(cfg), margins=tuple(cfg.loss.margins))
@@ -171,7 +173,7 @@ class Mask2FormerSetStep:
             return self.criterion.terms(float_outputs(outputs), labels, generator=self.generator)
 
 
-@register_step("m2f_set")
+@register_recipe("m2f_set", train_set=build_unpaired_train_set)
 def build_m2f_set_step(cfg: Config) -> Mask2FormerSetStep:
     """The closed-world ``m2f_set`` train step from ``cfg.loss``."""
     return Mask2FormerSetStep(criterion=build_set_criterion(cfg, ood_loss=False))

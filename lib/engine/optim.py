@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from lib.config import ConfigError
 from lib.engine.stages import StageSpec
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -35,8 +36,15 @@ def _no_decay_names(model: nn.Module) -> set[str]:
     return names
 
 
+def group_name(*, backbone: bool, no_decay: bool) -> str:
+    """The name a parameter group is logged under: ``backbone`` or ``other``, ``_no_decay`` appended
+    for normalisation and embedding parameters."""
+    return ("backbone" if backbone else "other") + ("_no_decay" if no_decay else "")
+
+
 def parameter_groups(model: nn.Module, stage: StageSpec) -> list[dict]:
-    """Groups of the trainable parameters: ``{"params", "param_names", "lr", "weight_decay"}``."""
+    """Groups of the trainable parameters: ``{"name", "params", "param_names", "lr", "weight_decay"}``
+    (``name`` from :func:`group_name`)."""
     no_decay = _no_decay_names(model)
     groups: dict[tuple[bool, bool], dict] = {}
     for name, param in model.named_parameters():
@@ -46,6 +54,7 @@ def parameter_groups(model: nn.Module, stage: StageSpec) -> list[dict]:
         group = groups.setdefault(
             (is_backbone, skip_decay),
             {
+                "name": group_name(backbone=is_backbone, no_decay=skip_decay),
                 "params": [],
                 "param_names": [],
                 "lr": stage.lr * (stage.backbone_lr_mult if is_backbone else 1.0),
@@ -68,4 +77,4 @@ def build_optimizer(model: nn.Module, stage: StageSpec) -> torch.optim.Optimizer
         return torch.optim.AdamW(groups, lr=stage.lr)
     if stage.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=stage.lr, momentum=SGD_MOMENTUM)
-    raise ValueError(f"unknown train.optimizer {stage.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+    raise ConfigError(f"unknown train.optimizer {stage.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")

@@ -11,13 +11,15 @@ import contextlib
 
 import torch
 
+from lib.config import ConfigError
+
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
 
 
 def resolve_amp_dtype(name: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``name`` on ``device`` (None = full precision)."""
     if name not in AMP_DTYPES:
-        raise ValueError(f"unknown train.amp_dtype {name!r}; expected one of {', '.join(AMP_DTYPES)}")
+        raise ConfigError(f"unknown train.amp_dtype {name!r}; expected one of {', '.join(AMP_DTYPES)}")
     return AMP_DTYPES[name] if device.type == "cuda" else None
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from lib.config import Config
+from lib.config import Config, ConfigError
 
 
 @dataclass(frozen=True)
@@ -50,16 +50,16 @@ def stages_from_config(cfg: Config) -> list[StageSpec]:
     """
     t, m = cfg.train, cfg.model
     if not 0 <= t.warmup_epoch:
-        raise ValueError(f"train.warmup_epoch must be >= 0, got {t.warmup_epoch}")
+        raise ConfigError(f"train.warmup_epoch must be >= 0, got {t.warmup_epoch}")
     if t.epochs < 1:
-        raise ValueError(f"train.epochs must be >= 1, got {t.epochs}")
+        raise ConfigError(f"train.epochs must be >= 1, got {t.epochs}")
     common = dict(backbone_lr_mult=t.backbone_lr_mult)
     stage2_optimizer = t.optimizer if t.optimizer_update is None else t.optimizer_update
     stage2_decay = t.weight_decay if t.weight_decay_update is None else t.weight_decay_update
     stage2_clip = t.grad_clip if t.grad_clip_update is None else t.grad_clip_update
     for key, clip in (("grad_clip", t.grad_clip), ("grad_clip_update", stage2_clip)):
         if clip < 0:
-            raise ValueError(f"train.{key} must be >= 0 (0: no clipping), got {clip}")
+            raise ConfigError(f"train.{key} must be >= 0 (0: no clipping), got {clip}")
     warmup = min(t.warmup_epoch, t.epochs)
     stages = [
         StageSpec(
@@ -100,10 +100,10 @@ def stage_at(stages: Sequence[StageSpec], epoch: int) -> StageSpec:
 def match_parameters(model: nn.Module, patterns: Sequence[str]) -> list[str]:
     """Names of the parameters of ``model`` that contain any of ``patterns``, in model order."""
     if not patterns:
-        raise ValueError("empty list of trainable parameter patterns; use [''] to train every parameter")
+        raise ConfigError("empty list of trainable parameter patterns; use [''] to train every parameter")
     names = [name for name, _ in model.named_parameters() if any(p in name for p in patterns)]
     if not names:
-        raise ValueError(
+        raise ConfigError(
             f"trainable parameter patterns {list(patterns)} match no parameter of "
             f"{type(model).__name__}; its top-level modules are: "
             f"{', '.join(n for n, _ in model.named_children())}"

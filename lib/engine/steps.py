@@ -1,30 +1,35 @@
-"""Per-family train steps: one batch in, the named loss terms out; selected by ``cfg.loss.name``.
+"""Training recipes: per-family train steps and the training set each reads, selected by ``cfg.loss.name``.
 
-A step owns the family-specific part of training — how the paired batch enters the model and
-which criterion scores the outputs — so the trainer stays generic. The contract:
+A step owns the family-specific part of training — how a batch enters the model and which
+criterion scores the outputs — so the trainer stays generic. The contract:
 
 ``step(model, batch, stage=StageSpec) -> dict[str, Tensor]`` with scalar terms, ``"loss"`` being
 the total to back-propagate; every term is logged by name. ``batch`` is the training collate's
-dict already on the device: ``image``/``aug_image`` ``[B,3,H,W]`` (B originals and their B generated
-twins) and ``label``/``aug_label`` ``[B,H,W]`` (trainIds, ``ANOMALY``, ``IGNORE``). A step may behave
-differently per stage (Mask2Former switches criterion in stage 2). ``find_unused_parameters`` tells
-DDP whether some trainable parameters may get no gradient in a step.
+dict already on the device: ``image`` ``[B,3,H,W]`` and ``label`` ``[B,H,W]`` (trainIds,
+``ANOMALY``, ``IGNORE``), and for paired recipes ``aug_image``/``aug_label`` (the B generated
+twins). A step may behave differently per stage (Mask2Former switches criterion in stage 2).
+``find_unused_parameters`` tells DDP whether some trainable parameters may get no gradient in a step.
 
-New families register a builder ``builder(cfg) -> TrainStep`` with :func:`register_step` in a module
-listed in ``STEP_MODULES``; :func:`build_train_step` imports those lazily (as
+A step and the training set it needs belong together: a :class:`Recipe` holds both builders, and
+:func:`build_recipe` builds both from the config. New families register
+``@register_recipe(name, train_set=builder)`` on their step builder ``builder(cfg) -> TrainStep``
+in a module listed in ``RECIPE_MODULES``; lookups import those lazily (as
 :func:`lib.models.build_model` does for models), so no caller needs an import for its side effect.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 from lib.config import Config
+from lib.engine.builders import build_paired_train_set, build_unpaired_train_set
 from lib.engine.stages import StageSpec
 from lib.labels import IGNORE
 from lib.registry import Registry
@@ -39,16 +44,44 @@ class TrainStep(Protocol):
 
 
 StepBuilder = Callable[[Config], TrainStep]
-STEP_MODULES = ("lib.engine.m2f_step", "lib.engine.baseline_steps")
-"""Modules that register train steps besides this one (imported on first use)."""
-STEPS: Registry[StepBuilder] = Registry("train step", key="loss.name", modules=STEP_MODULES)
-register_step = STEPS.register
-step_names = STEPS.names
+TrainSetBuilder = Callable[[Config], Dataset]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one ``loss.name`` trains: its step builder and the builder of the training set it reads."""
+
+    step: StepBuilder
+    train_set: TrainSetBuilder
+
+
+RECIPE_MODULES = ("lib.engine.m2f_step", "lib.engine.baseline_steps")
+"""Modules that register recipes besides this one (imported on first use)."""
+RECIPES: Registry[Recipe] = Registry("training recipe", key="loss.name", modules=RECIPE_MODULES)
+recipe_names = RECIPES.names
+
+
+def register_recipe(name: str, *, train_set: TrainSetBuilder) -> Callable[[StepBuilder], StepBuilder]:
+    """Decorator: register the decorated step builder with ``train_set`` as the recipe ``name``."""
+
+    def wrap(step: StepBuilder) -> StepBuilder:
+        RECIPES.register(name)(Recipe(step=step, train_set=train_set))
+        return step
+
+    return wrap
 
 
 def build_train_step(cfg: Config) -> TrainStep:
-    """The train step registered under ``cfg.loss.name``; an unknown name lists the known ones."""
-    return STEPS.get(cfg.loss.name)(cfg)
+    """The train step of the recipe ``cfg.loss.name``; an unknown name lists the known ones."""
+    return RECIPES.get(cfg.loss.name).step(cfg)
+
+
+def build_recipe(cfg: Config) -> tuple[TrainStep, Dataset]:
+    """The train step and the training set of the recipe ``cfg.loss.name``, in that order (a bad
+    loss section shows before any image is listed)."""
+    recipe = RECIPES.get(cfg.loss.name)
+    step = recipe.step(cfg)
+    return step, recipe.train_set(cfg)
 
 
 class PairedRCLStep:
@@ -72,7 +105,7 @@ class PairedRCLStep:
         return self.criterion(logits.float(), anomaly_score.float(), targets)
 
 
-@register_step("rcl")
+@register_recipe("rcl", train_set=build_paired_train_set)
 def _paired_rcl(cfg: Config) -> PairedRCLStep:
     from lib.losses import RelContrastiveLoss
 
@@ -86,7 +119,7 @@ class ClosedWorldCEStep:
     """Closed-world training: per-pixel cross-entropy of the logits on ``image``/``label`` batches.
 
     Pixels that are not one of the model's classes (``IGNORE``, ``ANOMALY``) are ignored. Used to
-    pretrain the segmenter the method starts from (e.g. on ToyShift).
+    pretrain the segmenter the method starts from (e.g. on ToyShift), on originals alone.
     """
 
     find_unused_parameters = True
@@ -101,6 +134,6 @@ class ClosedWorldCEStep:
         return {"loss": ce, "ce": ce}
 
 
-@register_step("ce")
+@register_recipe("ce", train_set=build_unpaired_train_set)
 def _closed_world_ce(cfg: Config) -> ClosedWorldCEStep:
     return ClosedWorldCEStep()

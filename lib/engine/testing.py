@@ -1,12 +1,17 @@
 """Testing a trained model on the benchmarks of ``eval.datasets``: what ``test_*.py`` runs.
 
 Full-resolution inference (batch 1, no resize, float32 so the numbers match the published
-evaluation), one :func:`~lib.engine.evaluator.evaluate_benchmark` per benchmark, then a Markdown
-table on the console and ``results.json`` / ``results.md``, ``curves_<benchmark>.png`` (ROC and
-PR) and optional heat maps in the run folder. With ``eval.export`` (``--export FORMAT DIR``) the
-anomaly maps are written in a benchmark server's format while the metrics stream: ``smiyc``
-covers every frame of the SMIYC tracks among the benchmarks, labelled or not (others are only
-evaluated), ``fishyscapes`` every benchmark (``DIR/<benchmark>/<index>_anomaly.npy``).
+evaluation) through the one loop of :mod:`lib.engine.evaluator`, one pass per benchmark feeding the
+sinks: the metrics of ``eval.score`` under ``eval.protocol``, mIoU where there are semantic labels,
+``curves_<benchmark>.png`` (ROC and PR), optional heat maps, and with ``eval.export``
+(``--export FORMAT DIR``) the server files: ``smiyc`` covers every frame of the SMIYC tracks among
+the benchmarks, labelled or not (others are only evaluated), ``fishyscapes`` every benchmark
+(``DIR/<benchmark>/<index>_anomaly.npy``). An export folder that already holds score files is
+refused unless ``--overwrite`` (which removes them first): a submission never mixes runs.
+
+Each finished benchmark is merged into ``results.json`` / ``results.md`` at once (see
+:mod:`lib.results`), so a later failure loses nothing and single-benchmark runs under one id add
+up. A benchmark without an anomaly pixel reports its pixel metrics as not applicable.
 """
 
 from __future__ import annotations
@@ -17,23 +22,34 @@ from pathlib import Path
 
 import torch
 
-from lib.config import Config
+from lib.config import Config, ConfigError
 from lib.data.benchmarks import build_benchmark
-from lib.engine.distributed import DistInfo
+from lib.engine.distributed import DistInfo, barrier
 from lib.engine.evaluator import (
-    evaluate_benchmark,
-    protocol_rule,
-    results_header,
-    results_table,
-    smiyc_track,
-    write_results,
+    CurveSink,
+    ExportSink,
+    HeatmapSink,
+    Inference,
+    MetricSink,
+    SemanticSink,
+    Sink,
+    benchmark_result,
+    model_images,
+    rank_share,
+    stream,
 )
 from lib.engine.logging_utils import get_logger
 from lib.engine.trainer import BEST
-from lib.models import build_model
-from lib.models.checkpoints import load_weights
-from lib.scores import get_score
-from lib.submission import EXPORT_FORMATS, SMIYC_TRACK_OF_BENCHMARK, build_exporter, score_range
+from lib.errors import UserError
+from lib.metrics import RECALL_LEVEL
+from lib.models.checkpoints import load_model
+from lib.protocols import SMIYC_TRACK_OF_BENCHMARK, get_protocol, smiyc_track
+from lib.results import provenance, results_header, results_table, write_results
+from lib.scores import get_score, reads_ood_head
+from lib.submission import EXPORT_FORMATS, Exporter, bounded_score_range, build_exporter
+
+SCORE_FILE_SUFFIXES = (".hdf5", ".npy")
+"""What counts as a stale score file in an export folder."""
 
 
 def add_test_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -47,6 +63,9 @@ def add_test_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=None,
         metavar=("FORMAT", "DIR"),
         help=f"also write the anomaly maps as benchmark-server files ({' | '.join(EXPORT_FORMATS)}) into DIR",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="with --export: replace score files already in DIR"
     )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
@@ -68,18 +87,38 @@ def _exported_benchmarks(cfg: Config) -> list[str]:
     if not kind:
         return []
     if kind not in EXPORT_FORMATS:
-        raise ValueError(f"unknown eval.export {kind!r}; expected one of {', '.join(EXPORT_FORMATS)}")
+        raise ConfigError(f"unknown eval.export {kind!r}; expected one of {', '.join(EXPORT_FORMATS)}")
     if not cfg.eval.export_dir:
-        raise ValueError(f"eval.export={kind} needs eval.export_dir (--export {kind} DIR)")
+        raise ConfigError(f"eval.export={kind} needs eval.export_dir (--export {kind} DIR)")
     if kind == "fishyscapes":
         return list(cfg.eval.datasets)
     covered = [name for name in cfg.eval.datasets if name in SMIYC_TRACK_OF_BENCHMARK]
     if not covered:
-        raise ValueError(
+        raise ConfigError(
             f"--export smiyc: none of the benchmarks {cfg.eval.datasets} is a SMIYC track "
             f"({', '.join(SMIYC_TRACK_OF_BENCHMARK)})"
         )
     return covered
+
+
+def stale_score_files(folder: Path) -> list[Path]:
+    """The score files (``.hdf5``, ``.npy``) directly in ``folder``."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in SCORE_FILE_SUFFIXES)
+
+
+def _prepare_export_folders(exporters: dict[str, Exporter], *, overwrite: bool) -> None:
+    """Refuse export folders holding score files of an earlier run, or empty them with ``overwrite``."""
+    for folder in {e.folder for e in exporters.values()}:
+        stale = stale_score_files(folder)
+        if stale and not overwrite:
+            raise UserError(
+                f"export folder {folder} already holds {len(stale)} score files of an earlier run; "
+                "a submission must not mix runs: choose an empty folder or pass --overwrite"
+            )
+        for path in stale:
+            path.unlink()
 
 
 def resolve_weights(cfg: Config) -> Path:
@@ -91,30 +130,63 @@ def resolve_weights(cfg: Config) -> Path:
     return path
 
 
+def _evaluation_order(cfg: Config) -> tuple[list[str], str]:
+    """``eval.datasets`` with ``eval.threshold_from`` first (its threshold applies to the others), and
+    that source, or "" when it is not among the benchmarks tested (e.g. another ``--test_dataset``)."""
+    source = cfg.eval.threshold_from
+    if source and source not in cfg.eval.datasets:
+        get_logger().warning(
+            "eval.threshold_from=%s is not among the benchmarks tested (%s): no FPR_at_threshold",
+            source,
+            ", ".join(cfg.eval.datasets),
+        )
+        source = ""
+    if not source:
+        return list(cfg.eval.datasets), ""
+    return [source, *(name for name in cfg.eval.datasets if name != source)], source
+
+
 def run_benchmarks(
-    cfg: Config, *, info: DistInfo, named: bool = False, progress: bool = True
+    cfg: Config, *, info: DistInfo, named: bool = False, progress: bool = True, overwrite: bool = False
 ) -> dict[str, dict[str, object]]:
     """Evaluate on every benchmark of ``cfg.eval.datasets``; return ``{benchmark: metrics}``.
 
     ``named``: the benchmarks were asked for by name (``--test_dataset``), so a missing folder is an
-    error; otherwise it is skipped with a warning.
+    error; otherwise it is skipped with a warning. ``overwrite``: replace score files already in the
+    export folders.
     """
     logger = get_logger()
     if not cfg.eval.datasets:
-        raise ValueError("nothing to test: eval.datasets is empty and no --test_dataset was given")
-    protocol_rule(cfg.eval.protocol)
+        raise ConfigError("nothing to test: eval.datasets is empty and no --test_dataset was given")
+    get_protocol(cfg.eval.protocol)
+    order, threshold_source = _evaluation_order(cfg)
     score_fn = get_score(cfg.eval.score)
     exported = _exported_benchmarks(cfg)
-    smiyc_range = score_range(cfg.model.name, cfg.eval.score) if cfg.eval.export == "smiyc" else None
-    score_label = (
-        cfg.eval.score if cfg.eval.postprocess == "none" else f"{cfg.eval.score} + {cfg.eval.postprocess}"
-    )
+    smiyc_range = bounded_score_range(cfg.eval.score)
+    exporters = {
+        name: build_exporter(
+            cfg.eval.export, cfg.eval.export_dir, benchmark=name, method=cfg.id, score_range=smiyc_range
+        )
+        for name in exported
+    }
     weights = resolve_weights(cfg)
-    model = build_model(cfg.model.name, **cfg.model.kwargs)
-    load_weights(model, weights)
+    inference = Inference(
+        device=info.device,
+        channels_last=info.device.type == "cuda",
+        num_workers=cfg.data.num_workers,
+        postprocess=cfg.eval.postprocess,
+    )
+    if info.is_main:
+        _prepare_export_folders(exporters, overwrite=overwrite)
+    barrier()  # no rank writes a score file before the stale ones are gone
+    model = load_model(
+        weights,
+        name=cfg.model.name,
+        kwargs=cfg.model.kwargs,
+        fill_ood_head=not reads_ood_head(cfg.eval.score),
+    )
     model.to(info.device).eval()
-    channels_last = info.device.type == "cuda"
-    if channels_last:
+    if inference.channels_last:
         model.to(memory_format=torch.channels_last)
     logger.info(
         "testing %s (%s) with score %r, postprocess %r",
@@ -123,88 +195,105 @@ def run_benchmarks(
         cfg.eval.score,
         cfg.eval.postprocess,
     )
-    header = results_header(
-        protocol=cfg.eval.protocol,
-        score=cfg.eval.score,
-        postprocess=cfg.eval.postprocess,
-        per_image=cfg.eval.per_image,
+    prov = provenance(
         weights=str(weights),
         model=cfg.model.name,
+        score=cfg.eval.score,
+        postprocess=cfg.eval.postprocess,
+        protocol=cfg.eval.protocol,
+        per_image=cfg.eval.per_image,
     )
-    for line in header.splitlines():
+    for line in results_header(prov).splitlines():
         logger.info("%s", line.rstrip())
     results: dict[str, dict[str, object]] = {}
-    skipped: list[str] = []
-    for name in cfg.eval.datasets:
-        exporting = name in exported
+    threshold: dict[str, object] | None = None
+    for name in order:
         try:
             dataset = build_benchmark(
-                name, root=cfg.data.root, include_unlabelled=exporting and cfg.eval.export == "smiyc"
-            )
-        except FileNotFoundError as err:
-            if named:
-                raise
-            logger.warning("skipping %s: %s", name, str(err).splitlines()[0])
-            skipped.append(name)
-            continue
-        heatmaps = cfg.eval.save_heatmaps
-        exporter = (
-            build_exporter(
-                cfg.eval.export,
-                cfg.eval.export_dir,
-                benchmark=name,
-                method=cfg.id,
-                score_range=smiyc_range,
-            )
-            if exporting
-            else nullcontext()
-        )
-        with exporter:
-            results[name] = evaluate_benchmark(
-                model,
-                dataset,
-                score_fn=score_fn,
-                device=info.device,
-                protocol=cfg.eval.protocol,
-                per_image=cfg.eval.per_image,
-                track=smiyc_track(name),
-                postprocess=cfg.eval.postprocess,
-                num_workers=cfg.data.num_workers,
-                channels_last=channels_last,
-                heatmap_dir=Path(cfg.run_dir) / "heatmaps" / name if heatmaps > 0 else None,
-                num_heatmaps=heatmaps,
-                exporter=exporter if exporting else None,
-                curves_path=Path(cfg.run_dir) / f"curves_{name}.png",
-                curve_label=score_label,
+                name,
+                root=cfg.data.root,
+                include_unlabelled=name in exporters and cfg.eval.export == "smiyc",
                 mean=cfg.data.mean,
                 std=cfg.data.std,
-                desc=name,
-                progress=progress and info.is_main,
             )
-        done = results[name]
-        logger.info(
-            "%s: %d labelled, %d unlabelled images done", name, done["images"], done.get("unlabelled", 0)
+        except FileNotFoundError as err:
+            if named or name == threshold_source:
+                raise
+            logger.warning("skipping %s: %s", name, str(err).splitlines()[0])
+            continue
+        metric = MetricSink(
+            cfg.eval.score, cfg.eval.protocol, per_image=cfg.eval.per_image, track=smiyc_track(name)
         )
-        if exporting:
+        semantic = SemanticSink()
+        exporter = exporters.get(name)
+        sinks = [metric, semantic, *_picture_and_export_sinks(cfg, name, metric, exporter)]
+        indices, total = rank_share(len(dataset))
+        images = model_images(model, dataset, {cfg.eval.score: score_fn}, inference, indices=indices)
+        with exporter if exporter is not None else nullcontext():  # closed (files written) or abandoned
+            stream(images, sinks, desc=name, total=len(indices), progress=progress and info.is_main)
+        if exporter is not None:
             logger.info("%s: %s files written under %s", name, cfg.eval.export, exporter.folder)
+        if metric.n_labelled == 0:
+            logger.warning("%s: no labelled image among %d; no metrics, only the export", name, total)
+        if name == threshold_source:
+            threshold = _threshold_of(metric, name)
+        result = benchmark_result(
+            metric,
+            semantic,
+            postprocess=cfg.eval.postprocess,
+            threshold=None if threshold is None else float(threshold["value"]),
+        )
+        if threshold is not None and metric.n_labelled:
+            result["threshold"] = threshold
+        results[name] = result
+        logger.info(
+            "%s: %d labelled, %d unlabelled images done", name, metric.n_labelled, metric.n_unlabelled
+        )
+        if "not_applicable" in result:
+            logger.warning("%s: pixel metrics not applicable: %s", name, result["not_applicable"])
+        if info.is_main:
+            export = {"format": cfg.eval.export, "dir": cfg.eval.export_dir} if exporter is not None else None
+            entry = {**result, "provenance": {**prov, "export": export}}
+            json_path, _ = write_results(cfg.run_dir, {name: entry})
+            logger.info("%s: results merged into %s", name, json_path)
     if not results:
         raise FileNotFoundError(
             f"no benchmark of {cfg.eval.datasets} was found under {cfg.data.root}; "
             "see the README for the dataset tree"
         )
+    results = {name: results[name] for name in cfg.eval.datasets if name in results}
     if info.is_main:
-        json_path, md_path = write_results(
-            cfg.run_dir,
-            results,
-            protocol=cfg.eval.protocol,
-            score=cfg.eval.score,
-            weights=str(weights),
-            postprocess=cfg.eval.postprocess,
-            per_image=cfg.eval.per_image,
-            model=cfg.model.name,
-            export={"format": cfg.eval.export, "dir": cfg.eval.export_dir} if cfg.eval.export else None,
-            skipped=skipped,
-        )
-        print(f"\n{header}\n{results_table(results)}\n")
-        logger.info("wrote %s and %s", json_path, md_path)
+        print(f"\n{results_header(prov)}\n{results_table(results)}\n")
     return results
+
+
+def _picture_and_export_sinks(
+    cfg: Config, name: str, metric: MetricSink, exporter: Exporter | None
+) -> list[Sink]:
+    """The curves of ``metric``, heat maps with ``eval.save_heatmaps`` and the server export of
+    benchmark ``name``."""
+    label = cfg.eval.score if cfg.eval.postprocess == "none" else f"{cfg.eval.score} + {cfg.eval.postprocess}"
+    sinks: list[Sink] = [CurveSink(cfg.run_dir / f"curves_{name}.png", {label: metric}, title=name)]
+    if cfg.eval.save_heatmaps > 0:
+        sinks.append(
+            HeatmapSink(
+                cfg.run_dir / "heatmaps" / name,
+                count=cfg.eval.save_heatmaps,
+                score=cfg.eval.score,
+                mean=cfg.data.mean,
+                std=cfg.data.std,
+            )
+        )
+    if exporter is not None:
+        sinks.append(ExportSink(exporter, cfg.eval.score))
+    return sinks
+
+
+def _threshold_of(metric: MetricSink, name: str) -> dict[str, object]:
+    """The ``eval.threshold_from`` threshold: the highest score finding 95% of ``name``'s anomalies."""
+    if not metric.has_curve:
+        raise UserError(
+            f"eval.threshold_from={name!r}: its pixel metrics are not applicable "
+            f"({metric.evaluation.not_applicable() or 'no labelled image'}), so it cannot set a threshold"
+        )
+    return {"value": metric.evaluation.threshold_at_tpr(RECALL_LEVEL), "from": name, "tpr": RECALL_LEVEL}

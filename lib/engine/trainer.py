@@ -1,13 +1,17 @@
 """The two-stage trainer (paper Sec. 4, "Training"): plain functions over built objects.
 
-:func:`fit` runs the epochs of :func:`~lib.engine.stages.stages_from_config`: at each stage start it
-freezes everything but the stage's parameters, builds the stage's optimizer and (under ``torchrun``)
-wraps the model in DDP again; each epoch is :func:`train_one_epoch` then, every
-``train.val_interval`` epochs, validation on ``data.val_ds`` with the streaming evaluator. Rank 0
-keeps ``last.pth`` (every epoch) and ``best_AP.pth`` (best validation AP), both written atomically
-with the resolved config, the stage, the optimizer and every rank's RNG state, so that ``resume``
-continues exactly where the run stopped. The family-specific part of a step (how the batch
-enters the model, which criterion) is a :class:`~lib.engine.steps.TrainStep`.
+:func:`fit` runs the epochs of :func:`~lib.engine.stages.stages_from_config` in five steps a reader
+can follow: :func:`resume_run` (``--resume``: weights, epoch, best AP and RNG states from
+``last.pth``); :func:`enter_stage` at each stage start (freeze everything but the stage's
+parameters, build its optimizer, wrap the model in DDP again under ``torchrun``);
+:func:`train_epoch` (:func:`train_one_epoch` with the epoch's seeding and logging); every
+``train.val_interval`` epochs :func:`validate` on ``data.val_ds`` with the streaming evaluator; and
+:func:`save_epoch`: rank 0 keeps ``last.pth`` (every epoch) and ``best_AP.pth`` (best validation
+AP), both written atomically with the resolved config, the stage, the optimizer and every rank's
+RNG state, so that ``resume`` continues exactly where the run stopped. The family-specific part of
+a step (how the batch enters the model, which criterion) is a :class:`~lib.engine.steps.TrainStep`.
+The log and TensorBoard (``train/lr/<group>``) report the learning rate of each parameter group by
+its name (:func:`~lib.engine.optim.group_name`).
 
 ``train.batch_size`` is the global number of (original, generated) pairs per step; under DDP
 each of the ``world_size`` processes takes ``batch_size / world_size`` of them.
@@ -20,6 +24,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,22 +34,25 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from lib.config import Config, config_to_dict, save_config
+from lib.config import Config, ConfigError, config_to_dict, save_config
 from lib.data.collate import collate_items
 from lib.engine.distributed import DistInfo, barrier, wrap_ddp
-from lib.engine.evaluator import evaluate_benchmark, metric_summary, smiyc_track
+from lib.engine.evaluator import Inference, evaluate_model, metric_summary
 from lib.engine.logging_utils import ScalarWriter, get_logger
 from lib.engine.optim import build_optimizer
 from lib.engine.precision import autocast, make_grad_scaler, resolve_amp_dtype
 from lib.engine.stages import StageSpec, apply_stage, set_train_mode, stage_at, stages_from_config
 from lib.engine.steps import TrainStep
 from lib.errors import UserError
-from lib.models.checkpoints import load_weights, save_checkpoint
+from lib.models.checkpoints import UnreadableCheckpointError, load_weights, save_checkpoint
+from lib.protocols import smiyc_track
 from lib.scores import get_score
 
 LAST = "last.pth"
 BEST = "best_AP.pth"
 CONFIG_FILE = "config.yaml"
+TRAINING_STATE = ("epoch", "stage", "optimizer", "scaler", "config", "extra")
+"""What ``last.pth`` holds besides the weights, so that ``resume`` continues the run exactly."""
 
 
 def seed_everything(seed: int) -> None:
@@ -114,6 +122,16 @@ def _trainable(params: Iterable[nn.Parameter]) -> list[nn.Parameter]:
     return [p for p in params if p.requires_grad]
 
 
+def group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """The learning rate of each parameter group, by the group's name
+    (:func:`~lib.engine.optim.parameter_groups`)."""
+    return {group["name"]: float(group["lr"]) for group in optimizer.param_groups}
+
+
+def _format_lrs(lrs: dict[str, float]) -> str:
+    return ", ".join(f"{name} {lr:.3g}" for name, lr in lrs.items())
+
+
 def train_one_epoch(
     model: nn.Module,
     step: TrainStep,
@@ -175,18 +193,20 @@ def train_one_epoch(
         bar.set_postfix(loss=f"{values['loss']:.4g}")
         if n_window == log_interval or (total is not None and it + 1 == total):
             means = {k: v / n_window for k, v in window.items()}
-            lr = optimizer.param_groups[0]["lr"]
+            lrs = group_lrs(optimizer)
             logger.info(
-                "epoch %d it %d/%s %s lr %.3g %s",
+                "epoch %d it %d/%s %s lr %s %s",
                 epoch,
                 it + 1,
                 total if total is not None else "?",
                 stage.name,
-                lr,
+                _format_lrs(lrs),
                 " ".join(f"{k} {v:.4g}" for k, v in means.items()),
             )
             if writer is not None:
-                writer.add_scalars({**means, "lr": lr}, global_step, prefix="train")
+                writer.add_scalars(
+                    {**means, **{f"lr/{k}": v for k, v in lrs.items()}}, global_step, prefix="train"
+                )
             window.clear()
             n_window = 0
     if n == 0:
@@ -209,7 +229,7 @@ def _config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 def _train_loader(cfg: Config, dataset: Dataset, info: DistInfo) -> tuple[DataLoader, DistributedSampler]:
     if cfg.train.batch_size % info.world_size:
-        raise ValueError(
+        raise ConfigError(
             f"train.batch_size {cfg.train.batch_size} is not divisible by the {info.world_size} processes"
         )
     if cfg.data.num_workers > 0 and cfg.data.prefetch_factor < 1:
@@ -219,7 +239,7 @@ def _train_loader(cfg: Config, dataset: Dataset, info: DistInfo) -> tuple[DataLo
         )
     per_rank = cfg.train.batch_size // info.world_size
     if len(dataset) < per_rank * info.world_size:
-        raise ValueError(
+        raise UserError(
             f"training set has {len(dataset)} items, fewer than one batch of {cfg.train.batch_size}"
         )
     sampler = DistributedSampler(
@@ -245,6 +265,234 @@ def _train_loader(cfg: Config, dataset: Dataset, info: DistInfo) -> tuple[DataLo
     return loader, sampler
 
 
+@dataclass
+class RunState:
+    """Where a run stands: the next ``epoch`` to train, the best validation AP so far, the optimizer
+    steps taken, and the ``last.pth`` entries it resumed from (None for a new run)."""
+
+    epoch: int = 0
+    best_ap: float = -math.inf
+    global_step: int = 0
+    resumed: dict | None = None
+
+
+@dataclass
+class ActiveStage:
+    """The stage being trained: its spec, optimizer, gradient scaler and the (DDP-wrapped) model."""
+
+    spec: StageSpec
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    train_model: nn.Module
+
+
+def resume_run(cfg: Config, model: nn.Module, info: DistInfo) -> RunState:
+    """Load ``run_dir/last.pth`` into ``model`` and restore this rank's RNG state; the run's state."""
+    logger = get_logger()
+    path = Path(cfg.run_dir) / LAST
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no {LAST} in {cfg.run_dir}; start the run without --resume")
+    resumed = load_weights(model, path)
+    missing = [key for key in TRAINING_STATE if key not in resumed]
+    if missing:
+        raise UnreadableCheckpointError(
+            f"--resume: {path} holds weights only, without the training state {missing}; expected "
+            f"the {LAST} this trainer writes. To start a new run from these weights, pass "
+            "--weight_path with another --id (without --resume)"
+        )
+    for diff in _config_differences(resumed["config"], config_to_dict(cfg)):
+        logger.warning("resume: config differs from the checkpoint's: %s", diff)
+    extra = resumed["extra"]
+    state = RunState(
+        epoch=int(resumed["epoch"]) + 1,
+        best_ap=float(extra["best_AP"]),
+        global_step=int(extra["global_step"]),
+        resumed=resumed,
+    )
+    states = extra["rng"]
+    if len(states) == info.world_size:
+        set_rng_state(states[info.rank])
+    else:
+        logger.warning(
+            "resume: %d RNG states saved for %d processes; reseeding", len(states), info.world_size
+        )
+        seed_everything(cfg.train.seed + info.rank + state.epoch)
+    logger.info("resumed from %s: epoch %d done, best AP %.4f", path, state.epoch - 1, state.best_ap)
+    return state
+
+
+def enter_stage(
+    model: nn.Module,
+    spec: StageSpec,
+    *,
+    epoch: int,
+    step: TrainStep,
+    info: DistInfo,
+    amp_dtype: torch.dtype | None,
+    resumed: dict | None = None,
+) -> ActiveStage:
+    """Freeze all but ``spec``'s parameters, build its optimizer and scaler (their states from
+    ``resumed`` when the run stopped inside this stage) and wrap the model for DDP."""
+    names = apply_stage(model, spec)
+    optimizer = build_optimizer(model, spec)
+    scaler = make_grad_scaler(info.device, amp_dtype)
+    if resumed is not None and int(resumed["stage"]) == spec.index:
+        group_names = [group["name"] for group in optimizer.param_groups]
+        optimizer.load_state_dict(resumed["optimizer"])
+        for group, name in zip(optimizer.param_groups, group_names, strict=True):
+            group["name"] = name  # checkpoints written before groups had names
+        if scaler is not None and resumed["scaler"] is not None:
+            scaler.load_state_dict(resumed["scaler"])
+    get_logger().info(
+        "%s from epoch %d: %s at lr %s trains %d tensors (%d parameters) matching %s, %s",
+        spec.name,
+        epoch,
+        spec.optimizer,
+        _format_lrs(group_lrs(optimizer)),
+        len(names),
+        sum(p.numel() for p in model.parameters() if p.requires_grad),
+        list(spec.patterns),
+        f"gradient norm clipped at {spec.grad_clip:g}" if spec.grad_clip > 0 else "no clipping",
+    )
+    train_model = wrap_ddp(model, info, find_unused_parameters=step.find_unused_parameters)
+    return ActiveStage(spec=spec, optimizer=optimizer, scaler=scaler, train_model=train_model)
+
+
+def train_epoch(
+    cfg: Config,
+    model: nn.Module,
+    active: ActiveStage,
+    step: TrainStep,
+    data: tuple[DataLoader, DistributedSampler, Dataset],
+    *,
+    epoch: int,
+    state: RunState,
+    info: DistInfo,
+    amp_dtype: torch.dtype | None,
+    writer: ScalarWriter,
+    progress: bool,
+) -> dict[str, float]:
+    """Seed this epoch's data order and draws, run :func:`train_one_epoch`, log its mean terms
+    (``state.global_step`` advances); returns them."""
+    loader, sampler, train_set = data
+    set_train_mode(model, bn_train_mode=cfg.model.bn_train_mode)
+    sampler.set_epoch(epoch)
+    if hasattr(train_set, "set_epoch"):
+        train_set.set_epoch(epoch)
+    loader.generator.manual_seed((cfg.train.seed * 100003 + epoch) * info.world_size + info.rank)
+    start = time.perf_counter()
+    means, state.global_step = train_one_epoch(
+        active.train_model,
+        step,
+        loader,
+        active.optimizer,
+        stage=active.spec,
+        epoch=epoch,
+        device=info.device,
+        amp_dtype=amp_dtype,
+        scaler=active.scaler,
+        max_iters=cfg.train.iters_per_epoch,
+        channels_last=info.device.type == "cuda",
+        log_interval=cfg.train.log_interval,
+        writer=writer,
+        global_step=state.global_step,
+        progress=progress and info.is_main,
+    )
+    get_logger().info(
+        "epoch %d done in %.1f s: %s",
+        epoch,
+        time.perf_counter() - start,
+        " ".join(f"{k} {v:.4g}" for k, v in means.items()),
+    )
+    writer.add_scalars(means, epoch, prefix="epoch")
+    return means
+
+
+def validates_after(cfg: Config, epoch: int) -> bool:
+    """Whether validation runs after ``epoch``: every ``train.val_interval`` epochs and after the last."""
+    if cfg.train.val_interval <= 0:
+        return False
+    return (epoch + 1) % cfg.train.val_interval == 0 or epoch == cfg.train.epochs - 1
+
+
+def validate(
+    cfg: Config,
+    model: nn.Module,
+    val_set: Dataset,
+    *,
+    epoch: int,
+    info: DistInfo,
+    writer: ScalarWriter,
+    progress: bool,
+) -> dict[str, float]:
+    """The metrics of ``model`` on ``data.val_ds`` with the test-time evaluator (float32, as
+    ``test_*.py``: ``best_AP.pth`` is picked on test-grade numbers), logged."""
+    result = evaluate_model(
+        model,
+        val_set,
+        score=cfg.eval.score,
+        score_fn=get_score(cfg.eval.score),
+        inference=Inference(
+            device=info.device, channels_last=info.device.type == "cuda", postprocess=cfg.eval.postprocess
+        ),
+        protocol=cfg.eval.protocol,
+        per_image=cfg.eval.per_image,
+        track=smiyc_track(cfg.data.val_ds),
+        max_images=cfg.data.val_max_images,
+        desc=f"val {cfg.data.val_ds}",
+        progress=progress and info.is_main,
+    )
+    metrics = metric_summary(result)
+    images = int(metrics.pop("images"))
+    get_logger().info(
+        "epoch %d validation on %s (%d images, protocol %s): %s",
+        epoch,
+        cfg.data.val_ds,
+        images,
+        cfg.eval.protocol,
+        " ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()),
+    )
+    writer.add_scalars(metrics, epoch, prefix="val")
+    return metrics
+
+
+def save_epoch(
+    cfg: Config,
+    model: nn.Module,
+    active: ActiveStage,
+    *,
+    epoch: int,
+    state: RunState,
+    metrics: dict[str, float],
+    info: DistInfo,
+) -> None:
+    """Update the best AP from ``metrics``; rank 0 writes ``last.pth`` and, on a new best, ``best_AP.pth``
+    (with every rank's RNG state, gathered from all ranks)."""
+    improved = "AP" in metrics and metrics["AP"] > state.best_ap
+    if improved:
+        state.best_ap = float(metrics["AP"])
+    states = _gather_rng_states()
+    if info.is_main:
+        saved = dict(
+            model=model,
+            optimizer=active.optimizer,
+            scaler=active.scaler,
+            epoch=epoch,
+            stage=active.spec.index,
+            config=config_to_dict(cfg),
+            model_name=cfg.model.name,
+            model_kwargs=cfg.model.kwargs,
+            metrics=metrics,
+            extra={"best_AP": state.best_ap, "global_step": state.global_step, "rng": states},
+        )
+        run_dir = Path(cfg.run_dir)
+        if improved:
+            save_checkpoint(run_dir / BEST, **saved)
+            get_logger().info("new best AP %.2f: saved %s", 100 * state.best_ap, run_dir / BEST)
+        save_checkpoint(run_dir / LAST, **saved)
+    barrier()
+
+
 def fit(
     cfg: Config,
     *,
@@ -260,159 +508,57 @@ def fit(
 
     ``model`` holds its starting weights (the caller loaded ``model.weight_path``). With ``resume``,
     weights, epoch, stage, optimizer, scaler, best AP and RNG states come from ``run_dir/last.pth``.
+    Each epoch: enter its stage when it changes, train, validate when due, save.
     """
     logger = get_logger()
-    run_dir = Path(cfg.run_dir)
     stages = stages_from_config(cfg)
-    device = info.device
-    amp_dtype = resolve_amp_dtype(cfg.train.amp_dtype, device)
-    channels_last = device.type == "cuda"
-    score_fn = get_score(cfg.eval.score)
-
-    start_epoch, best_ap, global_step, resumed = 0, -math.inf, 0, None
+    amp_dtype = resolve_amp_dtype(cfg.train.amp_dtype, info.device)
+    get_score(cfg.eval.score)  # an unknown score fails before anything is loaded
     if resume:
-        path = run_dir / LAST
-        if not path.is_file():
-            raise FileNotFoundError(f"--resume: no {LAST} in {run_dir}; start the run without --resume")
-        resumed = load_weights(model, path)
-        for diff in _config_differences(resumed["config"], config_to_dict(cfg)):
-            logger.warning("resume: config differs from the checkpoint's: %s", diff)
-        start_epoch = int(resumed["epoch"]) + 1
-        extra = resumed["extra"]
-        best_ap, global_step = float(extra["best_AP"]), int(extra["global_step"])
-        states = extra["rng"]
-        if len(states) == info.world_size:
-            set_rng_state(states[info.rank])
-        else:
-            logger.warning(
-                "resume: %d RNG states saved for %d processes; reseeding", len(states), info.world_size
-            )
-            seed_everything(cfg.train.seed + info.rank + start_epoch)
-        logger.info("resumed from %s: epoch %d done, best AP %.4f", path, start_epoch - 1, best_ap)
+        state = resume_run(cfg, model, info)
     else:
         seed_everything(cfg.train.seed + info.rank)
+        state = RunState()
     if info.is_main:
-        save_config(cfg, run_dir / CONFIG_FILE)
-    if start_epoch >= cfg.train.epochs:
-        logger.info("nothing to train: %d of %d epochs done", start_epoch, cfg.train.epochs)
-        return {"best_AP": best_ap, "last_metrics": {}, "epoch": start_epoch - 1}
+        save_config(cfg, Path(cfg.run_dir) / CONFIG_FILE)
+    if state.epoch >= cfg.train.epochs:
+        logger.info("nothing to train: %d of %d epochs done", state.epoch, cfg.train.epochs)
+        return {"best_AP": state.best_ap, "last_metrics": {}, "epoch": state.epoch - 1}
 
-    model.to(device)
-    if channels_last:
+    model.to(info.device)
+    if info.device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     loader, sampler = _train_loader(cfg, train_set, info)
-    writer = ScalarWriter(run_dir / "tensorboard", enabled=info.is_main)
+    writer = ScalarWriter(Path(cfg.run_dir) / "tensorboard", enabled=info.is_main)
     logger.info("TensorBoard scalars: %s", "on" if writer.active else "off (tensorboard not installed)")
-    stage, optimizer, scaler, train_model = None, None, None, model
-    metrics: dict[str, float] = {}
+    first_epoch, active, metrics = state.epoch, None, {}
     try:
-        for epoch in range(start_epoch, cfg.train.epochs):
-            if stage is None or stage_at(stages, epoch) is not stage:
-                stage = stage_at(stages, epoch)
-                names = apply_stage(model, stage)
-                logger.info(
-                    "%s from epoch %d: %s at lr %g trains %d tensors (%d parameters) matching %s, %s",
-                    stage.name,
-                    epoch,
-                    stage.optimizer,
-                    stage.lr,
-                    len(names),
-                    sum(p.numel() for p in model.parameters() if p.requires_grad),
-                    list(stage.patterns),
-                    f"gradient norm clipped at {stage.grad_clip:g}" if stage.grad_clip > 0 else "no clipping",
+        for epoch in range(first_epoch, cfg.train.epochs):
+            spec = stage_at(stages, epoch)
+            if active is None or active.spec is not spec:
+                resumed = state.resumed if epoch == first_epoch else None
+                active = enter_stage(
+                    model, spec, epoch=epoch, step=step, info=info, amp_dtype=amp_dtype, resumed=resumed
                 )
-                optimizer = build_optimizer(model, stage)
-                scaler = make_grad_scaler(device, amp_dtype)
-                if resumed is not None and epoch == start_epoch and int(resumed["stage"]) == stage.index:
-                    optimizer.load_state_dict(resumed["optimizer"])
-                    if scaler is not None and resumed["scaler"] is not None:
-                        scaler.load_state_dict(resumed["scaler"])
-                train_model = wrap_ddp(model, info, find_unused_parameters=step.find_unused_parameters)
-            set_train_mode(model, bn_train_mode=cfg.model.bn_train_mode)
-            sampler.set_epoch(epoch)
-            if hasattr(train_set, "set_epoch"):
-                train_set.set_epoch(epoch)
-            loader.generator.manual_seed((cfg.train.seed * 100003 + epoch) * info.world_size + info.rank)
-            start = time.perf_counter()
-            means, global_step = train_one_epoch(
-                train_model,
+            train_epoch(
+                cfg,
+                model,
+                active,
                 step,
-                loader,
-                optimizer,
-                stage=stage,
+                (loader, sampler, train_set),
                 epoch=epoch,
-                device=device,
+                state=state,
+                info=info,
                 amp_dtype=amp_dtype,
-                scaler=scaler,
-                max_iters=cfg.train.iters_per_epoch,
-                channels_last=channels_last,
-                log_interval=cfg.train.log_interval,
                 writer=writer,
-                global_step=global_step,
-                progress=progress and info.is_main,
+                progress=progress,
             )
-            logger.info(
-                "epoch %d done in %.1f s: %s",
-                epoch,
-                time.perf_counter() - start,
-                " ".join(f"{k} {v:.4g}" for k, v in means.items()),
-            )
-            writer.add_scalars(means, epoch, prefix="epoch")
-            last_epoch = epoch == cfg.train.epochs - 1
-            validate = val_set is not None and cfg.train.val_interval > 0
-            validate = validate and ((epoch + 1) % cfg.train.val_interval == 0 or last_epoch)
-            metrics: dict[str, float] = {}
-            if validate:
-                result = evaluate_benchmark(
-                    model,
-                    val_set,
-                    score_fn=score_fn,
-                    device=device,
-                    amp_dtype=None,  # float32, as test_*.py: best_AP.pth is picked on test-grade numbers
-                    protocol=cfg.eval.protocol,
-                    per_image=cfg.eval.per_image,
-                    track=smiyc_track(cfg.data.val_ds),
-                    postprocess=cfg.eval.postprocess,
-                    max_images=cfg.data.val_max_images,
-                    channels_last=channels_last,
-                    mean=cfg.data.mean,
-                    std=cfg.data.std,
-                    desc=f"val {cfg.data.val_ds}",
-                    progress=progress and info.is_main,
+            metrics = {}
+            if val_set is not None and validates_after(cfg, epoch):
+                metrics = validate(
+                    cfg, model, val_set, epoch=epoch, info=info, writer=writer, progress=progress
                 )
-                metrics = metric_summary(result)
-                images = int(metrics.pop("images"))
-                logger.info(
-                    "epoch %d validation on %s (%d images, protocol %s): %s",
-                    epoch,
-                    cfg.data.val_ds,
-                    images,
-                    cfg.eval.protocol,
-                    " ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()),
-                )
-                writer.add_scalars(metrics, epoch, prefix="val")
-            improved = bool(metrics) and metrics["AP"] > best_ap
-            if improved:
-                best_ap = float(metrics["AP"])
-            states = _gather_rng_states()
-            if info.is_main:
-                saved = dict(
-                    model=model,
-                    optimizer=optimizer,
-                    scaler=scaler,
-                    epoch=epoch,
-                    stage=stage.index,
-                    config=config_to_dict(cfg),
-                    model_name=cfg.model.name,
-                    model_kwargs=cfg.model.kwargs,
-                    metrics=metrics,
-                    extra={"best_AP": best_ap, "global_step": global_step, "rng": states},
-                )
-                if improved:
-                    save_checkpoint(run_dir / BEST, **saved)
-                    logger.info("new best AP %.2f: saved %s", 100 * best_ap, run_dir / BEST)
-                save_checkpoint(run_dir / LAST, **saved)
-            barrier()
+            save_epoch(cfg, model, active, epoch=epoch, state=state, metrics=metrics, info=info)
     finally:
         writer.close()
-    return {"best_AP": best_ap, "last_metrics": metrics, "epoch": cfg.train.epochs - 1}
+    return {"best_AP": state.best_ap, "last_metrics": metrics, "epoch": cfg.train.epochs - 1}

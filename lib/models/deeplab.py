@@ -143,10 +143,14 @@ class DeepWV3Plus(nn.Module):
         so training starts from the plain energy of the closed-world model."""
         self.ood_head.weight.copy_(self.final[-1].weight)
 
-    def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Checkpoint quirk: a closed-world checkpoint (NVIDIA's ``DeepLabV3+_WideResNet38_baseline.pth``)
-        has no ``ood_head``; it is then initialised as a copy of the classifier, and the copy is logged."""
-        if OOD_HEAD_WEIGHT in state_dict or CLASSIFIER_WEIGHT not in state_dict:
+    ood_head_keys = (OOD_HEAD_WEIGHT,)
+    """State-dict keys of the OOD head (what a closed-world checkpoint lacks)."""
+
+    def closed_world_ood_head(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Starting weights from a closed-world checkpoint (NVIDIA's
+        ``DeepLabV3+_WideResNet38_baseline.pth``), which has no ``ood_head``: the head as a copy of
+        the classifier, logged (see :func:`lib.models.checkpoints.load_weights`)."""
+        if CLASSIFIER_WEIGHT not in state_dict:
             return state_dict
         logger.info(
             "checkpoint has no %r: initialising the OOD head as a copy of the classifier %r",

@@ -13,7 +13,8 @@ exists, and can be rerun alone with ``--stage NAME --fresh``):
 - ``oe_only``: outlier-exposure-only fine-tuning of it (``exp/toy_oe.yaml``);
 - ``multishift``: the method, two stages, RCL + pixel selection (``exp/toy_multishift.yaml``);
 - ``evaluate``: every method on ``toy_anomaly``, ``toy_shift``, ``toy_covariate``
-  (:mod:`lib.toy.demo_eval`) -> ``metrics.json``, ``plots/``, ``heatmaps/``;
+  (:mod:`lib.toy.demo_eval`) -> ``methods/<method>/results.{json,md}`` (the project's results
+  files, so ``python -m lib.report outputs/demo/methods/*`` reads them), ``plots/``, ``heatmaps/``;
 - ``report``: ``results.json`` / ``results.md`` and the table on the console.
 
 Training runs go to ``runs/<stage>/`` (log, config, ``last.pth``); an interrupted training stage
@@ -37,31 +38,36 @@ import argparse
 import json
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from generation.__main__ import get_args_parser as generation_parser
 from generation.__main__ import main as generation_main
+from lib.atomic import make_folder, write_text_atomic
+from lib.cli_errors import run_cli
 from lib.config import Config, load_config
-from lib.engine import baseline_steps
-from lib.engine.builders import build_paired_train_set, build_training_model
 from lib.engine.distributed import DistInfo
-from lib.engine.evaluator import protocol_rule
 from lib.engine.logging_utils import setup_logging
-from lib.engine.steps import build_train_step
-from lib.engine.trainer import LAST, fit
-from lib.models import build_model
-from lib.models.checkpoints import load_weights
+from lib.engine.trainer import LAST
+from lib.engine.training import run_training
+from lib.errors import UnknownNameError, UserError
+from lib.models.checkpoints import load_model
+from lib.protocols import get_protocol
+from lib.results import provenance, read_results, write_results
 from lib.toy.demo_eval import (
     COVARIATE_COLUMN,
     COVARIATE_SET,
+    PROTOCOL,
+    ROWS,
     SHIFT_SET,
     TEST_SETS,
     claim_checks,
+    demo_table,
     evaluate_rows,
-    markdown_table,
+    method_results,
     result_rows,
     save_heatmaps,
     save_plots,
@@ -78,6 +84,8 @@ TRAIN_CONFIGS = {
 GENERATION_CONFIG = "generation_toy.yaml"
 MULTISHIFT_DIR = "multishift_cityscapes"
 CPU = DistInfo(0, 1, torch.device("cpu"))
+MODEL_STAGES = {"closed": "pretrain", "oe_only": "oe_only", "multishift": "multishift"}
+"""Model of the rows (:data:`lib.toy.demo_eval.ROWS`) -> the training stage that made it."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +122,9 @@ class Demo:
     ) -> None:
         unknown = sorted(set(overrides or {}) - set(TRAIN_CONFIGS))
         if unknown:
-            raise KeyError(f"overrides for unknown training stage(s) {unknown}; known: {list(TRAIN_CONFIGS)}")
+            raise UnknownNameError(
+                f"overrides for unknown training stage(s) {unknown}; known: {list(TRAIN_CONFIGS)}"
+            )
         self.out = Path(out)
         self.sizes = sizes
         self.overrides = {k: list(v) for k, v in (overrides or {}).items()}
@@ -127,6 +137,21 @@ class Demo:
     def record_path(self, stage: str) -> Path:
         return self.records / f"{stage}.json"
 
+    def record(self, stage: str) -> dict[str, object]:
+        """The record ``stage`` left when it finished; an unreadable one is an error naming the file."""
+        path = self.record_path(stage)
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            record = err
+        if not isinstance(record, dict) or not {"world", "seconds"} <= record.keys():
+            raise UserError(
+                f"{path}: corrupt stage record ({record}); expected the JSON object the demo writes "
+                f"when a stage finishes. Redo the stage: python -m lib.toy.demo --out {self.out} "
+                f"--stage {stage} --fresh"
+            )
+        return record
+
     def outputs(self, stage: str) -> list[Path]:
         """The files and folders ``stage`` writes (what ``--fresh`` removes)."""
         return {
@@ -135,7 +160,7 @@ class Demo:
             "pretrain": [self.runs / "pretrain"],
             "oe_only": [self.runs / "oe_only"],
             "multishift": [self.runs / "multishift"],
-            "evaluate": [self.out / "metrics.json", self.out / "plots", self.out / "heatmaps"],
+            "evaluate": [self.out / "methods", self.out / "plots", self.out / "heatmaps"],
             "report": [self.out / "results.json", self.out / "results.md"],
         }[stage]
 
@@ -143,9 +168,9 @@ class Demo:
         """Whether ``stage`` finished in this folder; one finished for another world is an error."""
         if not (self.record_path(stage).is_file() and all(p.exists() for p in self.outputs(stage))):
             return False
-        world = json.loads(self.record_path(stage).read_text()).get("world")
+        world = self.record(stage)["world"]
         if world != asdict(self.sizes):
-            raise ValueError(
+            raise UserError(
                 f"stage {stage!r} in {self.out} ran for the world {world}, not {asdict(self.sizes)} "
                 "(another --seed?); use another --out or --fresh"
             )
@@ -167,9 +192,7 @@ class Demo:
             "threads": torch.get_num_threads(),
             "world": asdict(self.sizes),
         }
-        tmp = self.record_path(stage).with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-        os.replace(tmp, self.record_path(stage))
+        _write_json(self.record_path(stage), payload)
 
     def _require(self, stage: str, *needed: str) -> None:
         missing = [s for s in needed if not self.is_done(s)]
@@ -183,7 +206,8 @@ class Demo:
         """Run ``stages`` in order, skipping finished ones; returns ``{stage: "ran" | "skipped"}``."""
         bad = [s for s in stages if s not in STAGES]
         if bad:
-            raise KeyError(f"unknown stage(s) {bad}; known: {', '.join(STAGES)}")
+            raise UnknownNameError(f"unknown stage(s) {bad}; known: {', '.join(STAGES)}")
+        make_folder(self.out, "--out")
         torch.set_num_threads(available_threads())
         status = {}
         for stage in STAGES:
@@ -214,15 +238,17 @@ class Demo:
     def stage_generate(self) -> None:
         self._require("generate", "data")
         generation_main(
-            [
-                "--cfg",
-                str(EXP_DIR / GENERATION_CONFIG),
-                "--source",
-                str(self.datasets / "cityscapes"),
-                "--out",
-                str(self.datasets / MULTISHIFT_DIR),
-                f"seed={self.sizes.seed}",
-            ]
+            generation_parser().parse_args(
+                [
+                    "--cfg",
+                    str(EXP_DIR / GENERATION_CONFIG),
+                    "--source",
+                    str(self.datasets / "cityscapes"),
+                    "--out",
+                    str(self.datasets / MULTISHIFT_DIR),
+                    f"seed={self.sizes.seed}",
+                ]
+            )
         )
 
     def config(self, stage: str) -> Config:
@@ -241,68 +267,78 @@ class Demo:
             ],
         )
 
-    def _train(self, stage: str, build_set: Callable[[Config], torch.utils.data.Dataset]) -> None:
+    def _train(self, stage: str) -> None:
         cfg = self.config(stage)
         setup_logging(cfg.run_dir)
-        torch.manual_seed(cfg.train.seed)  # the initial weights must not depend on what ran before
-        resume = (cfg.run_dir / LAST).is_file()
-        model = build_model(cfg.model.name, **cfg.model.kwargs) if resume else build_training_model(cfg)
-        fit(
-            cfg,
-            model=model,
-            train_set=build_set(cfg),
-            val_set=None,
-            step=build_train_step(cfg),
-            info=CPU,
-            resume=resume,
-            progress=self.progress,
-        )
+        run_training(cfg, info=CPU, resume=(cfg.run_dir / LAST).is_file(), progress=self.progress)
 
     def stage_pretrain(self) -> None:
         self._require("pretrain", "data")
-        self._train("pretrain", baseline_steps.build_unpaired_train_set)
+        self._train("pretrain")
 
     def stage_oe_only(self) -> None:
         self._require("oe_only", "data", "pretrain")
-        self._train("oe_only", baseline_steps.build_unpaired_train_set)
+        self._train("oe_only")
 
     def stage_multishift(self) -> None:
         self._require("multishift", "data", "generate", "pretrain")
-        self._train("multishift", build_paired_train_set)
+        self._train("multishift")
 
     def trained_models(self) -> dict[str, torch.nn.Module]:
         """The three models the rows score: closed-world, outlier-exposure-only, MultiShift."""
         models = {}
-        for name, stage in (("closed", "pretrain"), ("oe_only", "oe_only"), ("multishift", "multishift")):
+        for name, stage in MODEL_STAGES.items():
             cfg = self.config(stage)
-            model = build_model(cfg.model.name, **cfg.model.kwargs)
-            load_weights(model, cfg.run_dir / LAST)
-            models[name] = model
+            models[name] = load_model(cfg.run_dir / LAST, name=cfg.model.name, kwargs=cfg.model.kwargs)
         return models
+
+    def normalisation(self) -> tuple[list[float], list[float]]:
+        """The ``data.mean``/``data.std`` the models were trained with (one pair for all of them)."""
+        pairs = {
+            stage: (self.config(stage).data.mean, self.config(stage).data.std)
+            for stage in MODEL_STAGES.values()
+        }
+        if len({str(p) for p in pairs.values()}) > 1:
+            raise ValueError(f"the demo's models were trained with different data.mean/data.std: {pairs}")
+        return next(iter(pairs.values()))
 
     def stage_evaluate(self) -> None:
         self._require("evaluate", "data", "pretrain", "oe_only", "multishift")
-        evaluation = evaluate_rows(self.trained_models(), self.datasets, progress=self.progress)
-        rows = result_rows(evaluation)
+        mean, std = self.normalisation()
+        evaluation = evaluate_rows(
+            self.trained_models(), self.datasets, mean=mean, std=std, progress=self.progress
+        )
+        results = method_results(evaluation)
+        for row in ROWS:
+            cfg = self.config(MODEL_STAGES[row.model])
+            prov = provenance(
+                weights=str(cfg.run_dir / LAST), model=cfg.model.name, score=row.score, protocol=PROTOCOL
+            )
+            write_results(
+                self.out / "methods" / row.method,
+                {s: {**entry, "provenance": prov} for s, entry in results[row.method].items()},
+            )
+        rows = result_rows(self.method_results())
         save_plots(evaluation, rows, self.out / "plots")
         save_heatmaps(evaluation, self.out / "heatmaps")
-        _write_json(self.out / "metrics.json", {"rows": rows})
+
+    def method_results(self) -> dict[str, dict[str, dict]]:
+        """``{method: {set: entry}}`` read back from ``methods/<method>/results.json``."""
+        return {row.method: read_results(self.out / "methods" / row.method) for row in ROWS}
 
     def stage_report(self) -> None:
         self._require("report", "evaluate")
         start = time.perf_counter()
-        rows = json.loads((self.out / "metrics.json").read_text())["rows"]
-        seconds = sum(
-            json.loads(self.record_path(s).read_text())["seconds"] for s in STAGES[:-1] if self.is_done(s)
-        )
+        rows = result_rows(self.method_results())
+        seconds = sum(self.record(s)["seconds"] for s in STAGES[:-1] if self.is_done(s))
         rule = (
-            f"FPR95 on {', '.join(('toy_anomaly', SHIFT_SET))}: {protocol_rule('published')}. "
+            f"FPR95 on {', '.join(('toy_anomaly', SHIFT_SET))}: {get_protocol(PROTOCOL).description}. "
             f"{COVARIATE_SET} {COVARIATE_COLUMN}: fraction of its pixels (all in-distribution) scored at or "
             f"above the highest threshold that reaches TPR >= 0.95 on {SHIFT_SET}."
         )
         seconds += time.perf_counter() - start
         payload = {"rows": rows, "fpr_rule": rule, "seconds": round(seconds, 1)}
-        table = markdown_table(rows)
+        table = demo_table(rows)
         claim = "\n".join(f"- {name}: {'yes' if ok else 'NO'}" for name, ok in claim_checks(rows).items())
         md = (
             f"# ToyShift demo results\n\nPercent; bold = best per column. World: {asdict(self.sizes)}. "
@@ -310,21 +346,18 @@ class Demo:
             f"{table}\n\n{rule}\n\nThe claim in miniature (MultiShift vs the others):\n{claim}\n"
         )
         _write_json(self.out / "results.json", payload)
-        _write_text(self.out / "results.md", md)
+        write_text_atomic(self.out / "results.md", md)
         print(f"\n{table}\n\n{rule}\n\nThe claim in miniature:\n{claim}\n")
         print(f"results: {self.out / 'results.md'}, {self.out / 'results.json'}")
-        print(f"plots: {self.out / 'plots'}   heat maps: {self.out / 'heatmaps'}   runs: {self.runs}")
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+        print(
+            f"per method: {self.out / 'methods'}   plots: {self.out / 'plots'}   "
+            f"heat maps: {self.out / 'heatmaps'}"
+        )
+        print(f"runs: {self.runs}")
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    _write_text(path, json.dumps(payload, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -341,8 +374,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, str]:
-    args = get_args_parser().parse_args(argv)
+def main(args: argparse.Namespace) -> dict[str, str]:
+    """Run the demo's stages (all, or ``--stage``) in ``--out``; returns ``{stage: "ran" | "skipped"}``."""
     demo = Demo(args.out, sizes=WorldSizes(seed=args.seed), progress=not args.no_progress)
     stages = STAGES if args.stage is None else (args.stage,)
     if args.fresh:
@@ -352,4 +385,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, get_args_parser())

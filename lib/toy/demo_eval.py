@@ -2,13 +2,16 @@
 
 A *row* is a method = (model, anomaly score): the closed-world model under MSP, max-logit and
 energy, and the fine-tuned models under their learned OOD-head energy. Each model sees each image
-once (batch of full-resolution images, eval mode); every score of its rows goes to an exact
-:class:`~lib.metrics.OODMetricAccumulator` per (row, set), its argmax to a
-:class:`~lib.metrics.ConfusionMatrix` on ``toy_shift``. Columns (fractions in ``[0, 1]``):
+once through the one evaluation loop (:mod:`lib.engine.evaluator`, batches of full-resolution
+images): every score of its rows goes to a :class:`~lib.engine.evaluator.MetricSink` (published
+protocol) per (row, set), its argmax to a :class:`~lib.engine.evaluator.SemanticSink`, and the
+first images to the heat-map panels. Each method's results are written with the one results writer
+(:mod:`lib.results`); the demo table reads them back. Columns (fractions in ``[0, 1]``):
 
 - ``toy_anomaly`` / ``toy_shift``: AUROC, AP, FPR95 (published rule), and mIoU on ``toy_shift``;
 - ``toy_covariate``: ``FPR_at_shift_TPR95``, the fraction of its (all in-distribution) pixels scored
-  at or above the highest threshold that still finds 95% of the ``toy_shift`` anomaly pixels.
+  at or above the highest threshold that still finds 95% of the ``toy_shift`` anomaly pixels (its
+  AUROC/AP/FPR95 are not applicable: it has no anomaly pixel).
 
 Pictures: ROC/PR curves per set with anomalies (:mod:`lib.plots`), a bar chart of the covariate
 false-positive rates, and heat-map panels (image, anomaly mask, then one overlay per row on a
@@ -27,15 +30,22 @@ import torch
 import torch.nn as nn
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
+from lib.atomic import atomic_open
 from lib.data.benchmarks import build_benchmark
-from lib.data.collate import collate_items
-from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from lib.engine.evaluator import (
+    Inference,
+    MetricSink,
+    ScoredImage,
+    SemanticSink,
+    benchmark_result,
+    model_images,
+    stream,
+)
 from lib.labels import OOD_OUT, OOD_VOID
-from lib.metrics import RECALL_LEVEL, ConfusionMatrix, OODMetricAccumulator
+from lib.metrics import RECALL_LEVEL
 from lib.plots import curve_points, save_curves
+from lib.results import THRESHOLD_COLUMN, markdown_table, percent
 from lib.scores import get_score
 from lib.viz import denormalize, heatmap_overlay, save_png
 
@@ -43,6 +53,7 @@ ANOMALY_SET, SHIFT_SET, COVARIATE_SET = "toy_anomaly", "toy_shift", "toy_covaria
 TEST_SETS = (ANOMALY_SET, SHIFT_SET, COVARIATE_SET)
 OOD_COLUMNS = ("AUROC", "AP", "FPR95")
 COVARIATE_COLUMN = "FPR_at_shift_TPR95"
+PROTOCOL = "published"
 
 
 @dataclass(frozen=True)
@@ -72,12 +83,42 @@ class _Pictures:
     scores: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
 
+class _PictureSink:
+    """Keeps the first ``count`` images of a set for the panels: the score maps of ``methods`` and,
+    with ``with_image``, the de-normalised image and its anomaly mask."""
+
+    def __init__(
+        self,
+        pictures: _Pictures,
+        methods: Sequence[str],
+        *,
+        count: int,
+        with_image: bool,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
+        self.pictures, self.methods, self.count, self.with_image = pictures, list(methods), count, with_image
+        self.mean, self.std = mean, std
+
+    def add(self, item: ScoredImage) -> None:
+        if item.index >= self.count:
+            return
+        for method in self.methods:
+            self.pictures.scores[method].append(item.scores[method].numpy())
+        if self.with_image:
+            self.pictures.rgb.append(denormalize(item.image, self.mean, self.std))
+            self.pictures.ood.append(item.ood_label.numpy())
+
+    def finish(self) -> None:
+        return None
+
+
 @dataclass
 class Evaluation:
-    """Accumulators per ``(method, set)``, confusion matrices per model, pictures per set."""
+    """Metric sinks per ``(method, set)``, semantic sinks per ``(model, set)``, pictures per set."""
 
-    ood: dict[tuple[str, str], OODMetricAccumulator]
-    confusion: dict[str, ConfusionMatrix]
+    ood: dict[tuple[str, str], MetricSink]
+    semantic: dict[tuple[str, str], SemanticSink]
     pictures: dict[str, _Pictures]
 
 
@@ -87,65 +128,80 @@ def evaluate_rows(
     root: str | Path,
     *,
     rows: Sequence[Row] = ROWS,
+    mean: Sequence[float],
+    std: Sequence[float],
     batch_size: int = 8,
     num_pictures: int = 3,
     progress: bool = True,
 ) -> Evaluation:
-    """Run every model of ``models`` over the three sets under ``root`` and fill the accumulators."""
+    """Run every model of ``models`` over the three sets under ``root`` (normalised with the models'
+    ``mean``/``std``) and fill the sinks."""
     missing = sorted({r.model for r in rows} - set(models))
     if missing:
         raise KeyError(f"rows need models {missing}; got {sorted(models)}")
-    ood = {(r.method, s): OODMetricAccumulator() for r in rows for s in TEST_SETS}
-    confusion = {name: ConfusionMatrix() for name in models}
+    ood = {(r.method, s): MetricSink(r.method, PROTOCOL) for r in rows for s in TEST_SETS}
+    semantic = {(name, s): SemanticSink() for name in models for s in TEST_SETS}
     pictures = {s: _Pictures(scores={r.method: [] for r in rows}) for s in TEST_SETS}
+    inference = Inference(device=torch.device("cpu"), batch_size=batch_size)
     for set_name in TEST_SETS:
-        dataset = build_benchmark(set_name, root=root)
+        dataset = build_benchmark(set_name, root=root, mean=mean, std=std)
         for model_name, model in models.items():
-            model.eval()
             model_rows = [r for r in rows if r.model == model_name]
-            loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_items)
-            seen = 0
+            scores = {r.method: get_score(r.score) for r in model_rows}
+            sinks = [
+                *(ood[(r.method, set_name)] for r in model_rows),
+                semantic[(model_name, set_name)],
+                _PictureSink(
+                    pictures[set_name],
+                    list(scores),
+                    count=num_pictures,
+                    with_image=model_name == rows[0].model,
+                    mean=mean,
+                    std=std,
+                ),
+            ]
+            images = model_images(model, dataset, scores, inference, indices=range(len(dataset)))
             desc = f"evaluate {model_name} on {set_name}"
-            for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-                anomaly_score, logits = model(batch["image"])
-                labels = batch["ood_label"]
-                if set_name == SHIFT_SET:
-                    confusion[model_name].update(logits.argmax(1), batch["sem_label"])
-                keep = range(max(0, min(num_pictures - seen, labels.shape[0])))
-                for row in model_rows:
-                    score = get_score(row.score)(logits, anomaly_score)
-                    ood[(row.method, set_name)].update(score, labels)
-                    pictures[set_name].scores[row.method] += [score[i].numpy() for i in keep]
-                if model_name == rows[0].model:
-                    pictures[set_name].rgb += [
-                        denormalize(batch["image"][i], IMAGENET_MEAN, IMAGENET_STD) for i in keep
-                    ]
-                    pictures[set_name].ood += [labels[i].numpy() for i in keep]
-                seen += labels.shape[0]
-    return Evaluation(ood=ood, confusion=confusion, pictures=pictures)
+            stream(images, sinks, desc=desc, total=len(dataset), progress=progress)
+    return Evaluation(ood=ood, semantic=semantic, pictures=pictures)
 
 
-def result_rows(evaluation: Evaluation, rows: Sequence[Row] = ROWS) -> list[dict]:
-    """The ``results.json`` rows: per method its metrics on each set, fractions in ``[0, 1]``."""
+def method_results(evaluation: Evaluation, rows: Sequence[Row] = ROWS) -> dict[str, dict[str, dict]]:
+    """``{method: {set: result}}`` (the entries of each method's ``results.json``); every set also
+    reports its false-positive rate at the threshold that finds 95% of the ``toy_shift`` anomalies."""
+    out = {}
+    for row in rows:
+        shift = evaluation.ood[(row.method, SHIFT_SET)].evaluation
+        threshold = {"value": shift.threshold_at_tpr(RECALL_LEVEL), "from": SHIFT_SET, "tpr": RECALL_LEVEL}
+        out[row.method] = {
+            s: benchmark_result(
+                evaluation.ood[(row.method, s)],
+                evaluation.semantic[(row.model, s)],
+                threshold=float(threshold["value"]),
+            )
+            | {"threshold": threshold}
+            for s in TEST_SETS
+        }
+    return out
+
+
+def result_rows(results: Mapping[str, Mapping[str, Mapping]], rows: Sequence[Row] = ROWS) -> list[dict]:
+    """The demo's rows from each method's results: its metrics on each set, fractions in ``[0, 1]``."""
     out = []
     for row in rows:
-        shift = evaluation.ood[(row.method, SHIFT_SET)]
-        threshold = shift.threshold_at_tpr(RECALL_LEVEL)
+        entries = results[row.method]
         out.append(
             {
                 "method": row.method,
-                ANOMALY_SET: evaluation.ood[(row.method, ANOMALY_SET)].compute(fpr_rule="published"),
-                SHIFT_SET: shift.compute(fpr_rule="published")
-                | {"mIoU": float(evaluation.confusion[row.model].compute()["mIoU"])},
-                COVARIATE_SET: {
-                    COVARIATE_COLUMN: evaluation.ood[(row.method, COVARIATE_SET)].fpr_at_threshold(threshold)
-                },
+                ANOMALY_SET: {c: entries[ANOMALY_SET][c] for c in OOD_COLUMNS},
+                SHIFT_SET: {c: entries[SHIFT_SET][c] for c in (*OOD_COLUMNS, "mIoU")},
+                COVARIATE_SET: {COVARIATE_COLUMN: entries[COVARIATE_SET][THRESHOLD_COLUMN]},
             }
         )
     return out
 
 
-def markdown_table(rows: Sequence[Mapping]) -> str:
+def demo_table(rows: Sequence[Mapping]) -> str:
     """The results rows as a Markdown table in percent; the best value of each column in bold."""
     columns = [
         *((ANOMALY_SET, c) for c in OOD_COLUMNS),
@@ -159,14 +215,14 @@ def markdown_table(rows: Sequence[Mapping]) -> str:
         best[(s, c)] = min(values) if c in lower_is_better else max(values)
     header = ["method", *(f"{s.removeprefix('toy_')} {c}" for s, c in columns)]
     header[-1] = "covariate FPR@shift-TPR95"
-    lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * len(columns)]
-    for r in rows:
-        cells = []
-        for s, c in columns:
-            text = f"{100.0 * r[s][c]:.2f}"
-            cells.append(f"**{text}**" if r[s][c] == best[(s, c)] else text)
-        lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    cells = [
+        [
+            r["method"],
+            *(f"**{percent(r[s][c])}**" if r[s][c] == best[(s, c)] else percent(r[s][c]) for s, c in columns),
+        ]
+        for r in rows
+    ]
+    return markdown_table(header, cells)
 
 
 def save_plots(evaluation: Evaluation, rows_out: Sequence[Mapping], folder: str | Path) -> list[Path]:
@@ -174,7 +230,9 @@ def save_plots(evaluation: Evaluation, rows_out: Sequence[Mapping], folder: str 
     folder = Path(folder)
     paths = []
     for set_name in (ANOMALY_SET, SHIFT_SET):
-        curves = {m: curve_points(evaluation.ood[(m, s)]) for (m, s) in evaluation.ood if s == set_name}
+        curves = {
+            m: curve_points(sink.evaluation) for (m, s), sink in evaluation.ood.items() if s == set_name
+        }
         paths.append(save_curves(folder / f"curves_{set_name}.png", curves, title=set_name))
     fig = Figure(figsize=(6.4, 3.6), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
@@ -186,8 +244,8 @@ def save_plots(evaluation: Evaluation, rows_out: Sequence[Mapping], folder: str 
     ax.set(ylabel="false positives (% of pixels)", title=f"{COVARIATE_SET}: FPR at 95% TPR on {SHIFT_SET}")
     ax.tick_params(axis="x", labelsize=8, rotation=15)
     path = folder / f"fpr_{COVARIATE_SET}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png")
     return [*paths, path]
 
 

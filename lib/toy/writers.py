@@ -6,7 +6,7 @@
 - :func:`write_benchmark`: test sets in the MUAD encoding (trainIds, ``NUM_CLASSES`` = anomaly,
   ``IGNORE`` = void) for the kinds ``anomaly``, ``shift`` and ``covariate``.
 
-Every file is written atomically (temporary file + ``os.replace``) and files that already exist
+Every file is written atomically (:mod:`lib.atomic`) and files that already exist
 are skipped, so an interrupted run resumes. Each image draws its own seed from
 ``(seed, set, index)``, so image ``i`` is the same whatever ``n`` is. Each written set gets a
 ``toyshift.json`` manifest; writing into a set made with other parameters is an error.
@@ -15,7 +15,6 @@ are skipped, so an interrupted run resumes. Each image draws its own seed from
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import cv2
@@ -23,6 +22,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from lib.atomic import atomic_open, write_text_atomic
+from lib.errors import UserError
 from lib.labels import ANOMALY, IGNORE, NUM_CLASSES
 from lib.toy.anomalies import TEST_FAMILIES, TRAIN_FAMILIES, place_anomaly, sample_anomaly_mask
 from lib.toy.domains import SOURCE_DOMAIN, sample_shifted_domain
@@ -46,11 +47,9 @@ def _rng(seed: int, part: int, index: int) -> np.random.Generator:
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
-    """Write a PNG atomically: a temporary file in the same folder, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG", compress_level=1)
-    os.replace(tmp, path)
+    """Write a PNG atomically."""
+    with atomic_open(path, "wb") as handle:
+        Image.fromarray(array).save(handle, format="PNG", compress_level=1)
 
 
 def _manifest(folder: Path, content: dict) -> None:
@@ -61,14 +60,11 @@ def _manifest(folder: Path, content: dict) -> None:
         fixed = {k: v for k, v in content.items() if k != "counts"}
         differs = {k: (old.get(k), v) for k, v in fixed.items() if old.get(k) != v}
         if differs:
-            raise ValueError(
+            raise UserError(
                 f"{path} was written with other parameters (key: (existing, requested)): {differs}; "
                 "use another root or delete the folder"
             )
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(content, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(content, indent=2, sort_keys=True))
 
 
 def _check_size(height: int, width: int) -> None:

@@ -6,7 +6,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from lib.data.coco_ood import EXCLUDED_CLASSES, MASK_DIR, log, write_mask_bank
+from lib.cli_errors import run_cli
+from lib.data.coco_ood import EXCLUDED_CLASSES, MASK_DIR, log
+from lib.data.coco_ood.mask_bank import write_mask_bank
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -26,4 +28,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

@@ -27,17 +27,22 @@ __all__ = [
 
 
 @register_model("mask2anomaly_r50")
-def build_mask2anomaly_r50(*, num_queries: int = 100, frozen_backbone: bool = True) -> Mask2Anomaly:
+def build_mask2anomaly_r50(
+    *, num_queries: int = 100, frozen_backbone: bool = True, deform_attn: str = "auto"
+) -> Mask2Anomaly:
     """ResNet-50 (frozen BN), 6-layer deformable pixel decoder (256-d, GN 32), 9-layer GMA decoder
-    with ``num_queries`` queries: the published ``anomaly_ft.yaml`` configuration."""
+    with ``num_queries`` queries: the published ``anomaly_ft.yaml`` configuration. ``deform_attn``
+    selects the deformable-attention core: ``auto``, ``pytorch`` or ``triton``."""
     backbone = ResNet(depths=(3, 4, 6, 3), width=64, frozen=frozen_backbone)
-    pixel_decoder = MSDeformAttnPixelDecoder(in_channels=backbone.feature_channels)
+    pixel_decoder = MSDeformAttnPixelDecoder(in_channels=backbone.feature_channels, deform_attn=deform_attn)
     predictor = MaskedTransformerDecoderGMA(num_classes=NUM_CLASSES, num_queries=num_queries)
     return Mask2Anomaly(backbone=backbone, pixel_decoder=pixel_decoder, predictor=predictor)
 
 
 @register_model("mask2anomaly_tiny")
-def build_mask2anomaly_tiny(*, num_queries: int = 10, frozen_backbone: bool = False) -> Mask2Anomaly:
+def build_mask2anomaly_tiny(
+    *, num_queries: int = 10, frozen_backbone: bool = False, deform_attn: str = "auto"
+) -> Mask2Anomaly:
     """A CPU-sized variant (about 0.4M parameters): one block per stage of width 8, 32-d pixel
     decoder with one deformable layer, 3 decoder layers (one per level), same interfaces."""
     backbone = ResNet(depths=(1, 1, 1, 1), width=8, frozen=frozen_backbone)
@@ -50,6 +55,7 @@ def build_mask2anomaly_tiny(*, num_queries: int = 10, frozen_backbone: bool = Fa
         encoder_ffn_dim=64,
         encoder_heads=4,
         encoder_points=2,
+        deform_attn=deform_attn,
     )
     predictor = MaskedTransformerDecoderGMA(
         num_classes=NUM_CLASSES,

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 SIZE_DIVISIBILITY = 32
 MASK_STRIDE = 4
 _QUERY_CHUNK = 20
+_PREDICTOR = "sem_seg_head.predictor."
 
 UNUSED_CHECKPOINT_KEYS = re.compile(
     r"^(sem_seg_head\.predictor\.transformer_cross_attention_layers\.\d+\.fusion_layer\.(weight|bias)"
@@ -41,7 +42,7 @@ def semantic_and_anomaly(
     """Semantic scores and the mask-based anomaly score at the input resolution.
 
     Mask logits ``[B, Q, h, w]`` (1/4 of the padded input) are upsampled bilinearly to the padded
-    size, cropped to ``image_size`` and passed through a sigmoid. Then
+    size and passed through a sigmoid; the scores below are cropped to ``image_size``. Then
 
     - ``logits[b, c] = Σ_q softmax(pred_logits)[b, q, c] · sigmoid(mask)[b, q]`` for the 19 known
       classes (softmax over 19 + no-object, then the no-object column dropped). These are the
@@ -61,16 +62,20 @@ def semantic_and_anomaly(
         [outputs["pred_logits"].softmax(-1)[..., :-1], outputs["pred_logits_ood"].softmax(-1)[..., :-1]], -1
     )  # [B, Q, 2K]
     n_classes = probs.shape[-1] // 2
-    scores = masks.new_zeros(b, 2 * n_classes, height * width)
+    padded_h, padded_w = h * MASK_STRIDE, w * MASK_STRIDE
+    scores = masks.new_zeros(b, 2 * n_classes, padded_h * padded_w)
     for start in range(0, q, _QUERY_CHUNK):
         chunk = F.interpolate(
             masks[:, start : start + _QUERY_CHUNK],
-            size=(h * MASK_STRIDE, w * MASK_STRIDE),
+            size=(padded_h, padded_w),
             mode="bilinear",
             align_corners=False,
-        )[:, :, :height, :width].sigmoid()
+        ).sigmoid()
         scores = scores + torch.bmm(probs[:, start : start + _QUERY_CHUNK].transpose(1, 2), chunk.flatten(2))
-    scores = scores.view(b, 2 * n_classes, height, width)
+    # Cropped once at the end by a negative pad (a copy, not a view): the same numbers, and
+    # torch.export then needs no guess about whether the input size is a multiple of 32.
+    scores = scores.view(b, 2 * n_classes, padded_h, padded_w)
+    scores = F.pad(scores, (0, width - padded_w, 0, height - padded_h))
     anomaly = 1 - scores[:, n_classes:].amax(1)
     return anomaly, scores[:, :n_classes]
 
@@ -100,9 +105,10 @@ class Mask2Anomaly(nn.Module):
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images [B, 3, H, W], got {tuple(images.shape)}")
         height, width = images.shape[-2:]
-        pad_h = -height % SIZE_DIVISIBILITY
-        pad_w = -width % SIZE_DIVISIBILITY
-        padded = F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
+        # Padded sizes written as multiples of 32, so torch.export's shape solver sees them as such.
+        pad_h = SIZE_DIVISIBILITY * ((height + SIZE_DIVISIBILITY - 1) // SIZE_DIVISIBILITY) - height
+        pad_w = SIZE_DIVISIBILITY * ((width + SIZE_DIVISIBILITY - 1) // SIZE_DIVISIBILITY) - width
+        padded = F.pad(images, (0, pad_w, 0, pad_h))  # unconditional: no branch on the size when exported
         mask_features, multi_scale = self.sem_seg_head.pixel_decoder(self.backbone(padded))
         outputs = self.sem_seg_head.predictor(multi_scale, mask_features)
         if self.training:
@@ -122,9 +128,7 @@ class Mask2Anomaly(nn.Module):
         """Map a published Mask2Anomaly / MultiShiftSeg state dict onto this model's keys.
 
         - drops exactly the entries named by ``UNUSED_CHECKPOINT_KEYS``;
-        - renames ``static_query`` to ``query_feat`` (older GMA checkpoints);
-        - initialises the OOD head ``class_embed2`` from ``class_embed`` when the checkpoint has
-          neither of its two entries (Mask2Anomaly's ``bt-f-xl.pth``), and logs it.
+        - renames ``static_query`` to ``query_feat`` (older GMA checkpoints).
         Everything else passes through for the strict load to judge.
         """
         adapted = {}
@@ -132,11 +136,20 @@ class Mask2Anomaly(nn.Module):
             if UNUSED_CHECKPOINT_KEYS.match(key):
                 continue
             adapted[key.replace("predictor.static_query.", "predictor.query_feat.")] = value
-        prefix = "sem_seg_head.predictor."
-        ood = [f"{prefix}class_embed2.weight", f"{prefix}class_embed2.bias"]
-        cls = [f"{prefix}class_embed.weight", f"{prefix}class_embed.bias"]
-        if not any(k in adapted for k in ood) and all(k in adapted for k in cls):
-            for src, dst in zip(cls, ood):
-                adapted[dst] = adapted[src].clone()
-            logger.info("checkpoint has no OOD head: class_embed2 initialised from class_embed")
+        return adapted
+
+    ood_head_keys = (f"{_PREDICTOR}class_embed2.weight", f"{_PREDICTOR}class_embed2.bias")
+    """State-dict keys of the OOD head (what a closed-world checkpoint lacks)."""
+
+    def closed_world_ood_head(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Starting weights from a closed-world checkpoint (Mask2Anomaly's ``bt-f-xl.pth``), which has
+        no ``class_embed2``: the OOD head as a copy of ``class_embed``, logged (see
+        :func:`lib.models.checkpoints.load_weights`)."""
+        cls = (f"{_PREDICTOR}class_embed.weight", f"{_PREDICTOR}class_embed.bias")
+        if not all(k in state_dict for k in cls):
+            return state_dict
+        adapted = dict(state_dict)
+        for src, dst in zip(cls, self.ood_head_keys):
+            adapted[dst] = state_dict[src].clone()
+        logger.info("checkpoint has no OOD head: class_embed2 initialised from class_embed")
         return adapted

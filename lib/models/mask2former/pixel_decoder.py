@@ -20,9 +20,13 @@ from lib.models.mask2former.position_encoding import PositionEmbeddingSine
 class DeformableEncoderLayer(nn.Module):
     """Post-norm layer: ``LN(src + MSDeformAttn(src + pos, src))`` then ``LN(src + FFN(src))``."""
 
-    def __init__(self, *, d_model: int, ffn_dim: int, n_levels: int, n_heads: int, n_points: int) -> None:
+    def __init__(
+        self, *, d_model: int, ffn_dim: int, n_levels: int, n_heads: int, n_points: int, deform_attn: str
+    ) -> None:
         super().__init__()
-        self.self_attn = MSDeformAttn(d_model=d_model, n_levels=n_levels, n_heads=n_heads, n_points=n_points)
+        self.self_attn = MSDeformAttn(
+            d_model=d_model, n_levels=n_levels, n_heads=n_heads, n_points=n_points, deform_attn=deform_attn
+        )
         self.norm1 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, ffn_dim)
         self.linear2 = nn.Linear(ffn_dim, d_model)
@@ -44,7 +48,15 @@ class DeformableEncoder(nn.Module):
     """Level embeddings plus a stack of deformable encoder layers over flattened levels."""
 
     def __init__(
-        self, *, d_model: int, ffn_dim: int, num_layers: int, n_levels: int, n_heads: int, n_points: int
+        self,
+        *,
+        d_model: int,
+        ffn_dim: int,
+        num_layers: int,
+        n_levels: int,
+        n_heads: int,
+        n_points: int,
+        deform_attn: str,
     ) -> None:
         super().__init__()
         self.level_embed = nn.Parameter(torch.empty(n_levels, d_model))
@@ -52,7 +64,12 @@ class DeformableEncoder(nn.Module):
         self.encoder = nn.Module()
         self.encoder.layers = nn.ModuleList(
             DeformableEncoderLayer(
-                d_model=d_model, ffn_dim=ffn_dim, n_levels=n_levels, n_heads=n_heads, n_points=n_points
+                d_model=d_model,
+                ffn_dim=ffn_dim,
+                n_levels=n_levels,
+                n_heads=n_heads,
+                n_points=n_points,
+                deform_attn=deform_attn,
             )
             for _ in range(num_layers)
         )
@@ -84,8 +101,8 @@ def _reference_points(
     points = []
     for h, w in spatial_shapes:
         ref_y, ref_x = torch.meshgrid(
-            torch.linspace(0.5, h - 0.5, h, dtype=dtype, device=device),
-            torch.linspace(0.5, w - 0.5, w, dtype=dtype, device=device),
+            torch.arange(h, dtype=dtype, device=device) + 0.5,
+            torch.arange(w, dtype=dtype, device=device) + 0.5,
             indexing="ij",
         )
         points.append(torch.stack((ref_x.reshape(-1) / w, ref_y.reshape(-1) / h), -1))
@@ -97,7 +114,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
     ``features`` maps ``res2..res5`` to backbone maps; ``multi_scale`` is the list of encoder
     outputs at 1/32, 1/16, 1/8 (``[B, conv_dim, H_l, W_l]``), the order the decoder cycles through.
-    Runs in float32 whatever the autocast state, as the published decoder does.
+    Runs in float32 whatever the autocast state, as the published decoder does. ``deform_attn``
+    selects the deformable-attention core (``auto``, ``pytorch``, ``triton``; see ``ms_deform_attn``).
     """
 
     def __init__(
@@ -111,6 +129,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         encoder_ffn_dim: int = 1024,
         encoder_heads: int = 8,
         encoder_points: int = 4,
+        deform_attn: str = "auto",
     ) -> None:
         super().__init__()
         expected = ["res2", "res3", "res4", "res5"]
@@ -134,6 +153,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             n_levels=len(self.encoder_features),
             n_heads=encoder_heads,
             n_points=encoder_points,
+            deform_attn=deform_attn,
         )
         self.mask_features = nn.Conv2d(conv_dim, mask_dim, kernel_size=1)
         self.adapter_1 = ConvNorm(
