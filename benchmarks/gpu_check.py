@@ -1,9 +1,9 @@
 """Does every GPU-only path of the project run, how fast, and how close to float32? One command.
 
-Nothing CUDA-specific can run on the CPU-only development machines: bf16/fp16 autocast and the
-fp16 GradScaler in the trainer, channels-last, the real-size models at Cityscapes resolution, the
-ControlNet pipeline and SAM at their published sizes. This script checks and times all of it in
-one go, so that one short lease of a GPU answers everything:
+Nothing CUDA-specific runs on a CPU: bf16/fp16 autocast and the fp16 GradScaler in the trainer,
+channels-last, the real-size models at Cityscapes resolution, the ControlNet pipeline and SAM at
+their published sizes. This script checks and times all of it in one go, so that one run on a GPU
+machine answers everything:
 
 ====================  ==========================================================================
 check                 what it does (sizes on a GPU; ``--smoke``: tiny inputs, light models, CPU)
@@ -33,40 +33,41 @@ check                 what it does (sizes on a GPU; ``--smoke``: tiny inputs, li
 ====================  ==========================================================================
 
 Each check runs in its own process (a CUDA error cannot poison the next check; peak memory is per
-check) under its own time limit, all of them within ``--budget`` seconds (default 480, so a rerun
-fits in a 15-minute lease with the machine's start). A failure or time-out is recorded and the
-next check runs. The end of the output is a summary table; ``OUT/gpu_check.json`` holds every
-number and ``OUT/gpu_check.log`` every check's output. ``--smoke`` runs the same code on a CPU with
-tiny inputs and the light models (``deeplab_wrn_light``, ``mask2anomaly_tiny``, the narrow SD
-pipeline, a tiny SAM); the CUDA-only parts report "skipped: no CUDA". ``tests/test_gpu_check_smoke.py``
-runs that.
+check) under its own time limit, all of them within ``--budget`` seconds (default 480). A failure
+or time-out is recorded and the next check runs. The end of the output is a summary table;
+``OUT/gpu_check.json`` holds every number and ``OUT/gpu_check.log`` every check's output.
+``--smoke`` runs the same code on a CPU with tiny inputs and the light models
+(``deeplab_wrn_light``, ``mask2anomaly_tiny``, the narrow SD pipeline, a tiny SAM); the CUDA-only
+parts report "skipped: no CUDA". ``tests/test_gpu_check_smoke.py`` runs that.
 
-How to run it on a lent GPU (device tool)
------------------------------------------
-The device machine has python3 with CUDA torch, transformers, safetensors, accelerate, opencv,
-scipy, h5py, matplotlib, tensorboard, pyyaml, tqdm (see the device KINDS.md) but no ``diffusers`` and
-no ``cityscapesscripts`` (``lib.labels`` imports it), and it cannot reach a registry. Carry both as
-wheels. Once, on the development machine, in the repository root (``/.whl/`` is in ``.gitignore``)::
+How to run it on a GPU machine
+------------------------------
+With the project installed (``pip install -e '.[gen]'``) it is one command:
+``python -m benchmarks.gpu_check --out OUT``. A GPU machine that has CUDA torch and the rest of the
+dependencies but no ``diffusers`` or ``cityscapesscripts`` (``lib.labels`` imports it), and cannot
+reach a package index, needs those two brought along as pure-Python wheels. Download them once,
+on a machine with network access, in the repository root (``/.whl/`` is in ``.gitignore``)::
 
-    .venv/bin/python -m pip download --no-deps --only-binary=:all: --python-version 3.12 \\
+    python -m pip download --no-deps --only-binary=:all: --python-version 3.12 \\
         --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \\
         -d .whl diffusers==0.42.1 cityscapesScripts==2.3.0
 
-(both are pure-Python wheels; ``diffusers`` needs nothing the machine lacks; only
-``cityscapesscripts.helpers.labels`` is imported, which needs nothing else). Then one call of the
-device tool's ``run`` with ``carry: [".whl"]``, ``timeout_s: 560`` and the one-line command
-:data:`DEVICE_COMMAND` (``python -m benchmarks.gpu_check --device-command`` prints it): install the
-wheels into ``/tmp/site``, put it and the repository on ``PYTHONPATH``, run the checks into ``$OUT``::
+(``diffusers`` needs nothing else a CUDA torch machine lacks; of ``cityscapesScripts`` only
+``cityscapesscripts.helpers.labels`` is imported, which needs nothing else). Copy the repository
+with its ``.whl/`` folder to the GPU machine and run, in its root, :data:`RUN_COMMAND`
+(``python -m benchmarks.gpu_check --print-command`` prints it): it installs the wheels into
+``/tmp/site``, puts that and the repository on ``PYTHONPATH`` and runs every check into ``OUT``
+(default ``gpu_check_out``)::
 
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \\
         --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit;
     export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 MPLBACKEND=Agg; nvidia-smi -L;
-    python3 -m benchmarks.gpu_check --out $OUT
+    python3 -m benchmarks.gpu_check --out "${OUT:-gpu_check_out}"
 
-The reply's output ends with the summary table; ``gpu_check.json`` and ``gpu_check.log`` come back
-under ``files_at``. To rerun only some checks (say after a fix): ``--checks deeplab,m2f``.
-Locally: ``python -m benchmarks.gpu_check --out /tmp/gc --smoke`` (``python benchmarks/gpu_check.py``
-works too; each check's process gets the repository on ``PYTHONPATH``).
+The output ends with the summary table; ``OUT/gpu_check.json`` and ``OUT/gpu_check.log`` hold the
+rest. To rerun only some checks (say after a fix): ``--checks deeplab,m2f``. On a CPU:
+``python -m benchmarks.gpu_check --out /tmp/gc --smoke`` (``python benchmarks/gpu_check.py`` works
+too; each check's process gets the repository on ``PYTHONPATH``).
 """
 
 from __future__ import annotations
@@ -93,13 +94,14 @@ SKIPPED_NO_CUDA = "skipped: no CUDA"
 BF16_REL_TOLERANCE = 0.05
 """Largest accepted relative L2 error of a bf16 output against strict fp32 (random weights)."""
 METRIC_TOLERANCE = 1e-6
-DEVICE_COMMAND = (
+RUN_COMMAND = (
     "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade "
     "--target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit; "
     "export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 MPLBACKEND=Agg; nvidia-smi -L; "
-    "python3 -m benchmarks.gpu_check --out $OUT"
+    'python3 -m benchmarks.gpu_check --out "${OUT:-gpu_check_out}"'
 )
-"""The device tool's command (``carry: [".whl"]``); see the module docstring."""
+"""One shell line for a GPU machine without a package index, run in the repository root with the
+two wheels in ``.whl/``; see the module docstring."""
 
 
 @dataclass
@@ -352,7 +354,8 @@ def check_env(ctx: Context) -> None:
     require(torch.cuda.is_bf16_supported(), "bf16 not supported on this GPU")
     for name in ("diffusers", "cityscapesscripts"):
         require(
-            not str(ctx.numbers[name]).startswith("missing"), f"{name} is not importable: carry its wheel"
+            not str(ctx.numbers[name]).startswith("missing"),
+            f"{name} is not importable: install its wheel (see the module docstring)",
         )
 
 
@@ -818,7 +821,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny sizes, light models")
     parser.add_argument("--checks", default=",".join(CHECKS), help=f"comma list of {', '.join(CHECKS)}")
     parser.add_argument("--budget", type=float, default=480.0, help="seconds for all checks together")
-    parser.add_argument("--device-command", action="store_true", help="print the device tool's command")
+    parser.add_argument(
+        "--print-command", action="store_true", help="print the one-line command for an offline GPU machine"
+    )
     parser.add_argument("--run-one", choices=tuple(CHECKS), help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     return parser
@@ -826,8 +831,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     """Run the checks; the exit status is 1 if any failed."""
-    if args.device_command:
-        print(DEVICE_COMMAND)
+    if args.print_command:
+        print(RUN_COMMAND)
         return 0
     if args.run_one:
         run_one(args.run_one, args.smoke, args.result)

@@ -19,7 +19,7 @@ from functools import lru_cache
 import numpy as np
 
 from generation.ade20k import ade150
-from lib.labels import IGNORE, LABELS, NUM_CLASSES, check_train_label
+from lib.labels import IGNORE, LABELS, NUM_CLASSES, check_train_label, pack_rgb, unpack_rgb
 
 CITYSCAPES_TO_ADE: dict[str, str | None] = {
     "unlabeled": None,
@@ -116,7 +116,6 @@ def condition_from_color(color_map: np.ndarray, source: str = "color map") -> np
             f"{color_map.shape}"
         )
     rgb = color_map[..., :3]
-    key = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
-    uniq, inverse = np.unique(key.ravel(), return_inverse=True)
-    colors = np.stack([(uniq >> 16) & 255, (uniq >> 8) & 255, uniq & 255], axis=1).astype(np.uint8)
+    uniq, inverse = np.unique(pack_rgb(rgb).ravel(), return_inverse=True)
+    colors = unpack_rgb(uniq)
     return _published_repaint(colors)[inverse].reshape(rgb.shape)

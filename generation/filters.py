@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from generation.local_models import missing_model_error, resolve_model_path
+from lib.image_tensor import rgb_to_normalized
 
 
 @dataclass(frozen=True)
@@ -107,15 +108,13 @@ class AnomalyScoreFilter:
     ) -> None:
         self.model = model.eval()
         self.threshold = threshold
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.mean, self.std = mean, std
 
     @torch.no_grad()
     def score(self, image: np.ndarray, mask: np.ndarray) -> float:
         """Mean anomaly score inside ``mask`` ``[H, W]`` of ``image`` ``[H, W, 3]`` uint8."""
         device = next(self.model.parameters()).device
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
-        x = ((x - self.mean) / self.std).to(device)
+        x = rgb_to_normalized(image, self.mean, self.std)[None].to(device)
         scores, _ = self.model(x)
         if scores.shape[-2:] != mask.shape:
             raise ValueError(f"anomaly score map {tuple(scores.shape)} does not match the mask {mask.shape}")

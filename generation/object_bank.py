@@ -25,6 +25,7 @@ import numpy as np
 from generation.ade20k import ade150, full_to_150, ood_classes
 from lib.atomic import atomic_open
 from lib.data.io import read_rgb
+from lib.labels import pack_rgb, unpack_rgb
 
 INDEX_RELPATH = Path("ADE20K_2021_17_01") / "index_ade20k.pkl"
 
@@ -145,7 +146,7 @@ class ADE20KObjectBank:
 
     def objects_in(self, seg: np.ndarray) -> list[tuple[np.ndarray, int]]:
         """The OOD instances of one ``*_seg.png``: (RGB value, 1-based ADE150 index) pairs."""
-        colors = np.unique(seg[..., :3].reshape(-1, 3), axis=0)
+        colors = unpack_rgb(np.unique(pack_rgb(seg[..., :3])))
         mapping, ood = full_to_150(), set(self.ood)
         found = []
         for rgb, cls in zip(colors, seg_classes(colors[None]).ravel().tolist()):

@@ -86,11 +86,6 @@ def parse_jsonl(path: Path) -> tuple[list[tuple[int, dict]], int]:
     return records, len(data)
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """The records of a metadata file; a torn last line (killed mid-write) is left out."""
-    return [record for _, record in parse_jsonl(path)[0]]
-
-
 class DatasetWriter:
     """Writes items of one shard under ``root``; see the module docstring for the layout."""
 

@@ -109,6 +109,8 @@ class TrainConfig:
     ``grad_clip_update`` (``None``: the same as stage 1); ``backbone_lr_mult`` applies to both stages.
     ``grad_clip`` is the stage-1 bound on the global gradient norm of the trained parameters (0: no
     clipping); the published Mask2Former run clips only in stage 2 (``grad_clip_update`` 0.01).
+    ``val_heatmaps``: heat-map panels of the first validation images, drawn into TensorBoard at every
+    validation (0: none).
     """
 
     epochs: int = 50
@@ -128,6 +130,7 @@ class TrainConfig:
     seed: int = 0
     log_interval: int = 20
     val_interval: int = 1
+    val_heatmaps: int = 2
 
 
 @dataclass
@@ -365,13 +368,6 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None, override
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """Plain nested dict of a config (safe for YAML, JSON and ``weights_only`` checkpoints)."""
     return dataclasses.asdict(cfg)
-
-
-def config_from_dict(schema: type[T], data: dict[str, Any], source: str = "checkpoint") -> T:
-    """Rebuild a config saved with :func:`config_to_dict`, validating it like a YAML file."""
-    cfg = schema()
-    _merge(cfg, data, source)
-    return cfg
 
 
 def save_config(cfg: Any, path: str | os.PathLike) -> None:

@@ -129,8 +129,7 @@ def evaluate_score_files(
 ) -> dict[str, object]:
     """The result of the score maps in ``scores`` on ``benchmark`` (what ``test_*.py`` reports)."""
     get_protocol(protocol)
-    if benchmark not in BENCHMARKS:
-        raise UserError(f"unknown benchmark {benchmark!r}; known: {', '.join(BENCHMARKS)}")
+    BENCHMARKS.get(benchmark)
     dataset = build_benchmark(benchmark, root=root, include_unlabelled=benchmark in SMIYC_TRACK_OF_BENCHMARK)
     files = match_score_files(Path(scores), dataset)
     metric = MetricSink(SCORE_KEY, protocol, per_image=per_image, track=smiyc_track(benchmark))
@@ -149,7 +148,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m lib.evaluate", description="Evaluate score maps of any method on a benchmark."
     )
-    parser.add_argument("--benchmark", required=True, choices=list(BENCHMARKS), help="benchmark name")
+    parser.add_argument("--benchmark", required=True, choices=BENCHMARKS.names(), help="benchmark name")
     parser.add_argument("--scores", required=True, help="folder with <image stem>.npy or .hdf5 per image")
     parser.add_argument("--protocol", default="published", choices=protocol_names(), help="metric protocol")
     parser.add_argument("--root", default=DEFAULT_ROOT, help="datasets root (default ./datasets)")

@@ -22,7 +22,6 @@ from lib.errors import UserError
 NUM_CLASSES = 19
 IGNORE = 255
 ANOMALY = 254
-RESERVED = range(100, 254)
 
 OOD_IN = 0
 OOD_OUT = 1
@@ -55,11 +54,6 @@ ID_TO_TRAIN_ID: np.ndarray = _id_to_train_id_lut()
 NAME_TO_LABEL: dict[str, Label] = {lb.name: lb for lb in LABELS}
 
 
-def ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
-    """Map a Cityscapes ``labelIds`` map (uint8) to trainIds with the official table."""
-    return ID_TO_TRAIN_ID[np.asarray(label_ids, dtype=np.uint8)]
-
-
 def colorize(train_ids: np.ndarray, anomaly_color: Sequence[int] = (255, 0, 255)) -> np.ndarray:
     """Paint a trainId map ``[H, W]`` as ``[H, W, 3]`` uint8 RGB; ignore is black, anomaly magenta."""
     lut = np.zeros((256, 3), dtype=np.uint8)
@@ -68,22 +62,17 @@ def colorize(train_ids: np.ndarray, anomaly_color: Sequence[int] = (255, 0, 255)
     return lut[np.asarray(train_ids, dtype=np.uint8)]
 
 
-def _rgb_key(rgb: np.ndarray) -> np.ndarray:
-    rgb = rgb.astype(np.int32)
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """``[..., 3]`` colours (0..255) -> ``[...]`` int32 keys ``R << 16 | G << 8 | B``: one integer per
+    colour, so colour maps can be compared, looked up and ``np.unique``-d as plain integers."""
+    rgb = np.asarray(rgb).astype(np.int32)
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
 
-def decolorize(rgb: np.ndarray) -> np.ndarray:
-    """Invert :func:`colorize` for the 19 class colours; any other colour becomes ``IGNORE``."""
-    rgb = np.asarray(rgb, dtype=np.uint8)
-    key = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
-    palette_key = (
-        (PALETTE[:, 0].astype(np.int32) << 16) | (PALETTE[:, 1].astype(np.int32) << 8) | PALETTE[:, 2]
-    )
-    out = np.full(key.shape, IGNORE, dtype=np.uint8)
-    for train_id, k in enumerate(palette_key):
-        out[key == k] = train_id
-    return out
+def unpack_rgb(keys: np.ndarray) -> np.ndarray:
+    """Invert :func:`pack_rgb`: ``[...]`` keys -> ``[..., 3]`` uint8 colours."""
+    keys = np.asarray(keys)
+    return np.stack([(keys >> 16) & 255, (keys >> 8) & 255, keys & 255], axis=-1).astype(np.uint8)
 
 
 def check_train_label(label: np.ndarray, source: str, allow_anomaly: bool = True) -> np.ndarray:

@@ -93,12 +93,15 @@ def relative_contrastive_terms(
     generator: torch.Generator | None = None,
     *,
     num_classes: int = NUM_CLASSES,
+    twins: bool = True,
 ) -> dict[str, torch.Tensor]:
     """The three RCL terms on ``anomaly_score [2B, H, W]`` (originals, then twins) and ``targets``.
 
     Returns ``rcl_in``, ``rcl_aug`` (absent when any of the three pixel sets is empty) and ``rcl_pair``
     (absent when no pixel is known in both an original and its twin). The shuffles draw from
     ``generator`` (CPU; the global generator when None) in the published order: in, aug, out.
+    ``twins=False`` reads ``[B, H, W]`` originals only (the outlier-exposure baseline): ``rcl_in``
+    alone, over ``n = min(|Omega_in|, |Omega_out|)`` pairs; only ``margins[0]`` is used.
     """
     if anomaly_score.shape != targets.shape:
         raise ValueError(
@@ -106,18 +109,24 @@ def relative_contrastive_terms(
         )
     known, anomaly = pixel_groups(targets, num_classes)
     score = anomaly_score.float()
-    score_orig, score_gen = _split_pairs(score, "anomaly_score")
-    known_orig, known_gen = _split_pairs(known, "targets")
-    s_in, s_aug, s_out = score_orig[known_orig], score_gen[known_gen], score[anomaly]
+    if twins:
+        score_orig, score_gen = _split_pairs(score, "anomaly_score")
+        known_orig, known_gen = _split_pairs(known, "targets")
+        below_out = {"rcl_in": score_orig[known_orig], "rcl_aug": score_gen[known_gen]}
+    else:
+        below_out = {"rcl_in": score[known]}
+    s_out = score[anomaly]
     terms: dict[str, torch.Tensor] = {}
-    n = min(s_in.numel(), s_aug.numel(), s_out.numel())
+    n = min(s_out.numel(), *(s.numel() for s in below_out.values()))
     if n > 0:
-        s_in, s_aug, s_out = (_sample(s, n, generator) for s in (s_in, s_aug, s_out))
-        terms["rcl_in"] = F.relu(s_in + margins[0] - s_out).mean()
-        terms["rcl_aug"] = F.relu(s_aug + margins[1] - s_out).mean()
-    same = known_orig & known_gen
-    if same.any():
-        terms["rcl_pair"] = F.relu(score_gen[same] - score_orig[same] - margins[2]).mean()
+        sampled = {name: _sample(s, n, generator) for name, s in below_out.items()}
+        s_out = _sample(s_out, n, generator)
+        for (name, s), margin in zip(sampled.items(), margins):
+            terms[name] = F.relu(s + margin - s_out).mean()
+    if twins:
+        same = known_orig & known_gen
+        if same.any():
+            terms["rcl_pair"] = F.relu(score_gen[same] - score_orig[same] - margins[2]).mean()
     return terms
 
 

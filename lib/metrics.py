@@ -284,12 +284,17 @@ class OODMetricAccumulator:
 
     def fpr_at_threshold(self, threshold: float) -> float:
         """Fraction of in-distribution pixels with ``score >= threshold`` (anomalies not needed)."""
+        if not np.isfinite(threshold):
+            raise ValueError(f"threshold must be finite, got {threshold}")
+        return float(self.fpr_at_thresholds(np.asarray(threshold)))
+
+    def fpr_at_thresholds(self, thresholds: np.ndarray) -> np.ndarray:
+        """:meth:`fpr_at_threshold` of every value of ``thresholds`` (any shape, float64 out): e.g. a
+        score map read as "the false-positive rate if this pixel's score were the threshold"."""
         _, neg = self._sorted_scores()
         if neg.size == 0:
             raise ValueError(f"no in-distribution pixel (label {OOD_IN}) to count false positives on")
-        if not np.isfinite(threshold):
-            raise ValueError(f"threshold must be finite, got {threshold}")
-        return float((neg.size - np.searchsorted(neg, threshold, side="left")) / neg.size)
+        return (neg.size - np.searchsorted(neg, thresholds, side="left")) / neg.size
 
 
 def _accumulate(scores: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor) -> OODMetricAccumulator:

@@ -4,14 +4,24 @@
 (PEBAL and its followers: ``torchvision.transforms.GaussianBlur(7, sigma=1)``): a normalised
 7x7 Gaussian with sigma 1, separable, with reflect padding at the borders, so it matches that
 transform. Results computed with it must say so; the evaluator labels them.
+
+Steps live in the :data:`POSTPROCESS` registry (``maps [B, H, W] -> maps``); a module of one's own
+can add one with ``@register_postprocess("name")``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
-POSTPROCESS = ("none", "gaussian_blur")
+from lib.registry import Registry
+
+POSTPROCESS: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry(
+    "post-processing step", key="eval.postprocess"
+)
+register_postprocess = POSTPROCESS.register
 BLUR_KERNEL_SIZE = 7
 BLUR_SIGMA = 1.0
 
@@ -28,6 +38,13 @@ def gaussian_kernel1d(kernel_size: int = BLUR_KERNEL_SIZE, sigma: float = BLUR_S
     return taps / taps.sum()
 
 
+@register_postprocess("none")
+def no_postprocess(scores: torch.Tensor) -> torch.Tensor:
+    """The maps unchanged."""
+    return scores
+
+
+@register_postprocess("gaussian_blur")
 def gaussian_blur(
     scores: torch.Tensor, *, kernel_size: int = BLUR_KERNEL_SIZE, sigma: float = BLUR_SIGMA
 ) -> torch.Tensor:
@@ -53,8 +70,4 @@ def gaussian_blur(
 
 def apply_postprocess(name: str, scores: torch.Tensor) -> torch.Tensor:
     """Apply the ``eval.postprocess`` step ``name`` (see :data:`POSTPROCESS`) to maps ``[B, H, W]``."""
-    if name == "none":
-        return scores
-    if name == "gaussian_blur":
-        return gaussian_blur(scores)
-    raise ValueError(f"unknown eval.postprocess {name!r}; expected one of {', '.join(POSTPROCESS)}")
+    return POSTPROCESS.get(name)(scores)

@@ -8,8 +8,10 @@ project rebuilds its own model, and a ``model.name`` that differs is an error; o
 ``model.name``/``model.kwargs``), scored by ``eval.score`` and
 ``eval.postprocess``. For an image ``<stem>`` (a folder's images keep their path inside the
 folder) it writes ``<stem>_pred.png`` (colourised trainId prediction), ``<stem>_heatmap.png``
-(anomaly map over the image, 1st..99th percentile of that image) and ``<stem>_anomaly.npy``
-(float32 ``[H, W]`` raw scores, higher = more anomalous). Runs on CPU when no GPU is present.
+(a heat-map panel of :mod:`lib.panels`: image, raw anomaly map with its colour bar, prediction with
+its class legend; no ground truth and no 95%-TPR threshold, as the images have no labels, but the
+binary map ``score >= T`` with ``--threshold T``) and ``<stem>_anomaly.npy`` (float32 ``[H, W]``
+raw scores, higher = more anomalous). Runs on CPU when no GPU is present.
 Scores that are not all finite (weights with NaN, say) are an error naming the image and the
 weights, raised before any of that image's files is written.
 """
@@ -28,14 +30,16 @@ from tqdm import tqdm
 
 from lib.atomic import atomic_open, make_folder
 from lib.cli_errors import run_cli
-from lib.config import Config, ConfigError, load_config
+from lib.config import Config, load_config
 from lib.data.image_file import set_max_image_pixels
 from lib.data.io import IMAGE_EXTENSIONS, read_rgb
 from lib.errors import UserError
+from lib.image_tensor import rgb_to_normalized
 from lib.models.checkpoints import load_model
+from lib.panels import MethodMap, panel_figure, save_figure
 from lib.postprocess import POSTPROCESS, apply_postprocess
 from lib.scores import ScoreFn, get_score, reads_ood_head
-from lib.viz import colorize_segmentation, heatmap_overlay, save_png
+from lib.viz import colorize_segmentation, save_png
 
 _OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=")
 """A ``section.key=value`` config override word."""
@@ -81,10 +85,7 @@ def predict_image(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(trainId prediction [H, W] uint8, anomaly score [H, W] float32)`` of one ``[H, W, 3]`` uint8
     RGB image."""
-    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    image = ((image - m) / s).unsqueeze(0).to(device)
+    image = rgb_to_normalized(rgb, mean, std).unsqueeze(0).to(device)
     anomaly_score, logits = model(image)
     score = apply_postprocess(postprocess, score_fn(logits, anomaly_score))
     pred = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
@@ -105,6 +106,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input", nargs="+", required=True, metavar="PATH", help="image files or folders")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        metavar="T",
+        help="also draw the binary map score >= T in the heat-map panels (e.g. a benchmark's 95%%-TPR "
+        "threshold from a test run)",
+    )
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     return parser
 
@@ -117,11 +126,15 @@ def main(args: argparse.Namespace) -> list[Path]:
     images = find_images(inputs)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     score_fn = get_score(cfg.eval.score)
-    if cfg.eval.postprocess not in POSTPROCESS:
-        raise ConfigError(
-            f"unknown eval.postprocess {cfg.eval.postprocess!r}; expected one of {', '.join(POSTPROCESS)}"
-        )
+    POSTPROCESS.get(cfg.eval.postprocess)
+    if args.threshold is not None and not np.isfinite(args.threshold):
+        raise UserError(f"--threshold must be a finite number, got {args.threshold}")
     out = make_folder(args.out, "--out")
+    method = cfg.eval.score + ("" if cfg.eval.postprocess == "none" else f" + {cfg.eval.postprocess}")
+    if args.threshold is None:
+        note = "none: unlabelled images have no 95%-TPR threshold (pass --threshold T for one)"
+    else:
+        note = f"score ≥ {args.threshold:g}, the threshold given with --threshold (no labels here)"
     model = load_model(
         args.weight_path,
         name=cfg.model.name,
@@ -149,7 +162,10 @@ def main(args: argparse.Namespace) -> list[Path]:
             )
         base = out / stem
         save_png(f"{base}_pred.png", colorize_segmentation(pred))
-        save_png(f"{base}_heatmap.png", heatmap_overlay(rgb, score))
+        panel = panel_figure(
+            rgb, [MethodMap(method, score, pred, args.threshold)], title=str(source), threshold_note=note
+        )
+        save_figure(f"{base}_heatmap.png", panel)
         with atomic_open(f"{base}_anomaly.npy", "wb") as handle:
             np.save(handle, score)
         written.append(Path(f"{base}_anomaly.npy"))

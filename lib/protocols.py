@@ -216,3 +216,7 @@ class OODEvaluation:
     def fpr_at_threshold(self, threshold: float) -> float:
         """Fraction of the in-distribution pixels scored at or above ``threshold``."""
         return self._exact.fpr_at_threshold(threshold)
+
+    def fpr_at_thresholds(self, thresholds: np.ndarray) -> np.ndarray:
+        """:meth:`fpr_at_threshold` of every value of ``thresholds`` (any shape)."""
+        return self._exact.fpr_at_thresholds(thresholds)

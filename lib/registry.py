@@ -1,4 +1,6 @@
-"""Name -> object tables (models, train steps, anomaly scores, generation backends).
+"""Name -> object tables: every choice a config makes by name (models, train steps, anomaly scores,
+benchmarks, post-processing, augmentations, optimizers, export formats, protocols, generation
+backends). A module of one's own adds entries with the table's ``register`` decorator.
 
 Each table registers entries with a decorator and answers lookups; an unknown name is an
 :class:`~lib.errors.UnknownNameError` (a user error and a ``KeyError``) that names the closest

@@ -7,7 +7,9 @@ and protocol of that entry; metrics are fractions in the files and printed as pe
 decimals (``-`` where a run did not compute one, ``n/a`` where it is undefined); a score with
 ``eval.postprocess`` shows it (``learned + gaussian_blur``). Below the table every run is listed
 with its weights, scores and protocols, and a warning is printed when the rows do not share one
-protocol, as their numbers are then not comparable.
+protocol, as their numbers are then not comparable. In each benchmark the best value of every
+column is bold among the rows of one protocol (lower is better for the FPR columns; nothing is bold
+with a single row). ``--plot FILE`` also draws AP and FPR95 per benchmark and run as a bar chart.
 """
 
 from __future__ import annotations
@@ -19,13 +21,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from lib.atomic import write_text_atomic
 from lib.cli_errors import run_cli
 from lib.errors import UserError
+from lib.panels import save_figure
+from lib.plots import grouped_bars
 from lib.results import (
+    LOWER_IS_BETTER,
     METRIC_COLUMNS,
     NOT_APPLICABLE,
     RESULTS_FILE,
+    best_marks,
+    bold,
     entry_metrics,
     markdown_table,
     percent,
@@ -34,6 +43,7 @@ from lib.results import (
 
 METRICS = METRIC_COLUMNS
 """Every column the table knows, in print order; ``img X`` is the per-image mean of ``X``."""
+PLOT_METRICS = ("AP", "FPR95")
 
 
 @dataclass(frozen=True)
@@ -99,13 +109,15 @@ def merge_table(runs: Sequence[RunResults], *, metrics: Sequence[str] | None = N
     benchmarks = list(dict.fromkeys(name for r in runs for name in r.benchmarks))
     rows = []
     for name in benchmarks:
+        group = []
         for run, label in zip(runs, labels):
             if name not in run.benchmarks:
                 continue
             prov = run.provenance[name]
             cells = [percent(run.benchmarks[name].get(m)) for m in columns]
             count = str(run.images.get(name, "-"))
-            rows.append([name, label, _score_label(prov), str(prov.get("protocol", "")), *cells, count])
+            group.append([name, label, _score_label(prov), str(prov.get("protocol", "")), *cells, count])
+        rows += _bold_best(group, columns)
     lines = [
         markdown_table(["benchmark", "run", "score", "protocol", *columns, "images"], rows, text_columns=4),
         "",
@@ -127,6 +139,44 @@ def merge_table(runs: Sequence[RunResults], *, metrics: Sequence[str] | None = N
     return "\n".join(lines) + "\n"
 
 
+def _bold_best(group: list[list[str]], columns: Sequence[str]) -> list[list[str]]:
+    """The rows of one benchmark with the best value of each metric column in bold, among the rows
+    of the same protocol (the only comparable ones); lower is better for the FPR columns."""
+    protocols = [row[3] for row in group]
+    for protocol in set(protocols):
+        members = [i for i, p in enumerate(protocols) if p == protocol]
+        for j, metric in enumerate(columns, start=4):
+            marks = best_marks([group[i][j] for i in members], lower_is_better=metric in LOWER_IS_BETTER)
+            for i, marked in zip(members, marks):
+                if marked:
+                    group[i][j] = bold(group[i][j])
+    return group
+
+
+def metric_bars(runs: Sequence[RunResults], *, metrics: Sequence[str] = PLOT_METRICS) -> Figure:
+    """Bar chart of ``metrics`` (one panel each) per benchmark (groups) and run (bars, named by run
+    and score, as in the table), in percent; a run without the number leaves a gap, a benchmark
+    without any (``n/a`` everywhere) is left out."""
+    labels = run_labels(runs)
+    benchmarks = list(dict.fromkeys(name for r in runs for name in r.benchmarks))
+    series = {}
+    for run, label in zip(runs, labels):
+        for name, values in run.benchmarks.items():
+            key = f"{label} ({_score_label(run.provenance[name])})"
+            for metric in metrics:
+                value = values.get(metric)
+                if isinstance(value, float) and not math.isnan(value):
+                    series.setdefault(key, {}).setdefault(metric, {})[name] = 100.0 * value
+    drawn = [name for name in benchmarks if any(name in m for s in series.values() for m in s.values())]
+    if not drawn:
+        raise UserError(f"--plot: no run has a number for {' or '.join(metrics)}")
+    return grouped_bars(
+        {m: {key: s.get(m, {}) for key, s in series.items()} for m in metrics},
+        groups=drawn,
+        ylabel={m: f"{m} (%, {'lower' if m in LOWER_IS_BETTER else 'higher'} is better)" for m in metrics},
+    )
+
+
 def _legend_key(prov: Mapping[str, object]) -> tuple:
     return tuple(
         str(prov.get(k, "")) for k in ("weights", "model", "score", "postprocess", "protocol", "fpr_rule")
@@ -140,11 +190,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", default=None, help="write the table to this file instead of stdout")
     parser.add_argument("--metrics", nargs="+", default=None, choices=METRICS, help="columns to show")
+    parser.add_argument(
+        "--plot",
+        default=None,
+        metavar="FILE",
+        help="also draw a PNG bar chart of AP and FPR95 per benchmark and run",
+    )
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
-    table = merge_table([load_run(p) for p in args.runs], metrics=args.metrics)
+    runs = [load_run(p) for p in args.runs]
+    table = merge_table(runs, metrics=args.metrics)
+    if args.plot is not None:
+        save_figure(args.plot, metric_bars(runs))
     if args.out is None:
         sys.stdout.write(table)
         return

@@ -24,7 +24,6 @@ from lib.models.checkpoints import git_commit
 from lib.protocols import get_protocol
 
 RESULTS_FILE = "results.json"
-MARKDOWN_FILE = "results.md"
 OOD_COLUMNS = ("AUROC", "AP", "FPR95")
 COMPONENT_COLUMNS = ("best_f1", "sIoU", "PPV", "F1_mean")
 THRESHOLD_COLUMN = "FPR_at_threshold"
@@ -132,6 +131,33 @@ def percent(value: object) -> str:
     if isinstance(value, str):
         return value
     return "NaN" if math.isnan(float(value)) else f"{100.0 * float(value):.2f}"
+
+
+LOWER_IS_BETTER = frozenset({"FPR95", "img FPR95", THRESHOLD_COLUMN})
+"""The metric columns where a smaller number is better (false-positive rates)."""
+
+
+def best_marks(cells: Sequence[str], *, lower_is_better: bool) -> list[bool]:
+    """Which cells of one column (strings of :func:`percent`) hold its best printed value: the
+    smallest with ``lower_is_better``, else the largest; ties are all marked, ``-``, ``n/a`` and
+    ``NaN`` never, and nothing is marked with fewer than two numbers to compare."""
+    numbers = []
+    for cell in cells:
+        try:
+            value = float(cell)
+        except ValueError:
+            value = math.nan
+        numbers.append(value)
+    finite = [v for v in numbers if not math.isnan(v)]
+    if len(finite) < 2:
+        return [False] * len(cells)
+    best = min(finite) if lower_is_better else max(finite)
+    return [v == best for v in numbers]
+
+
+def bold(cell: str) -> str:
+    """A Markdown table cell in bold."""
+    return f"**{cell}**"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, text_columns: int = 1) -> str:

@@ -24,7 +24,6 @@ ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 SCORES: Registry[ScoreFn] = Registry("anomaly score")
 register_score = SCORES.register
-score_names = SCORES.names
 get_score = SCORES.get
 
 CLASSIFIER_SCORES = frozenset({"msp", "maxlogit", "entropy", "energy", "mask_confidence", "rba"})

@@ -17,21 +17,30 @@ model's eval-mode "logits", which for Mask2Former are exactly ``s``). They only 
 mask-classification models: on a per-pixel classifier's logits (DeepLab) ``s`` is unbounded and
 neither score has its meaning.
 
-Callers pass the mask logits at the resolution to be scored (upsampled and cropped as the model
-does). Queries are folded in chunks, so only ``[B, chunk, H, W]`` sigmoid maps exist at once
-next to the ``[B, K, H, W]`` result.
+:func:`fold_query_masks` is the one implementation of ``s``; the model's own eval-mode output
+(:func:`lib.models.mask2former.model.semantic_and_anomaly`) calls it too. Callers pass the mask
+logits at the resolution to be scored, or a ``resize`` that brings each chunk of queries there, so
+only ``[B, chunk, H, W]`` sigmoid maps exist at once next to the ``[B, K, H, W]`` result.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
 QUERY_CHUNK = 16
 
 
-def mask_class_scores(pred_logits: torch.Tensor, pred_masks: torch.Tensor) -> torch.Tensor:
+def mask_class_scores(
+    pred_logits: torch.Tensor,
+    pred_masks: torch.Tensor,
+    *,
+    resize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Per-class mask scores ``s [B, K, H, W]`` (float32) from ``pred_logits [B, Q, K+1]`` and mask
-    logits ``pred_masks [B, Q, H, W]``."""
+    logits ``pred_masks [B, Q, h, w]``; ``resize`` maps a chunk of mask logits to the scored
+    ``[H, W]`` (identity when omitted)."""
     if pred_logits.ndim != 3 or pred_masks.ndim != 4:
         raise ValueError(
             f"expected pred_logits [B,Q,K+1] and pred_masks [B,Q,H,W], got shapes "
@@ -44,13 +53,32 @@ def mask_class_scores(pred_logits: torch.Tensor, pred_masks: torch.Tensor) -> to
         )
     if pred_logits.shape[2] < 2:
         raise ValueError(f"pred_logits needs K known classes + no-object (>= 2), got {pred_logits.shape[2]}")
-    probs = torch.softmax(pred_logits.float(), dim=-1)[..., :-1]
-    b, q, h, w = pred_masks.shape
-    scores = pred_masks.new_zeros((b, probs.shape[-1], h, w), dtype=torch.float32)
-    for start in range(0, q, QUERY_CHUNK):
-        stop = min(start + QUERY_CHUNK, q)
-        masks = pred_masks[:, start:stop].float().sigmoid()
-        scores += torch.einsum("bqk,bqhw->bkhw", probs[:, start:stop], masks)
+    return fold_query_masks(known_class_probs(pred_logits), pred_masks, resize=resize)
+
+
+def known_class_probs(pred_logits: torch.Tensor) -> torch.Tensor:
+    """``softmax(pred_logits)`` over ``K+1`` classes with the no-object column dropped: ``[B, Q, K]``."""
+    return torch.softmax(pred_logits.float(), dim=-1)[..., :-1]
+
+
+def fold_query_masks(
+    probs: torch.Tensor,
+    pred_masks: torch.Tensor,
+    *,
+    resize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """``Σ_q probs[b, q, c] · sigmoid(resize(pred_masks))[b, q]``: ``[B, C, H, W]`` float32.
+
+    ``probs [B, Q, C]`` may hold the known classes of several heads side by side; the queries are
+    folded ``QUERY_CHUNK`` at a time and the result stays differentiable.
+    """
+    scores = None
+    for start in range(0, pred_masks.shape[1], QUERY_CHUNK):
+        chunk = pred_masks[:, start : start + QUERY_CHUNK]
+        if resize is not None:
+            chunk = resize(chunk)
+        term = torch.einsum("bqk,bqhw->bkhw", probs[:, start : start + QUERY_CHUNK], chunk.float().sigmoid())
+        scores = term if scores is None else scores + term
     return scores
 
 

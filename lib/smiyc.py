@@ -384,18 +384,3 @@ class SMIYCAccumulator:
             out["component_threshold"] = pixel_metrics(self._bins[PERCENTILE_METRIC])["best_f1_threshold"]
         out.update(component_metrics(self.component_frames()))
         return out
-
-
-def smiyc_metrics(
-    scores: Sequence[np.ndarray | torch.Tensor],
-    labels: Sequence[np.ndarray | torch.Tensor],
-    track: str = "AnomalyTrack",
-    pixel_metric: str = PERCENTILE_METRIC,
-) -> dict[str, float]:
-    """The SMIYC protocol over per-frame ``[H, W]`` score maps and 0/1/255 label maps."""
-    if len(scores) != len(labels):
-        raise ValueError(f"{len(scores)} score frames but {len(labels)} label frames")
-    acc = SMIYCAccumulator(track, pixel_metric)
-    for s, lab in zip(scores, labels):
-        acc.update(s, lab)
-    return acc.compute()

@@ -41,6 +41,7 @@ import io
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -53,12 +54,12 @@ from lib.atomic import atomic_open, write_bytes_atomic
 from lib.errors import UserError
 from lib.labels import NUM_CLASSES
 from lib.protocols import SMIYC_TRACK_OF_BENCHMARK
+from lib.registry import Registry
 from lib.smiyc import get_track
 
 SMIYC_DATASET = "value"
 SMIYC_GZIP_LEVEL = 9
 STAGING_FOLDER = ".staging"
-EXPORT_FORMATS = ("smiyc", "fishyscapes")
 
 BOUNDED_SCORE_RANGES: dict[str, tuple[float, float]] = {
     "msp": (0.0, 1.0),
@@ -316,6 +317,39 @@ Exporter = SMIYCExporter | FishyscapesExporter
 """What :func:`build_exporter` returns and the evaluator writes to."""
 
 
+ExporterBuilder = Callable[..., Exporter]
+"""``(root, *, benchmark, method, score_range) -> Exporter``."""
+EXPORT_FORMATS: Registry[ExporterBuilder] = Registry("export format", key="eval.export")
+"""``eval.export`` / ``--export`` values; a module of one's own can add one with
+``@register_export_format("name")``."""
+register_export_format = EXPORT_FORMATS.register
+
+
+@register_export_format("smiyc")
+def smiyc_exporter(
+    root: str | Path, *, benchmark: str, method: str, score_range: tuple[float, float] | None
+) -> SMIYCExporter:
+    """SMIYC files of ``benchmark``'s track under ``root`` (``score_range`` None: derived)."""
+    if not method:
+        raise ValueError("SMIYC export needs a method name")
+    if benchmark not in SMIYC_TRACK_OF_BENCHMARK:
+        raise ValueError(
+            f"benchmark {benchmark!r} is not a SMIYC track; SMIYC export covers "
+            f"{', '.join(SMIYC_TRACK_OF_BENCHMARK)}"
+        )
+    return SMIYCExporter(
+        root, method=method, track=SMIYC_TRACK_OF_BENCHMARK[benchmark], score_range=score_range
+    )
+
+
+@register_export_format("fishyscapes")
+def fishyscapes_exporter(
+    root: str | Path, *, benchmark: str, method: str, score_range: tuple[float, float] | None
+) -> FishyscapesExporter:
+    """Fishyscapes files in ``root/<benchmark>`` (``method`` and ``score_range`` unused)."""
+    return FishyscapesExporter(Path(root) / _check_name(benchmark))
+
+
 def build_exporter(
     kind: str,
     root: str | Path,
@@ -324,20 +358,5 @@ def build_exporter(
     method: str = "",
     score_range: tuple[float, float] | None = None,
 ) -> Exporter:
-    """The exporter of ``--export kind``: SMIYC files of ``benchmark``'s track, or Fishyscapes files
-    in ``root/<benchmark>``. ``method`` and ``score_range`` are for SMIYC only (a ``None`` range is
-    derived from the scores, see :class:`SMIYCExporter`)."""
-    if kind == "smiyc":
-        if not method:
-            raise ValueError("SMIYC export needs a method name")
-        if benchmark not in SMIYC_TRACK_OF_BENCHMARK:
-            raise ValueError(
-                f"benchmark {benchmark!r} is not a SMIYC track; SMIYC export covers "
-                f"{', '.join(SMIYC_TRACK_OF_BENCHMARK)}"
-            )
-        return SMIYCExporter(
-            root, method=method, track=SMIYC_TRACK_OF_BENCHMARK[benchmark], score_range=score_range
-        )
-    if kind == "fishyscapes":
-        return FishyscapesExporter(Path(root) / _check_name(benchmark))
-    raise ValueError(f"unknown export format {kind!r}; expected one of {', '.join(EXPORT_FORMATS)}")
+    """The exporter of ``--export kind`` (an entry of :data:`EXPORT_FORMATS`) for ``benchmark``."""
+    return EXPORT_FORMATS.get(kind)(root, benchmark=benchmark, method=method, score_range=score_range)

@@ -1,7 +1,8 @@
-"""Pictures: anomaly heat maps over the image, colourised segmentations, PNG output.
+"""Image helpers: de-normalised inputs, colourised segmentations, PNG output.
 
-All functions take and return numpy arrays (``[H, W, 3]`` uint8 RGB), so they serve the evaluator,
-the prediction tool and notebooks alike.
+All functions return numpy arrays (``[H, W, 3]`` uint8 RGB), so they serve the evaluator, the
+prediction tool and notebooks alike; the figures people read are drawn by :mod:`lib.panels` and
+:mod:`lib.plots`.
 """
 
 from __future__ import annotations
@@ -9,56 +10,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
 from PIL import Image
 
 from lib.atomic import atomic_open
+from lib.image_tensor import channel_stats
 from lib.labels import colorize
 
 
 def denormalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """A normalised ``[3, H, W]`` float image back to ``[H, W, 3]`` uint8 RGB."""
+    """A normalised ``[3, H, W]`` float image back to ``[H, W, 3]`` uint8 RGB: the inverse of
+    :func:`lib.image_tensor.rgb_to_normalized` (rounded, clipped to ``0..255``)."""
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"expected an image [3,H,W], got shape {tuple(image.shape)}")
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    m, s = channel_stats(mean, std)
     rgb = (image.detach().float().cpu() * s + m).clamp_(0.0, 1.0).mul_(255.0).round_()
     return rgb.to(torch.uint8).permute(1, 2, 0).numpy()
-
-
-def colormap(values: np.ndarray, *, vmin: float, vmax: float, cmap: str = "inferno") -> np.ndarray:
-    """Map ``[H, W]`` values linearly from ``[vmin, vmax]`` onto a matplotlib colour map: ``[H, W, 3]``."""
-    if not vmax > vmin:
-        vmax = vmin + 1.0
-    lut = (matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0).round().astype(np.uint8)
-    index = np.clip((np.asarray(values, dtype=np.float64) - vmin) / (vmax - vmin), 0.0, 1.0)
-    return lut[(index * 255.0).round().astype(np.int64)]
-
-
-def heatmap_overlay(
-    image: np.ndarray,
-    score: np.ndarray,
-    *,
-    alpha: float = 0.5,
-    vmin: float | None = None,
-    vmax: float | None = None,
-    cmap: str = "inferno",
-) -> np.ndarray:
-    """Blend the colour-mapped anomaly ``score [H, W]`` over ``image [H, W, 3]`` uint8.
-
-    Without ``vmin``/``vmax`` the map spans the image's own 1st..99th score percentiles, so a few
-    extreme pixels do not wash out the rest; ``alpha`` is the weight of the heat map.
-    """
-    score = np.asarray(score, dtype=np.float64)
-    if image.shape[:2] != score.shape or image.ndim != 3:
-        raise ValueError(f"image {image.shape} and score {score.shape} must share height and width")
-    lo, hi = np.percentile(score, [1.0, 99.0]) if score.size else (0.0, 1.0)
-    heat = colormap(score, vmin=lo if vmin is None else vmin, vmax=hi if vmax is None else vmax, cmap=cmap)
-    return (
-        ((1.0 - alpha) * image.astype(np.float32) + alpha * heat.astype(np.float32)).round().astype(np.uint8)
-    )
 
 
 def colorize_segmentation(pred: np.ndarray | torch.Tensor) -> np.ndarray:

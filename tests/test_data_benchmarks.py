@@ -8,7 +8,7 @@ from lib.data import BENCHMARKS, build_benchmark
 from lib.data.benchmarks import ACDC_POC, MUADLike
 from lib.data.io import read_rgb
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RandomCrop
-from lib.errors import UserError
+from lib.errors import UnknownNameError, UserError
 from lib.labels import IGNORE, OOD_IN, OOD_OUT, OOD_VOID
 from tests.data_fixtures import (
     ACDC_VALUES,
@@ -28,7 +28,7 @@ def _column_values(label):
 
 
 def test_registry_names():
-    assert set(BENCHMARKS) == {
+    assert set(BENCHMARKS.names()) == {
         "RoadAnomaly",
         "RoadAnomaly21",
         "RoadObstacle21",
@@ -40,7 +40,7 @@ def test_registry_names():
         "toy_shift",
         "toy_covariate",
     }
-    with pytest.raises(KeyError, match="known: RoadAnomaly"):
+    with pytest.raises(UnknownNameError, match=r"benchmark 'RoadAnomaly2O'\. Did you mean 'RoadAnomaly21'\?"):
         build_benchmark("RoadAnomaly2O")
 
 

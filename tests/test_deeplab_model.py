@@ -148,14 +148,6 @@ def test_uncertainty_head_init_copies_classifier():
     assert model.ood_head.weight.data_ptr() != model.final[6].weight.data_ptr()
 
 
-def test_head_parameter_names_are_parameters():
-    model = build_model("deeplab_wrn_light")
-    names = dict(model.named_parameters())
-    heads = model.head_parameter_names()
-    assert heads == {"classifier": ("final.6.weight",), "ood_head": ("ood_head.weight",)}
-    assert all(n in names for group in heads.values() for n in group)
-
-
 def test_light_variant_contract_and_size():
     model = build_model("deeplab_wrn_light", num_classes=5)
     assert isinstance(model, DeepWV3Plus)

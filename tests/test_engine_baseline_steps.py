@@ -6,30 +6,13 @@ import pytest
 import torch
 
 from lib.config import Config, load_config
-from lib.engine.baseline_steps import OutlierExposureStep, in_out_contrastive_term
+from lib.engine.baseline_steps import OutlierExposureStep
 from lib.engine.builders import build_unpaired_train_set
 from lib.engine.stages import stages_from_config
 from lib.engine.steps import build_train_step
 from lib.labels import ANOMALY, IGNORE
-from lib.losses import in_distribution_cross_entropy
+from lib.losses import in_distribution_cross_entropy, relative_contrastive_terms
 from lib.toy.writers import write_outlier_bank, write_source_dataset
-
-
-def test_in_out_term_single_pair_is_the_hinge():
-    score = torch.tensor([[[1.0, 4.0, 0.0]]])
-    targets = torch.tensor([[[3, ANOMALY, IGNORE]]])
-    term = in_out_contrastive_term(score, targets, 5.0, num_classes=19)
-    assert term.item() == pytest.approx(max(0.0, 1.0 + 5.0 - 4.0))
-
-
-def test_in_out_term_equal_sets_is_the_mean_over_a_permutation_pairing():
-    score = torch.tensor([[[0.0, 1.0, 10.0, 30.0]]])
-    targets = torch.tensor([[[0, 1, ANOMALY, ANOMALY]]])
-    torch.manual_seed(0)
-    term = in_out_contrastive_term(score, targets, 15.0, num_classes=19).item()
-    # every pairing of {0, 1} with {10, 30}: hinge sums (5 + 0) or (6 + 0) / 2 pairs.
-    assert term in (pytest.approx(2.5), pytest.approx(3.0))
-    assert in_out_contrastive_term(score, torch.zeros_like(targets), 1.0, num_classes=19) is None
 
 
 class _Fixed(torch.nn.Module):
@@ -52,13 +35,15 @@ def test_oe_step_total_is_weighted_ce_plus_rcl_in():
     step = build_train_step(cfg)
     assert isinstance(step, OutlierExposureStep)
     stage = stages_from_config(cfg)[0]
-    torch.manual_seed(0)
+    step.generator = torch.Generator().manual_seed(0)
     terms = step(_Fixed(score, logits), {"image": torch.zeros(2, 3, 6, 8), "label": label}, stage=stage)
     assert set(terms) == {"ce_orig", "rcl_in", "loss"}
     ce = in_distribution_cross_entropy(logits, torch.where(label == ANOMALY, IGNORE, label))
     assert terms["ce_orig"].item() == pytest.approx(ce.item(), rel=1e-6)
-    torch.manual_seed(0)
-    rcl = in_out_contrastive_term(score, label, cfg.loss.margins[0], num_classes=19)
+    margins = tuple(cfg.loss.margins)
+    rcl = relative_contrastive_terms(score, label, margins, torch.Generator().manual_seed(0), twins=False)[
+        "rcl_in"
+    ]
     assert terms["rcl_in"].item() == pytest.approx(rcl.item(), rel=1e-6)
     expected = cfg.loss.ce_weights[0] * ce + rcl
     assert terms["loss"].item() == pytest.approx(expected.item(), rel=1e-6)

@@ -17,6 +17,7 @@ from lib.data.transforms import (
 )
 from lib.engine.builders import build_paired_train_set, build_training_model, paired_train_transform
 from lib.engine.logging_utils import LOGGER_NAME
+from lib.errors import UnknownNameError
 from lib.models import build_model
 from lib.models.checkpoints import WrongModelError, save_checkpoint
 from tests.data_fixtures import write_cityscapes, write_multishift
@@ -45,7 +46,9 @@ def test_m2f_config_uses_the_published_mask2former_recipe():
 def test_unknown_augmentation_lists_the_valid_ones():
     data = load_config(Config, "exp/M2F.yaml", ["data.augmentation=mask2formr"]).data
     with pytest.raises(
-        ValueError, match="unknown data.augmentation 'mask2formr'; expected one of deeplab, mask2former"
+        UnknownNameError,
+        match=r"unknown data.augmentation 'mask2formr'\. Did you mean 'mask2former'\? "
+        r"Known augmentations: deeplab, mask2former",
     ):
         paired_train_transform(data)
 

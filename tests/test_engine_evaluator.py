@@ -24,16 +24,16 @@ from lib.engine.evaluator import (
     model_images,
     stream,
 )
-from lib.errors import UserError
+from lib.errors import UnknownNameError, UserError
 from lib.labels import IGNORE, NUM_CLASSES
 from lib.metrics import ConfusionMatrix, fpr_at_threshold, ood_metrics, threshold_at_tpr
 from lib.postprocess import apply_postprocess
 from lib.protocols import get_protocol, smiyc_track
 from lib.results import provenance, read_results, results_header, results_table, write_results
 from lib.scores import get_score
-from lib.smiyc import smiyc_metrics
 from lib.submission import FishyscapesExporter, SMIYCExporter
 from tests.data_fixtures import write_all_flat_benchmarks, write_flat_benchmark, write_muad_like
+from tests.utils import smiyc_metrics
 
 CPU = Inference(device=torch.device("cpu"))
 
@@ -158,7 +158,7 @@ def test_postprocess_blurs_each_map_before_scoring(root):
             labels.append(item["ood_label"].flatten())
     expected = ood_metrics(torch.cat(scores), torch.cat(labels))
     assert {k: result[k] for k in expected} == expected and result["postprocess"] == "gaussian_blur"
-    with pytest.raises(ValueError, match="unknown eval.postprocess 'blur'"):
+    with pytest.raises(UnknownNameError, match="unknown eval.postprocess 'blur'"):
         Inference(torch.device("cpu"), postprocess="blur")
 
 
@@ -171,28 +171,33 @@ def test_max_images(root, caplog):
 
 
 def test_heatmaps_denormalise_with_the_benchmarks_mean_and_std(root, tmp_path):
-    """A benchmark built with another normalisation gives the same heat maps when the sink
+    """A benchmark built with another normalisation gives the same heat-map panels when the sink
     de-normalises with that normalisation (data.mean/std reach both)."""
     model = PixelModel().eval()
     mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
     plain = build_benchmark("toy_shift", root=root, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     other = build_benchmark("toy_shift", root=root, mean=mean, std=std)
     torch.testing.assert_close(other[0]["image"], (plain[0]["image"] - 0.5) / 0.25)
-    sink = HeatmapSink(tmp_path / "maps", count=1, score="learned", mean=mean, std=std)
-    _stream(model, other, [sink])
+
+    def shown_image(mean, std, folder):
+        metric = MetricSink("learned")
+        sink = HeatmapSink(
+            folder, count=1, score="learned", label="learned", benchmark="toy_shift", mean=mean, std=std,
+            references=[("toy_shift", metric)],
+        )  # fmt: skip
+        _stream(model, other, [metric, sink])
+        ((name, fig),) = sink.figures
+        tile = next(ax for ax in fig.axes if ax.get_title() == "image")
+        return name, np.asarray(tile.get_images()[0].get_array()).astype(int)
+
+    name, right = shown_image(mean, std, tmp_path / "maps")
     first = other[0]
-    files = sorted(p.name for p in (tmp_path / "maps").iterdir())
-    assert files == [f"{first['name']}_heatmap.png", f"{first['name']}_pred.png"]
-    heat = np.asarray(Image.open(tmp_path / "maps" / files[0]))
-    assert heat.shape == (*first["ood_label"].shape, 3) and heat.dtype == np.uint8
+    assert name == first["name"]
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == [f"{first['name']}_heatmap.png"]
     rgb = np.asarray(Image.open(other.samples[0][1]).convert("RGB")).astype(int)
-    wrong = HeatmapSink(
-        tmp_path / "wrong", count=1, score="learned", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
-    )
-    _stream(model, other, [wrong])
-    right_err = np.abs(heat.astype(int) - rgb).mean()
-    wrong_err = np.abs(np.asarray(Image.open(tmp_path / "wrong" / files[0])).astype(int) - rgb).mean()
-    assert right_err < wrong_err
+    assert right.shape == rgb.shape and np.abs(right - rgb).max() <= 1
+    _, wrong = shown_image((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
+    assert np.abs(wrong - rgb).mean() > 10
 
 
 def test_export_covers_unlabelled_frames_that_metrics_skip(root, tmp_path):

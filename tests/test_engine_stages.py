@@ -1,5 +1,7 @@
 """Stage specs, parameter selection by name patterns, BatchNorm modes and per-stage optimizers."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn as nn
@@ -7,6 +9,7 @@ import torch.nn as nn
 from lib.config import Config, load_config
 from lib.engine.optim import build_optimizer, parameter_groups
 from lib.engine.stages import apply_stage, match_parameters, set_train_mode, stage_at, stages_from_config
+from lib.errors import UnknownNameError
 from lib.models import build_model
 
 
@@ -94,7 +97,12 @@ def test_unknown_optimizer():
     model = _Tiny()
     (stage, *_) = stages_from_config(_cfg("train.optimizer=lamb", "model.trainable_params_name=[head]"))
     apply_stage(model, stage)
-    with pytest.raises(ValueError, match="'lamb'; expected one of adam, adamw, sgd"):
+    with pytest.raises(
+        UnknownNameError, match=r"train.optimizer 'lamb'\. Known optimizers: adam, adamw, sgd"
+    ):
+        build_optimizer(model, stage)
+    stage = dataclasses.replace(stage, optimizer="adamm")
+    with pytest.raises(UnknownNameError, match="Did you mean 'adam'"):
         build_optimizer(model, stage)
 
 

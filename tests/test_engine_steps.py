@@ -74,10 +74,10 @@ def test_every_step_module_registers_without_side_effect_imports():
     code = (
         "import sys\n"
         "from lib.config import Config, load_config\n"
-        "from lib.engine.steps import RECIPE_MODULES, build_train_step, recipe_names\n"
+        "from lib.engine.steps import RECIPE_MODULES, RECIPES, build_train_step\n"
         "assert not any(m in sys.modules for m in RECIPE_MODULES), 'imported eagerly'\n"
         "step = build_train_step(load_config(Config, 'exp/M2F.yaml', ['loss.num_points=16']))\n"
-        "print(type(step).__name__, ' '.join(recipe_names()))\n"
+        "print(type(step).__name__, ' '.join(RECIPES.names()))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["Mask2AnomalyRCLStep", "ce", "m2f_rcl", "m2f_set", "oe", "rcl"]

@@ -2,18 +2,20 @@
 exactly (same weights and optimizer state as an uninterrupted run, within and across stages)."""
 
 import copy
+import io
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from lib.config import Config, load_config
 from lib.data.benchmarks import build_benchmark
 from lib.data.collate import collate_items
 from lib.data.multishift import MultiShiftPairs
 from lib.engine.distributed import DistInfo
-from lib.engine.logging_utils import setup_logging
+from lib.engine.logging_utils import HPARAMS_RUN, setup_logging
 from lib.engine.trainer import BEST, CONFIG_FILE, LAST, check_finite, fit
 from lib.labels import IGNORE
 from lib.models import build_model
@@ -137,6 +139,43 @@ def test_fit_lowers_loss_trains_both_stages_and_writes_checkpoints(full_run):
     # no DeepLab parameter is named backbone: its groups are "other" (and BatchNorm's "other_no_decay")
     assert "stage1 from epoch 0: adam at lr other 0.01 trains" in log
     assert "epoch 2 it 1/1 stage2 lr other 0.01, other_no_decay 0.01 loss " in log
+
+
+def test_tensorboard_holds_config_heatmaps_and_hparams(full_run):
+    """Read back with tensorboard's own event reader: the resolved config as text, the heat-map
+    panels of the same first validation images at every validation, hyper-parameters with the final
+    metrics."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    cfg, summary = full_run["cfg"], full_run["summary"]
+    events = EventAccumulator(str(cfg.run_dir / "tensorboard"), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    # Validation after every epoch (val_interval 1): the first val_heatmaps images, each at every epoch.
+    assert cfg.train.val_heatmaps == 2
+    image_tags = sorted(tags["images"])
+    assert len(image_tags) == 2 and all(t.startswith("val_heatmaps/") for t in image_tags)
+    for tag in image_tags:
+        shots = events.Images(tag)
+        assert [s.step for s in shots] == [0, 1, 2]
+        with Image.open(io.BytesIO(shots[0].encoded_image_string)) as png:
+            assert png.width == 1400 and png.height > 300  # the panel figure, not a thumbnail
+    (text,) = [events.Tensors(t)[0] for t in tags["tensors"] if t.startswith("config")]
+    shown = text.tensor_proto.string_val[0].decode()
+    assert "train:" in shown and "val_heatmaps: 2" in shown and f"id: {cfg.id}" in shown
+    hparams = EventAccumulator(str(cfg.run_dir / "tensorboard" / HPARAMS_RUN))
+    hparams.Reload()
+    content = hparams.PluginTagToContent("hparams")
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    values = session.session_start_info.hparams
+    assert (
+        values["train.epochs"].number_value == 3 and values["model.name"].string_value == "deeplab_wrn_light"
+    )
+    assert values["loss.margins"].string_value.startswith("[")
+    final = {t: hparams.Scalars(t)[-1].value for t in hparams.Tags()["scalars"]}
+    assert final["final/best_AP"] == pytest.approx(summary["best_AP"], rel=1e-6)
+    assert set(final) == {"final/best_AP", *(f"final/{k}" for k in summary["last_metrics"])}
 
 
 @pytest.mark.parametrize("split_after", [1, 2], ids=["resume-at-stage-change", "resume-within-stage2"])

@@ -18,11 +18,11 @@ import generation
 from generation.__main__ import get_args_parser, main
 from generation.config import GenerationConfig
 from generation.processes import Peers, join, peers_from_env, process_device
-from generation.writer import read_jsonl
 from lib.config import load_config
 from lib.data.io import read_label, read_rgb
 from lib.errors import UserError
 from lib.labels import ANOMALY, TRAIN_LABELS
+from tests.utils import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 CITIES = {"aachen": 3, "bochum": 2}

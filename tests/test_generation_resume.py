@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from generation.writer import read_jsonl
 from lib.errors import UserError
 from tests import test_generation_cli as cli
+from tests.utils import read_jsonl
 
 source = cli.source  # the fixture of a tiny Cityscapes-layout source tree
 run, stems = cli.run, cli.stems

@@ -97,5 +97,5 @@ def test_budget_and_unknown_checks(tmp_path, capsys):
     assert {r["status"] for r in checks.values()} == {"skipped"}
     with pytest.raises(SystemExit, match=r"unknown checks \['gpu'\]"):
         main(get_args_parser().parse_args(["--out", str(tmp_path), "--checks", "env,gpu"]))
-    assert main(get_args_parser().parse_args(["--device-command"])) == 0
+    assert main(get_args_parser().parse_args(["--print-command"])) == 0
     assert "--target /tmp/site .whl/*.whl" in capsys.readouterr().out

@@ -14,18 +14,23 @@ def test_nineteen_train_classes_in_official_order():
 
 def test_id_to_train_id_table():
     ids = np.array([[7, 8, 0], [26, 33, 1]], dtype=np.uint8)
-    np.testing.assert_array_equal(labels.ids_to_train_ids(ids), [[0, 1, 255], [13, 18, 255]])
+    np.testing.assert_array_equal(labels.ID_TO_TRAIN_ID[ids], [[0, 1, 255], [13, 18, 255]])
     assert labels.ID_TO_TRAIN_ID[200] == labels.IGNORE
 
 
-def test_palette_round_trip():
-    train_ids = np.arange(19, dtype=np.uint8).reshape(1, 19).repeat(3, axis=0)
-    train_ids[0, 0] = labels.IGNORE
+def test_colorize_paints_the_palette_ignore_black_anomaly_magenta():
+    train_ids = np.array([[0, 18, labels.IGNORE, labels.ANOMALY]], dtype=np.uint8)
     rgb = labels.colorize(train_ids)
-    assert rgb.shape == (3, 19, 3)
-    back = labels.decolorize(rgb)
-    expected = train_ids.copy()
-    np.testing.assert_array_equal(back, expected)
+    assert rgb.shape == (1, 4, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb[0], [labels.PALETTE[0], labels.PALETTE[18], [0, 0, 0], [255, 0, 255]])
+
+
+def test_rgb_keys_are_exact_and_round_trip():
+    rgb = np.array([[[0, 0, 0], [255, 255, 255]], [[1, 2, 3], [128, 64, 128]]], dtype=np.uint8)
+    keys = labels.pack_rgb(rgb)
+    assert keys.shape == (2, 2) and keys.dtype == np.int32
+    np.testing.assert_array_equal(keys, [[0, 0xFFFFFF], [0x010203, (128 << 16) + (64 << 8) + 128]])
+    np.testing.assert_array_equal(labels.unpack_rgb(keys), rgb)
 
 
 def test_check_train_label_names_file_and_value():

@@ -107,6 +107,25 @@ def test_rcl_sampling_follows_published_order():
     assert all(torch.equal(terms[k], again[k]) for k in terms)
 
 
+def test_originals_only_give_rcl_in_alone_with_the_generator_order():
+    # outlier-exposure baseline (no twins): |in| = 3, |out| = 2 -> n = 2; shuffles drawn in, then out.
+    targets = torch.tensor([[[0, 1, A]], [[2, A, I]]])
+    score = torch.tensor([[[0.1, 0.7, 9.0]], [[-0.4, 11.5, 0.0]]])
+    m = (10.0, 5.0, 0.5)
+    s_in, s_out = [0.1, 0.7, -0.4], [9.0, 11.5]
+    g = torch.Generator().manual_seed(4)
+    p_in, p_out = (torch.randperm(len(s), generator=g)[:2].tolist() for s in (s_in, s_out))
+    rcl_in = sum(relu_(s_in[i] + m[0] - s_out[o]) for i, o in zip(p_in, p_out)) / 2
+    terms = relative_contrastive_terms(score, targets, m, torch.Generator().manual_seed(4), twins=False)
+    assert set(terms) == {"rcl_in"}
+    assert terms["rcl_in"].item() == pytest.approx(rcl_in)
+    single = relative_contrastive_terms(
+        torch.tensor([[[1.0, 4.0, 0.0]]]), torch.tensor([[[0, A, I]]]), (5.0, 0.0, 0.0), twins=False
+    )
+    assert single["rcl_in"].item() == pytest.approx(max(0.0, 1.0 + 5.0 - 4.0))
+    assert relative_contrastive_terms(score, torch.zeros_like(targets), m, twins=False) == {}
+
+
 def test_negative_third_margin_gives_the_paper_sign():
     targets = torch.tensor([[[0]], [[0]]])
     score = torch.tensor([[[1.0]], [[2.5]]])

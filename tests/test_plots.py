@@ -1,14 +1,17 @@
 """ROC/PR curves from the accumulators' public ``curve()`` (areas equal the exact metrics and
 scikit-learn, ties included), their thinning, and the PNGs drawn from them."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
+from matplotlib.text import Text
 from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from lib.labels import OOD_IN, OOD_OUT, OOD_VOID
 from lib.metrics import Curve, OODMetricAccumulator, exact_curve
-from lib.plots import curve_points, save_curves, thin
+from lib.plots import curve_points, curves_figure, save_curves, thin
 from lib.protocols import OODEvaluation
 
 
@@ -108,8 +111,42 @@ def test_pngs_are_written(tmp_path):
     for p in (path,):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         with Image.open(p) as im:
-            assert im.size == (1000, 460)
+            assert im.size == (1100, 500)
             rgb = np.asarray(im.convert("RGB"))
         assert rgb.std() > 10  # something was drawn
     with pytest.raises(ValueError, match="no curves to draw for 'x'"):
         save_curves(tmp_path / "x.png", {}, title="x")
+
+
+def test_legends_name_the_runs_and_label_the_tpr_line_and_base_rate():
+    acc = OODMetricAccumulator()
+    for s, lab in _two_images(3):
+        acc.update(s, lab)
+    points = curve_points(acc)
+    fig = curves_figure({"run_a: learned": points, "run_b: msp": points}, title="RoadAnomaly")
+    roc, pr = fig.axes
+    roc_labels = [t.get_text() for t in roc.get_legend().get_texts()]
+    pr_labels = [t.get_text() for t in pr.get_legend().get_texts()]
+    assert roc_labels[:2] == [
+        f"run_a: learned (AUROC {100 * points.auroc:.2f})",
+        f"run_b: msp (AUROC {100 * points.auroc:.2f})",
+    ]
+    assert "95% TPR (FPR95 is read here)" in roc_labels
+    assert pr_labels[:2] == [
+        f"run_a: learned (AP {100 * points.ap:.2f})",
+        f"run_b: msp (AP {100 * points.ap:.2f})",
+    ]
+    (base,) = [label for label in pr_labels if "base rate" in label]  # one shared base rate
+    assert base.startswith(f"base rate {100 * points.positive_rate:.3g}%")
+    tpr_line = next(line for line in roc.get_lines() if line.get_label().startswith("95% TPR"))
+    assert set(tpr_line.get_ydata()) == {0.95}
+    other = replace(points, positive_rate=0.5)
+    fig = curves_figure({"a": points, "b": other}, title="x")
+    pr_labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert [label for label in pr_labels if "base rate" in label] == [
+        f"a: base rate {100 * points.positive_rate:.3g}%",
+        "b: base rate 50%",
+    ]
+    for t in fig.findobj(Text):
+        if t.get_text():
+            assert t.get_fontsize() * fig.dpi / 72 >= 12

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from lib.errors import UnknownNameError
 from lib.postprocess import POSTPROCESS, apply_postprocess, gaussian_blur, gaussian_kernel1d
 
 
@@ -59,11 +60,13 @@ def test_apply_postprocess_by_name_and_errors():
     maps = torch.randn(1, 10, 10)
     assert apply_postprocess("none", maps) is maps
     torch.testing.assert_close(apply_postprocess("gaussian_blur", maps), gaussian_blur(maps))
-    assert POSTPROCESS == ("none", "gaussian_blur")
+    assert POSTPROCESS.names() == ["gaussian_blur", "none"]
     with pytest.raises(
-        ValueError, match="unknown eval.postprocess 'blurr'; expected one of none, gaussian_blur"
+        UnknownNameError,
+        match=r"unknown eval.postprocess 'gausian_blur'\. Did you mean 'gaussian_blur'\? "
+        r"Known post-processing steps: gaussian_blur, none",
     ):
-        apply_postprocess("blurr", maps)
+        apply_postprocess("gausian_blur", maps)
     with pytest.raises(ValueError, match=r"too small for a 7x7 blur"):
         gaussian_blur(torch.zeros(3, 20))
     with pytest.raises(ValueError, match=r"\[B,H,W\] or \[H,W\]"):

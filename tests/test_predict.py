@@ -7,9 +7,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from matplotlib.text import Text
 from PIL import Image
 
-from lib.errors import UserError
+import lib.predict
+from lib.errors import UnknownNameError, UserError
 from lib.labels import colorize
 from lib.models import build_model
 from lib.models.checkpoints import MissingOODHeadError, WrongModelError, save_checkpoint
@@ -61,8 +63,8 @@ def test_predict_end_to_end(setup):
         np.testing.assert_allclose(saved, anomaly[0].numpy(), rtol=1e-5, atol=1e-4)
         pred = np.asarray(Image.open(out / f"{stem}_pred.png").convert("RGB"))
         np.testing.assert_array_equal(pred, colorize(logits.argmax(1)[0].numpy()))
-        heat = np.asarray(Image.open(out / f"{stem}_heatmap.png").convert("RGB"))
-        assert heat.shape == rgb.shape and not np.array_equal(heat, rgb)
+        with Image.open(out / f"{stem}_heatmap.png") as panel:
+            assert panel.format == "PNG" and panel.width == 1400  # the 3-column heat-map panel
     # Score and post-processing come from the config and its overrides.
     main(
         get_args_parser().parse_args(
@@ -108,7 +110,7 @@ def test_input_errors(setup, tmp_path):
     with pytest.raises(UserError, match=r"would both write outputs named street_\*"):
         find_images([root / "street.png", root / "other"])
     args = ["--cfg", str(cfg), "--weight_path", str(weights), "--input", str(root / "street.png")]
-    with pytest.raises(ValueError, match="unknown eval.postprocess 'blur'"):
+    with pytest.raises(UnknownNameError, match="unknown eval.postprocess 'blur'"):
         main(get_args_parser().parse_args([*args, "--out", str(tmp_path / "o"), "eval.postprocess=blur"]))
     with pytest.raises(KeyError, match="unknown anomaly score 'energyy'"):
         main(get_args_parser().parse_args([*args, "--out", str(tmp_path / "o"), "eval.score=energyy"]))
@@ -149,3 +151,25 @@ def test_a_trained_checkpoint_rebuilds_its_own_model(setup, tmp_path):
     other = [*args, "--out", str(tmp_path / "p"), "model.name=deeplab_wrn38"]
     with pytest.raises(WrongModelError, match="'deeplab_wrn_light' model .* model.name is 'deeplab_wrn38'"):
         main(get_args_parser().parse_args(other))
+
+
+def test_panels_state_the_missing_labels_and_draw_a_given_threshold(setup, monkeypatch):
+    """Unlabelled images: no ground truth and no binary map unless --threshold T, then score >= T."""
+    _, weights, cfg, images, root = setup
+    drawn = {}
+    monkeypatch.setattr(lib.predict, "save_figure", lambda path, fig: drawn.__setitem__(str(path), fig))
+    args = ["--cfg", str(cfg), "--weight_path", str(weights), "--device", "cpu"]
+    args += ["--input", str(root / "street.png")]
+    main(get_args_parser().parse_args([*args, "--out", str(root / "plain")]))
+    (fig,) = drawn.values()
+    texts = [t.get_text() for t in fig.findobj(Text)]
+    assert any("unlabelled image" in t for t in texts) and any("--threshold T" in t for t in texts)
+    assert not [im for ax in fig.axes for im in ax.get_images() if (im.get_gid() or "").startswith("binary:")]
+    drawn.clear()
+    main(get_args_parser().parse_args([*args, "--out", str(root / "thr"), "--threshold", "0.5"]))
+    (fig,) = drawn.values()
+    (binary,) = [im for ax in fig.axes for im in ax.get_images() if im.get_gid() == "binary:learned"]
+    score = np.load(root / "thr" / "street_anomaly.npy")
+    np.testing.assert_array_equal(np.asarray(binary.get_array()), score >= 0.5)
+    with pytest.raises(UserError, match="--threshold must be a finite number"):
+        main(get_args_parser().parse_args([*args, "--out", str(root / "nan"), "--threshold", "nan"]))

@@ -6,10 +6,11 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 from lib.errors import UserError
-from lib.report import get_args_parser, load_run, main, merge_table
-from lib.results import provenance, write_results
+from lib.report import get_args_parser, load_run, main, merge_table, metric_bars
+from lib.results import best_marks, provenance, write_results
 
 
 def _make_runs(tmp_path):
@@ -82,8 +83,9 @@ def test_metric_selection_and_same_name_runs(tmp_path):
     (twin / "results.json").write_text((run_a / "results.json").read_text())
     table = merge_table([load_run(run_a), load_run(twin)], metrics=["AP", "mIoU"])
     assert table.splitlines()[0] == "| benchmark | run | score | protocol | AP | mIoU | images |"
-    assert f"| RoadAnomaly | {run_a} | learned | published | 71.23 | - | 60 |" in table
-    assert f"| ACDC_POC | {twin} | learned | published | 50.00 | 61.20 | 10 |" in table
+    # Equal runs tie: both bold.
+    assert f"| RoadAnomaly | {run_a} | learned | published | **71.23** | - | 60 |" in table
+    assert f"| ACDC_POC | {twin} | learned | published | **50.00** | **61.20** | 10 |" in table
     assert "Warning" not in table
     blurred = tmp_path / "d" / "blurred"
     prov = provenance(weights="w", score="energy", protocol="published", postprocess="gaussian_blur")
@@ -127,3 +129,63 @@ def test_bad_inputs_are_named(tmp_path):
     bad.write_text("{")
     with pytest.raises(UserError, match="not valid JSON"):
         load_run(bad)
+
+
+def _entry(prov, **metrics):
+    return {"protocol": prov["protocol"], "images": 5, "provenance": prov, **metrics}
+
+
+def test_best_value_per_column_is_bold(tmp_path):
+    """Best per benchmark and column among rows of one protocol; lower is better for FPR columns;
+    ties by printed value all bold; '-', 'n/a' and single rows never."""
+    pub = provenance(weights="w", score="learned", protocol="published")
+    smiyc = provenance(weights="w", score="learned", protocol="smiyc")
+    runs = {
+        "a": {
+            "RA": _entry(pub, AUROC=0.9, AP=0.5, FPR95=0.2, FPR_at_threshold=0.3),
+            "FS": _entry(pub, AP=0.1),
+        },
+        "b": {"RA": _entry(pub, AUROC=0.8, AP=0.700001, FPR95=0.1), "FS": _entry(pub, AP=0.2)},
+        "c": {"RA": _entry(pub, AUROC=0.7, AP=0.7, FPR95=0.4, FPR_at_threshold=0.2)},
+        "d": {"RA": _entry(smiyc, AUROC=0.99, AP=0.99, FPR95=0.01)},
+    }
+    for name, entries in runs.items():
+        write_results(tmp_path / name, entries)
+    table = merge_table(
+        [load_run(tmp_path / n) for n in runs], metrics=["AUROC", "AP", "FPR95", "FPR_at_threshold"]
+    )
+    rows = {tuple(line.split(" | ")[:2]): line for line in table.splitlines() if line.startswith("| ")}
+    assert rows[("| RA", "a")] == "| RA | a | learned | published | **90.00** | 50.00 | 20.00 | 30.00 | 5 |"
+    assert rows[("| RA", "b")] == "| RA | b | learned | published | 80.00 | **70.00** | **10.00** | - | 5 |"
+    assert (
+        rows[("| RA", "c")] == "| RA | c | learned | published | 70.00 | **70.00** | 40.00 | **20.00** | 5 |"
+    )
+    assert rows[("| RA", "d")] == "| RA | d | learned | smiyc | 99.00 | 99.00 | 1.00 | - | 5 |"
+    assert rows[("| FS", "a")].endswith("| 10.00 | - | - | 5 |") and "**20.00**" in rows[("| FS", "b")]
+    assert best_marks(["n/a", "NaN", "3.00"], lower_is_better=False) == [False, False, False]
+    assert best_marks(["1.00", "-", "1.00", "0.50"], lower_is_better=True) == [False, False, False, True]
+
+
+def test_plot_bars_of_ap_and_fpr95(tmp_path):
+    run_a, run_b = _make_runs(tmp_path)
+    runs = [load_run(run_a), load_run(run_b)]
+    fig = metric_bars(runs)
+    ap, fpr = fig.axes[:2]
+    assert (ap.get_title(), fpr.get_title()) == ("AP", "FPR95")
+    assert [t.get_text() for t in ap.get_xticklabels()] == ["RoadAnomaly", "ACDC_POC", "RoadAnomaly21"]
+    heights = {c.get_label(): sorted(round(b.get_height(), 6) for b in c) for c in ap.containers}
+    assert heights == {"deeplab_learned (learned)": [50.0, 71.234], "m2f_rba (rba)": [80.0, 90.0]}
+    assert sorted(round(b.get_height(), 6) for c in fpr.containers for b in c) == [5.0, 10.0, 20.0, 30.0]
+    assert "lower is better" in fpr.get_ylabel() and "higher is better" in ap.get_ylabel()
+    out = tmp_path / "plots" / "bars.png"
+    main(
+        get_args_parser().parse_args(
+            [str(run_a), str(run_b), "--out", str(tmp_path / "t.md"), "--plot", str(out)]
+        )
+    )
+    with Image.open(out) as png:
+        assert png.format == "PNG" and png.width >= 700
+    empty = tmp_path / "empty"
+    write_results(empty, {"X": _entry(provenance(weights="w", score="s", protocol="published"), mIoU=0.5)})
+    with pytest.raises(UserError, match="--plot: no run has a number for AP or FPR95"):
+        metric_bars([load_run(empty)])

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lib.scores import get_score, score_names
+from lib.scores import SCORES, get_score
 from lib.scores_m2f import mask_class_scores
 from lib.scores_m2f import mask_confidence as m2f_mask_confidence
 from lib.scores_m2f import rba as m2f_rba
@@ -16,7 +16,7 @@ ANOMALY = torch.tensor([[[0.25, -3.0]]])
 
 
 def test_names():
-    assert score_names() == ["energy", "entropy", "learned", "mask_confidence", "maxlogit", "msp", "rba"]
+    assert SCORES.names() == ["energy", "entropy", "learned", "mask_confidence", "maxlogit", "msp", "rba"]
 
 
 def test_learned_passes_the_model_score_through_as_float32():

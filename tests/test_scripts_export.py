@@ -209,7 +209,7 @@ def test_m2f_rba_smiyc_export(setup, tmp_path):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--export", "hdf5", "x"], "unknown eval.export 'hdf5'; expected one of smiyc, fishyscapes"),
+        (["--export", "hdf5", "x"], r"unknown eval.export 'hdf5'\. Known export formats: fishyscapes, smiyc"),
         (
             ["--export", "smiyc", "x", "--test_dataset", "FS_LostAndFound"],
             "none of the benchmarks.*SMIYC track",

@@ -24,9 +24,9 @@ from lib.smiyc import (
     frame_components,
     pixel_curve,
     pixel_metrics,
-    smiyc_metrics,
     uniform_bin_index,
 )
+from tests.utils import smiyc_metrics
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from lib.errors import UserError
+from lib.errors import UnknownNameError, UserError
 from lib.labels import NUM_CLASSES, OOD_IN, OOD_OUT, OOD_VOID
-from lib.smiyc import PIXEL_METRICS, frame_bins, pixel_metrics, smiyc_metrics
+from lib.smiyc import PIXEL_METRICS, frame_bins, pixel_metrics
 from lib.submission import (
     AffineUnitMap,
     FishyscapesExporter,
@@ -23,6 +23,7 @@ from lib.submission import (
     bounded_score_range,
     build_exporter,
 )
+from tests.utils import smiyc_metrics
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -243,7 +244,7 @@ def test_build_exporter(tmp_path):
     assert isinstance(fs, FishyscapesExporter) and fs.folder == tmp_path / "FS_LostAndFound"
     with pytest.raises(ValueError, match="'FS_Static' is not a SMIYC track"):
         build_exporter("smiyc", tmp_path, benchmark="FS_Static", method="M", score_range=(0, 1))
-    with pytest.raises(ValueError, match="unknown export format 'hdf5'"):
+    with pytest.raises(UnknownNameError, match=r"unknown eval.export 'hdf5'\. Known export formats"):
         build_exporter("hdf5", tmp_path, benchmark="RoadAnomaly21", method="M", score_range=(0, 1))
     with pytest.raises(ValueError, match="needs a method name"):
         build_exporter("smiyc", tmp_path, benchmark="RoadAnomaly21")

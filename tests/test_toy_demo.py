@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -101,9 +100,9 @@ def test_files_written(demo_run):
     for set_name in ("toy_anomaly", "toy_shift", "toy_covariate"):
         panels = sorted((out / "heatmaps" / set_name).glob("*.png"))
         assert [p.name for p in panels] == ["000.png", "001.png"]
-        panel = np.asarray(Image.open(panels[0]))
-        # caption strip + image; image, mask and one overlay per row, 4 px gaps
-        assert panel.shape == (14 + 64, 7 * 128 + 6 * 4, 3)
+        with Image.open(panels[0]) as panel:
+            # a row for the image, one per method, three 4.2-inch tiles of 2:1 images + titles, 100 dpi
+            assert panel.size == (1400, round(100 * ((4.2 / 2 + 0.55) * (1 + len(ROWS)) + 0.9)))
     for run in ("pretrain", "oe_only", "multishift"):
         assert (out / "runs" / run / "last.pth").is_file()
     # Each method's numbers in the project's results files, each set with its provenance; the

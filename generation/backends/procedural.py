@@ -19,17 +19,12 @@ from generation.backends import register_backend
 from generation.condition import CITYSCAPES_TO_ADE, ade_color_of
 from generation.config import GenerationConfig
 from generation.object_bank import AnomalyObject
-from lib.labels import ANOMALY, IGNORE, NUM_CLASSES, TRAIN_LABELS
+from lib.labels import ANOMALY, IGNORE, NUM_CLASSES, TRAIN_LABELS, pack_rgb
 from lib.toy.anomalies import FAMILY_ADE_INDEX, TRAIN_FAMILIES, sample_anomaly_mask
 from lib.toy.domains import domain_from_prompt
 from lib.toy.render import render as render_toy
 
 FAMILY_MASK_SIZE = 256
-
-
-def _key(rgb: np.ndarray) -> np.ndarray:
-    rgb = np.asarray(rgb).astype(np.int32)
-    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
 
 def family_colors() -> dict[str, np.ndarray]:
@@ -39,16 +34,16 @@ def family_colors() -> dict[str, np.ndarray]:
 
 def condition_to_toy_label(condition: np.ndarray) -> tuple[np.ndarray, str | None]:
     """``[H, W, 3]`` uint8 condition -> (``[H, W]`` uint8 trainIds with ``ANOMALY``, family or None)."""
-    keys = _key(condition)
+    keys = pack_rgb(condition)
     uniq, inverse = np.unique(keys.ravel(), return_inverse=True)
     values = np.full(uniq.shape, IGNORE, dtype=np.uint8)
     names = [lb.name for lb in TRAIN_LABELS]
     for train_id in sorted(range(NUM_CLASSES), key=lambda t: CITYSCAPES_TO_ADE[names[t]] == names[t]):
-        values[uniq == _key(ade_color_of(names[train_id]))] = train_id
+        values[uniq == pack_rgb(ade_color_of(names[train_id]))] = train_id
     counts = np.bincount(inverse, minlength=len(uniq))
     family, best = None, 0
     for name, color in family_colors().items():
-        hit = uniq == _key(color)
+        hit = uniq == pack_rgb(color)
         values[hit] = ANOMALY
         if hit.any() and counts[hit].sum() > best:
             family, best = name, int(counts[hit].sum())

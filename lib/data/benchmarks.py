@@ -31,8 +31,10 @@ from lib.data.io import (
     read_rgb,
 )
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, JointTransform, Normalize, ToTensor
-from lib.errors import UnknownNameError, UserError
+from lib.errors import UserError
+from lib.image_tensor import rgb_to_unit
 from lib.labels import ID_TO_TRAIN_ID, IGNORE, LABELS, NUM_CLASSES, OOD_IN, OOD_OUT, OOD_VOID, check_ood_label
+from lib.registry import Registry
 
 DEFAULT_ROOT = "./datasets"
 
@@ -41,6 +43,13 @@ MAX_CITYSCAPES_ID = max(lb.id for lb in LABELS)
 
 MUAD_ANOMALY_IDS = (NUM_CLASSES, NUM_CLASSES + 1)
 """MUAD's two anomaly ids (19, 20) right after the 19 trainIds."""
+
+BENCHMARKS: Registry[Callable[..., AnomalyBenchmark]] = Registry("benchmark", key="benchmark")
+"""Benchmark name -> builder ``(root, transform, *, mean, std) -> dataset``; each knows its subfolder
+of ``root``. A module of one's own adds one with ``@register_benchmark("name")`` on an
+:class:`AnomalyBenchmark` subclass, or ``register_benchmark("name")(muad_like("folder"))`` for a
+folder in MUAD's layout."""
+register_benchmark = BENCHMARKS.register
 
 
 def _lut(pairs: dict[int, int], default: int) -> np.ndarray:
@@ -132,7 +141,7 @@ class AnomalyBenchmark(Dataset, ABC):
 
     def _image_only(self, image: np.ndarray) -> torch.Tensor:
         """``[3, H, W]`` normalised tensor of an unlabelled image (the transform sees no label maps)."""
-        images = torch.from_numpy(image[None]).permute(0, 3, 1, 2).float().div_(255.0)
+        images = rgb_to_unit(image[None])
         labels = torch.empty((0, *image.shape[:2]), dtype=torch.int64)
         if self.transform is not None:
             images, labels = self.transform(images, labels)
@@ -184,6 +193,7 @@ class _FlatPairs(AnomalyBenchmark):
         return raw, None
 
 
+@register_benchmark("RoadAnomaly")
 class RoadAnomaly(_FlatPairs):
     """RoadAnomaly (Lis et al.): 60 images; labels 0 in-distribution, 1 anomaly."""
 
@@ -191,6 +201,7 @@ class RoadAnomaly(_FlatPairs):
     tree = "  original/{name}.jpg\n  labels/{name}.png            0 in-distribution, 1 anomaly\n"
 
 
+@register_benchmark("RoadAnomaly21")
 class RoadAnomaly21(_FlatPairs):
     """SegmentMeIfYouCan anomaly track: the labelled validation frames (+ the test frames with
     ``include_unlabelled``)."""
@@ -200,6 +211,7 @@ class RoadAnomaly21(_FlatPairs):
     tree = "  images/{name}.jpg\n  labels_masks/{name}_labels_semantic.png   0 / 1 anomaly / 255 void\n"
 
 
+@register_benchmark("RoadObstacle21")
 class RoadObstacle21(_FlatPairs):
     """SegmentMeIfYouCan obstacle track (WebP images); 255 marks everything off the road."""
 
@@ -208,6 +220,7 @@ class RoadObstacle21(_FlatPairs):
     tree = "  images/{name}.webp\n  labels_masks/{name}_labels_semantic.png   0 / 1 obstacle / 255 off-road\n"
 
 
+@register_benchmark("FS_LostAndFound")
 class FS_LostAndFound(_FlatPairs):
     """Fishyscapes Lost & Found validation, Synboost's preprocessed release."""
 
@@ -216,6 +229,7 @@ class FS_LostAndFound(_FlatPairs):
     tree = "  original/{name}.png\n  labels/{name}.png            0 / 1 anomaly / 255 void\n"
 
 
+@register_benchmark("FS_Static")
 class FS_Static(_FlatPairs):
     """Fishyscapes Static validation, Synboost's preprocessed release."""
 
@@ -277,6 +291,7 @@ _ACDC_SEM[MAX_CITYSCAPES_ID + 1 :] = IGNORE
 ACDC_DOMAINS = ("fog", "night", "rain", "snow")
 
 
+@register_benchmark("ACDC_POC")
 class ACDC_POC(AnomalyBenchmark):
     """ACDC validation images with objects placed by POC (de Jorge et al. 2024).
 
@@ -361,7 +376,9 @@ class ACDC_POC(AnomalyBenchmark):
         return _ACDC_OOD[raw], _ACDC_SEM[raw]
 
 
-def _muad(folder: str) -> Callable[..., MUADLike]:
+def muad_like(folder: str) -> Callable[..., MUADLike]:
+    """The builder of a benchmark in MUAD's layout and encoding under ``root/folder``."""
+
     def build(
         root: str | Path = DEFAULT_ROOT,
         transform: JointTransform | None = None,
@@ -374,19 +391,10 @@ def _muad(folder: str) -> Callable[..., MUADLike]:
     return build
 
 
-BENCHMARKS: dict[str, Callable[..., AnomalyBenchmark]] = {
-    "RoadAnomaly": RoadAnomaly,
-    "RoadAnomaly21": RoadAnomaly21,
-    "RoadObstacle21": RoadObstacle21,
-    "FS_LostAndFound": FS_LostAndFound,
-    "FS_Static": FS_Static,
-    "ACDC_POC": ACDC_POC,
-    "MUAD": _muad("MUAD_challenge/test_sets/test_OOD"),
-    "toy_anomaly": _muad("toy_anomaly"),
-    "toy_shift": _muad("toy_shift"),
-    "toy_covariate": _muad("toy_covariate"),
-}
-"""Benchmark name -> builder ``(root, transform) -> dataset``; each knows its subfolder of ``root``."""
+register_benchmark("MUAD")(muad_like("MUAD_challenge/test_sets/test_OOD"))
+register_benchmark("toy_anomaly")(muad_like("toy_anomaly"))
+register_benchmark("toy_shift")(muad_like("toy_shift"))
+register_benchmark("toy_covariate")(muad_like("toy_covariate"))
 
 
 def build_benchmark(
@@ -401,15 +409,16 @@ def build_benchmark(
     """Build benchmark ``name`` under the datasets ``root`` (default ``./datasets``), its images
     normalised with ``mean``/``std`` (the model's ``data.mean``/``data.std``); ``include_unlabelled``
     also lists the images without a public label (SMIYC tracks only)."""
-    if name not in BENCHMARKS:
-        raise UnknownNameError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+    builder = BENCHMARKS.get(name)
     root = DEFAULT_ROOT if root is None else root
     if not include_unlabelled:
-        return BENCHMARKS[name](root, transform, mean=mean, std=std)
-    if not getattr(BENCHMARKS[name], "allow_unlabelled", False):
-        with_unlabelled = [k for k, b in BENCHMARKS.items() if getattr(b, "allow_unlabelled", False)]
+        return builder(root, transform, mean=mean, std=std)
+    if not getattr(builder, "allow_unlabelled", False):
+        with_unlabelled = [
+            n for n in BENCHMARKS.names() if getattr(BENCHMARKS.get(n), "allow_unlabelled", False)
+        ]
         raise ValueError(
             f"benchmark {name!r} has no unlabelled images; "
             f"include_unlabelled is for {', '.join(with_unlabelled)}"
         )
-    return BENCHMARKS[name](root, transform, include_unlabelled=True, mean=mean, std=std)
+    return builder(root, transform, include_unlabelled=True, mean=mean, std=std)

@@ -83,13 +83,6 @@ def expected_tree_error(missing: Path, tree: str) -> FileNotFoundError:
     return FileNotFoundError(f"dataset folder not found: {missing}\nexpected layout:\n{tree.rstrip()}")
 
 
-def require_dir(path: Path, tree: str) -> Path:
-    """Return ``path`` if it is a folder, else raise :func:`expected_tree_error`."""
-    if not path.is_dir():
-        raise expected_tree_error(path, tree)
-    return path
-
-
 def index_by_stem(files: Iterable[Path], suffix: str, kind: str, *, tag: str = "") -> dict[str, Path]:
     """Map each file to its name minus ``suffix`` (or its stem), minus a trailing ``tag`` where
     present (MUAD's ``_leftImg8bit``); two files with one key is an error."""

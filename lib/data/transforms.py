@@ -31,10 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lib.config import IMAGENET_MEAN, IMAGENET_STD
+from lib.image_tensor import normalize, rgb_to_unit
 from lib.labels import IGNORE
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Pair = tuple[Tensor, Tensor]
 JointTransform = Callable[..., Pair]
@@ -59,7 +58,7 @@ class ToTensor:
         shapes = {im.shape[:2] for im in images} | {lb.shape[:2] for lb in labels}
         if len(shapes) != 1:
             raise ValueError(f"images and labels must share one height/width, got {sorted(shapes)}")
-        img = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
+        img = rgb_to_unit(np.stack(images))
         lab = torch.from_numpy(np.stack(labels).astype(np.int64))
         return img, lab
 
@@ -68,15 +67,10 @@ class Normalize:
     """``(image - mean) / std`` per channel (ImageNet statistics by default)."""
 
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.mean, self.std = tuple(mean), tuple(std)
 
     def __call__(self, images: Tensor, labels: Tensor) -> Pair:
-        return (images - self.mean) / self.std, labels
-
-    def pixels(self, rgb: Tensor) -> Tensor:
-        """Normalise ``[..., 3]`` 0..1 pixel values (channels last), e.g. a pasted object."""
-        return (rgb - self.mean.view(3)) / self.std.view(3)
+        return normalize(images, self.mean, self.std), labels
 
 
 class Compose:
@@ -577,8 +571,3 @@ def mask2former_train_transform(crop_size: tuple[int, int]) -> Compose:
             (RandomCrop(crop_size), 1.0),
         ]
     )
-
-
-def eval_transform(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Compose:
-    """Benchmarks' default: to tensor and normalise, no geometry."""
-    return Compose([ToTensor(), Normalize(mean, std)])

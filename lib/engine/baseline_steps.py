@@ -13,38 +13,32 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from lib.config import Config
 from lib.engine.builders import build_unpaired_train_set
 from lib.engine.stages import StageSpec
 from lib.engine.steps import register_recipe
 from lib.labels import IGNORE
-from lib.losses import in_distribution_cross_entropy, pixel_groups
-
-
-def in_out_contrastive_term(
-    anomaly_score: torch.Tensor, targets: torch.Tensor, margin: float, *, num_classes: int
-) -> torch.Tensor | None:
-    """``mean relu(u_in + margin - u_out)`` over ``n`` random (known, anomaly) pixel pairs of
-    ``anomaly_score [B,H,W]`` and ``targets [B,H,W]`` int64; None without anomaly pixels."""
-    known, anomaly = pixel_groups(targets, num_classes)
-    s_in, s_out = anomaly_score[known], anomaly_score[anomaly]
-    n = min(s_in.numel(), s_out.numel())
-    if n == 0:
-        return None
-    s_in = s_in[torch.randperm(s_in.numel())[:n].to(s_in.device)]
-    s_out = s_out[torch.randperm(s_out.numel())[:n].to(s_out.device)]
-    return F.relu(s_in + margin - s_out).mean()
+from lib.losses import in_distribution_cross_entropy, pixel_groups, relative_contrastive_terms
 
 
 class OutlierExposureStep:
-    """One forward on ``image`` (originals with pasted outliers): ``ce_orig`` and ``rcl_in`` terms."""
+    """One forward on ``image`` (originals with pasted outliers): ``ce_orig`` and ``rcl_in`` terms.
+
+    ``rcl_in`` is :func:`~lib.losses.relative_contrastive_terms` without twins; ``generator`` (CPU)
+    makes its pair sampling reproducible, None uses the global RNG the trainer seeds.
+    """
 
     find_unused_parameters = False
 
-    def __init__(self, *, margin: float, ce_weight: float) -> None:
-        self.margin, self.ce_weight = float(margin), float(ce_weight)
+    def __init__(
+        self,
+        *,
+        margins: tuple[float, float, float],
+        ce_weight: float,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.margins, self.ce_weight, self.generator = margins, float(ce_weight), generator
 
     def __call__(
         self, model: nn.Module, batch: dict[str, torch.Tensor], *, stage: StageSpec
@@ -54,15 +48,15 @@ class OutlierExposureStep:
         known, _ = pixel_groups(targets, logits.shape[1])
         class_targets = torch.where(known, targets, IGNORE)
         terms = {"ce_orig": in_distribution_cross_entropy(logits.float(), class_targets)}
-        rcl = in_out_contrastive_term(
-            anomaly_score.float(), targets, self.margin, num_classes=logits.shape[1]
+        terms.update(
+            relative_contrastive_terms(
+                anomaly_score, targets, self.margins, self.generator, num_classes=logits.shape[1], twins=False
+            )
         )
-        if rcl is not None:
-            terms["rcl_in"] = rcl
         terms["loss"] = self.ce_weight * terms["ce_orig"] + terms.get("rcl_in", 0.0)
         return terms
 
 
 @register_recipe("oe", train_set=build_unpaired_train_set)
 def _outlier_exposure(cfg: Config) -> OutlierExposureStep:
-    return OutlierExposureStep(margin=cfg.loss.margins[0], ce_weight=cfg.loss.ce_weights[0])
+    return OutlierExposureStep(margins=tuple(cfg.loss.margins), ce_weight=cfg.loss.ce_weights[0])

@@ -19,8 +19,15 @@ from lib.data.transforms import Compose, HorizontalFlip, RandomCrop, RandomResiz
 from lib.engine.logging_utils import get_logger
 from lib.models import build_model
 from lib.models.checkpoints import load_model
+from lib.registry import Registry
+
+AUGMENTATIONS: Registry[Callable[[DataConfig], Compose]] = Registry("augmentation", key="data.augmentation")
+"""``data.augmentation`` values and the builders of their joint transforms; a module of one's own
+can add one with ``@register_augmentation("name")``."""
+register_augmentation = AUGMENTATIONS.register
 
 
+@register_augmentation("deeplab")
 def deeplab_train_transform(data: DataConfig) -> Compose:
     """The published DeepLab augmentation: random rescale by a factor in ``data.scale_range``, a
     ``data.crop_size`` square crop (padded with ignore), horizontal flip (p=0.5)."""
@@ -34,24 +41,14 @@ def deeplab_train_transform(data: DataConfig) -> Compose:
     )
 
 
+@register_augmentation("mask2former")
 def _mask2former(data: DataConfig) -> Compose:
     return mask2former_train_transform((data.crop_size, data.crop_size))
 
 
-AUGMENTATIONS: dict[str, Callable[[DataConfig], Compose]] = {
-    "deeplab": deeplab_train_transform,
-    "mask2former": _mask2former,
-}
-"""``data.augmentation`` values and the builders of their joint transforms."""
-
-
 def paired_train_transform(data: DataConfig) -> Compose:
     """Joint augmentation of each (original, generated) pair, chosen by ``data.augmentation``."""
-    if data.augmentation not in AUGMENTATIONS:
-        raise ConfigError(
-            f"unknown data.augmentation {data.augmentation!r}; expected one of {', '.join(AUGMENTATIONS)}"
-        )
-    return AUGMENTATIONS[data.augmentation](data)
+    return AUGMENTATIONS.get(data.augmentation)(data)
 
 
 def build_paired_train_set(cfg: Config) -> MultiShiftPairs:

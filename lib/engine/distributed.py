@@ -60,13 +60,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum ``tensor`` over all processes in place (a no-op in a single process); returns it."""
-    if is_distributed():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
 def wrap_ddp(model: nn.Module, info: DistInfo, *, find_unused_parameters: bool) -> nn.Module:
     """``DistributedDataParallel`` around ``model`` in a multi-process run, ``model`` itself otherwise.
 

@@ -5,8 +5,8 @@ full resolution (no resize) and applies every requested score function to the sa
 ``lib.evaluate`` reads score files instead. :func:`stream` hands each item to every sink and
 finishes them in order. Sinks here: :class:`MetricSink` (anomaly metrics of one score under a
 protocol of :mod:`lib.protocols`), :class:`SemanticSink` (mIoU/mAcc of the prediction),
-:class:`ExportSink` (server files of :mod:`lib.submission`), :class:`HeatmapSink` (overlays of the
-first images) and :class:`CurveSink` (ROC/PR PNG of some metric sinks); a caller may add its own
+:class:`ExportSink` (server files of :mod:`lib.submission`), :class:`HeatmapSink` (heat-map
+panels of the first images) and :class:`CurveSink` (ROC/PR PNG of some metric sinks); a caller may add its own
 (anything with ``add`` and ``finish``).
 
 Under ``torchrun`` every rank streams a disjoint, unpadded share of the images and the sinks
@@ -25,19 +25,21 @@ from typing import Protocol
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from matplotlib.figure import Figure
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from lib.data.collate import collate_items
 from lib.engine.precision import autocast
-from lib.metrics import ConfusionMatrix
+from lib.metrics import RECALL_LEVEL, ConfusionMatrix
+from lib.panels import MethodMap, panel_figure, save_figure
 from lib.plots import curve_points, save_curves
 from lib.postprocess import POSTPROCESS, apply_postprocess
 from lib.protocols import OODEvaluation
 from lib.results import SEMANTIC_COLUMNS, THRESHOLD_COLUMN
 from lib.scores import ScoreFn
 from lib.submission import Exporter
-from lib.viz import colorize_segmentation, denormalize, heatmap_overlay, save_png
+from lib.viz import denormalize
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +84,7 @@ class Inference:
     postprocess: str = "none"
 
     def __post_init__(self) -> None:
-        if self.postprocess not in POSTPROCESS:
-            raise ValueError(
-                f"unknown eval.postprocess {self.postprocess!r}; expected one of {', '.join(POSTPROCESS)}"
-            )
+        POSTPROCESS.get(self.postprocess)
 
 
 def rank_share(n_images: int, limit: int = 0) -> tuple[range, int]:
@@ -250,26 +249,81 @@ class ExportSink:
 
 
 class HeatmapSink:
-    """``<name>_heatmap.png`` (map ``score`` over the image, de-normalised with ``mean``/``std``) and
-    ``<name>_pred.png`` (colourised prediction) of the first ``count`` images, in ``folder``."""
+    """Heat-map panels (:mod:`lib.panels`) of the first ``count`` images, one ``<name>_heatmap.png``
+    per image in ``folder`` (``None``: only kept in :attr:`figures`), the method named ``label``.
+
+    The images (de-normalised with ``mean``/``std``), maps and predictions are kept in memory while
+    streaming and drawn at :meth:`finish` on the main process, when the benchmark's 95%-TPR
+    threshold is known: that of the first of ``references`` (``(benchmark, metric sink)``, finished
+    before this sink) that has both classes; the benchmark itself first, then e.g. the
+    ``eval.threshold_from`` benchmark for a set without anomalies.
+    """
 
     def __init__(
-        self, folder: str | Path, *, count: int, score: str, mean: Sequence[float], std: Sequence[float]
+        self,
+        folder: str | Path | None,
+        *,
+        count: int,
+        score: str,
+        label: str,
+        benchmark: str,
+        mean: Sequence[float],
+        std: Sequence[float],
+        references: Sequence[tuple[str, MetricSink]] = (),
     ) -> None:
-        self.folder, self.count, self.score = Path(folder), count, score
+        self.folder = None if folder is None else Path(folder)
+        self.count, self.score, self.label, self.benchmark = count, score, label, benchmark
         self.mean, self.std = tuple(mean), tuple(std)
+        self.references = list(references)
+        self.kept: list[dict[str, object]] = []
+        self.figures: list[tuple[str, Figure]] = []
 
     def add(self, item: ScoredImage) -> None:
-        if item.index >= self.count or item.image is None or item.pred is None:
+        if item.index >= self.count or item.image is None:
             return
-        rgb = denormalize(item.image, self.mean, self.std)
-        save_png(
-            self.folder / f"{item.name}_heatmap.png", heatmap_overlay(rgb, item.scores[self.score].numpy())
+        self.kept.append(
+            {
+                "index": item.index,
+                "name": item.name,
+                "rgb": denormalize(item.image, self.mean, self.std),
+                "score": item.scores[self.score].numpy(),
+                "pred": None if item.pred is None else item.pred.to(torch.uint8).cpu().numpy(),
+                "ood": None if item.ood_label is None else item.ood_label.to(torch.uint8).cpu().numpy(),
+            }
         )
-        save_png(self.folder / f"{item.name}_pred.png", colorize_segmentation(item.pred))
 
     def finish(self) -> None:
-        return None
+        kept = self.kept
+        if dist.is_initialized():
+            gathered: list[list[dict[str, object]] | None] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, kept)
+            kept = [k for part in gathered for k in part]
+            if dist.get_rank() != 0:
+                return
+        source = next(((name, s) for name, s in self.references if s.has_curve), None)
+        if source is None:
+            note = (
+                f"none: {self.benchmark} has no labelled anomaly pixel and no other benchmark sets a "
+                "threshold (eval.threshold_from)"
+            )
+            threshold, fpr, reference = None, None, ""
+        else:
+            reference, evaluation = source[0], source[1].evaluation
+            threshold, fpr = evaluation.threshold_at_tpr(RECALL_LEVEL), evaluation.fpr_at_thresholds
+            note = f"score ≥ the threshold that finds {RECALL_LEVEL:.0%} of {reference}'s anomaly pixels"
+        for k in sorted(kept, key=lambda k: k["index"]):
+            fig = panel_figure(
+                k["rgb"],
+                [MethodMap(self.label, k["score"], k["pred"], threshold, fpr)],
+                title=f"{self.benchmark}: {k['name']}",
+                ood_label=k["ood"],
+                threshold_note=note,
+                reference=reference,
+            )
+            self.figures.append((str(k["name"]), fig))
+            if self.folder is not None:
+                save_figure(self.folder / f"{k['name']}_heatmap.png", fig)
+        self.kept = []
 
 
 class CurveSink:
@@ -324,17 +378,23 @@ def evaluate_model(
     max_images: int = 0,
     desc: str = "eval",
     progress: bool = True,
+    heatmaps: HeatmapSink | None = None,
 ) -> dict[str, object]:
     """Metrics (and mIoU where the benchmark has semantic labels) of one score of ``model`` on
     ``dataset``: the loop with a metric and a semantic sink (validation during training).
-    ``max_images`` > 0 evaluates only the first images."""
+    ``max_images`` > 0 evaluates only the first images. ``heatmaps`` (optional) is fed too, with
+    this evaluation's metrics as the first reference of its thresholds."""
     indices, total = rank_share(len(dataset), max_images)
     if max_images > 0 and total < len(dataset):
         logger.info("%s: evaluating the first %d of %d images (max_images)", desc, total, len(dataset))
     metric = MetricSink(score, protocol, per_image=per_image, track=track)
     semantic = SemanticSink()
     images = model_images(model, dataset, {score: score_fn}, inference, indices=indices)
-    stream(images, [metric, semantic], desc=desc, total=len(indices), progress=progress)
+    sinks: list[Sink] = [metric, semantic]
+    if heatmaps is not None:
+        heatmaps.references.insert(0, (heatmaps.benchmark, metric))
+        sinks.append(heatmaps)
+    stream(images, sinks, desc=desc, total=len(indices), progress=progress)
     if metric.n_labelled == 0:
         logger.warning("%s: no labelled image among %d; no metrics", desc, total)
     return benchmark_result(metric, semantic, postprocess=inference.postprocess)

@@ -3,18 +3,24 @@
 Parameter groups follow Mask2Former's recipe so that one builder serves both model families:
 parameters whose name contains ``backbone`` get ``lr * backbone_lr_mult``, and the affine
 parameters of normalisation layers and embeddings get no weight decay. For DeepLab (Adam, no
-weight decay, multiplier 1) this is a single group, as in the published code.
+weight decay, multiplier 1) this is a single group, as in the published code. ``train.optimizer``
+names an entry of :data:`OPTIMIZERS` (``(groups, lr) -> torch.optim.Optimizer``); a module of one's
+own can add one with ``@register_optimizer("name")``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 
-from lib.config import ConfigError
 from lib.engine.stages import StageSpec
+from lib.registry import Registry
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OptimizerBuilder = Callable[[list[dict], float], torch.optim.Optimizer]
+OPTIMIZERS: Registry[OptimizerBuilder] = Registry("optimizer", key="train.optimizer")
+register_optimizer = OPTIMIZERS.register
 SGD_MOMENTUM = 0.9
 
 _NO_DECAY_MODULES = (
@@ -68,13 +74,23 @@ def parameter_groups(model: nn.Module, stage: StageSpec) -> list[dict]:
     return list(groups.values())
 
 
+@register_optimizer("adam")
+def adam(groups: list[dict], lr: float) -> torch.optim.Optimizer:
+    return torch.optim.Adam(groups, lr=lr)
+
+
+@register_optimizer("adamw")
+def adamw(groups: list[dict], lr: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+@register_optimizer("sgd")
+def sgd(groups: list[dict], lr: float) -> torch.optim.Optimizer:
+    """SGD with momentum ``SGD_MOMENTUM``."""
+    return torch.optim.SGD(groups, lr=lr, momentum=SGD_MOMENTUM)
+
+
 def build_optimizer(model: nn.Module, stage: StageSpec) -> torch.optim.Optimizer:
-    """``stage.optimizer`` (adam | adamw | sgd with momentum 0.9) over the trainable parameters."""
-    groups = parameter_groups(model, stage)
-    if stage.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=stage.lr)
-    if stage.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=stage.lr)
-    if stage.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=stage.lr, momentum=SGD_MOMENTUM)
-    raise ConfigError(f"unknown train.optimizer {stage.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+    """The ``stage.optimizer`` entry of :data:`OPTIMIZERS` over the trainable parameters' groups."""
+    builder = OPTIMIZERS.get(stage.optimizer)
+    return builder(parameter_groups(model, stage), stage.lr)

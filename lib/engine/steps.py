@@ -58,7 +58,6 @@ class Recipe:
 RECIPE_MODULES = ("lib.engine.m2f_step", "lib.engine.baseline_steps")
 """Modules that register recipes besides this one (imported on first use)."""
 RECIPES: Registry[Recipe] = Registry("training recipe", key="loss.name", modules=RECIPE_MODULES)
-recipe_names = RECIPES.names
 
 
 def register_recipe(name: str, *, train_set: TrainSetBuilder) -> Callable[[StepBuilder], StepBuilder]:

@@ -62,7 +62,8 @@ def add_test_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         nargs=2,
         default=None,
         metavar=("FORMAT", "DIR"),
-        help=f"also write the anomaly maps as benchmark-server files ({' | '.join(EXPORT_FORMATS)}) into DIR",
+        help="also write the anomaly maps as benchmark-server files "
+        f"({' | '.join(EXPORT_FORMATS.names())}) into DIR",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="with --export: replace score files already in DIR"
@@ -86,8 +87,7 @@ def _exported_benchmarks(cfg: Config) -> list[str]:
     kind = cfg.eval.export
     if not kind:
         return []
-    if kind not in EXPORT_FORMATS:
-        raise ConfigError(f"unknown eval.export {kind!r}; expected one of {', '.join(EXPORT_FORMATS)}")
+    EXPORT_FORMATS.get(kind)
     if not cfg.eval.export_dir:
         raise ConfigError(f"eval.export={kind} needs eval.export_dir (--export {kind} DIR)")
     if kind == "fishyscapes":
@@ -207,6 +207,7 @@ def run_benchmarks(
         logger.info("%s", line.rstrip())
     results: dict[str, dict[str, object]] = {}
     threshold: dict[str, object] | None = None
+    source_metric: MetricSink | None = None
     for name in order:
         try:
             dataset = build_benchmark(
@@ -226,7 +227,10 @@ def run_benchmarks(
         )
         semantic = SemanticSink()
         exporter = exporters.get(name)
-        sinks = [metric, semantic, *_picture_and_export_sinks(cfg, name, metric, exporter)]
+        references = [(name, metric)]
+        if source_metric is not None:
+            references.append((threshold_source, source_metric))
+        sinks = [metric, semantic, *_picture_and_export_sinks(cfg, name, metric, exporter, references)]
         indices, total = rank_share(len(dataset))
         images = model_images(model, dataset, {cfg.eval.score: score_fn}, inference, indices=indices)
         with exporter if exporter is not None else nullcontext():  # closed (files written) or abandoned
@@ -237,6 +241,7 @@ def run_benchmarks(
             logger.warning("%s: no labelled image among %d; no metrics, only the export", name, total)
         if name == threshold_source:
             threshold = _threshold_of(metric, name)
+            source_metric = metric if cfg.eval.save_heatmaps > 0 else None
         result = benchmark_result(
             metric,
             semantic,
@@ -268,11 +273,17 @@ def run_benchmarks(
 
 
 def _picture_and_export_sinks(
-    cfg: Config, name: str, metric: MetricSink, exporter: Exporter | None
+    cfg: Config,
+    name: str,
+    metric: MetricSink,
+    exporter: Exporter | None,
+    references: list[tuple[str, MetricSink]],
 ) -> list[Sink]:
-    """The curves of ``metric``, heat maps with ``eval.save_heatmaps`` and the server export of
-    benchmark ``name``."""
-    label = cfg.eval.score if cfg.eval.postprocess == "none" else f"{cfg.eval.score} + {cfg.eval.postprocess}"
+    """The curves of ``metric``, heat-map panels with ``eval.save_heatmaps`` (thresholds and colour
+    scale from the first of ``references`` with both classes) and the server export of benchmark
+    ``name``; both pictures name the method by run id and score."""
+    score = cfg.eval.score if cfg.eval.postprocess == "none" else f"{cfg.eval.score} + {cfg.eval.postprocess}"
+    label = f"{cfg.id}: {score}" if cfg.id else score
     sinks: list[Sink] = [CurveSink(cfg.run_dir / f"curves_{name}.png", {label: metric}, title=name)]
     if cfg.eval.save_heatmaps > 0:
         sinks.append(
@@ -280,8 +291,11 @@ def _picture_and_export_sinks(
                 cfg.run_dir / "heatmaps" / name,
                 count=cfg.eval.save_heatmaps,
                 score=cfg.eval.score,
+                label=label,
+                benchmark=name,
                 mean=cfg.data.mean,
                 std=cfg.data.std,
+                references=references,
             )
         )
     if exporter is not None:

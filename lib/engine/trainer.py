@@ -13,6 +13,10 @@ a step (how the batch enters the model, which criterion) is a :class:`~lib.engin
 The log and TensorBoard (``train/lr/<group>``) report the learning rate of each parameter group by
 its name (:func:`~lib.engine.optim.group_name`).
 
+TensorBoard (``run_dir/tensorboard``, rank 0, when installed): the resolved config as text, loss
+terms and learning rates, validation metrics, heat-map panels of the first ``train.val_heatmaps``
+validation images at every validation, and at the end the hyper-parameters with the final metrics.
+
 ``train.batch_size`` is the global number of (original, generated) pairs per step; under DDP
 each of the ``world_size`` processes takes ``batch_size / world_size`` of them.
 """
@@ -31,20 +35,22 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+import yaml
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from lib.config import Config, ConfigError, config_to_dict, save_config
 from lib.data.collate import collate_items
 from lib.engine.distributed import DistInfo, barrier, wrap_ddp
-from lib.engine.evaluator import Inference, evaluate_model, metric_summary
-from lib.engine.logging_utils import ScalarWriter, get_logger
+from lib.engine.evaluator import HeatmapSink, Inference, evaluate_model, metric_summary
+from lib.engine.logging_utils import ScalarWriter, flat_hparams, get_logger, tensorboard_available
 from lib.engine.optim import build_optimizer
 from lib.engine.precision import autocast, make_grad_scaler, resolve_amp_dtype
 from lib.engine.stages import StageSpec, apply_stage, set_train_mode, stage_at, stages_from_config
 from lib.engine.steps import TrainStep
 from lib.errors import UserError
 from lib.models.checkpoints import UnreadableCheckpointError, load_weights, save_checkpoint
+from lib.panels import figure_rgb
 from lib.protocols import smiyc_track
 from lib.scores import get_score
 
@@ -415,6 +421,22 @@ def validates_after(cfg: Config, epoch: int) -> bool:
     return (epoch + 1) % cfg.train.val_interval == 0 or epoch == cfg.train.epochs - 1
 
 
+def _validation_heatmaps(cfg: Config) -> HeatmapSink | None:
+    """The sink of the heat-map panels of the first ``train.val_heatmaps`` validation images (the same
+    images at every validation), when TensorBoard is there to show them."""
+    if cfg.train.val_heatmaps <= 0 or not tensorboard_available():
+        return None
+    return HeatmapSink(
+        None,
+        count=cfg.train.val_heatmaps,
+        score=cfg.eval.score,
+        label=f"{cfg.id}: {cfg.eval.score}",
+        benchmark=cfg.data.val_ds,
+        mean=cfg.data.mean,
+        std=cfg.data.std,
+    )
+
+
 def validate(
     cfg: Config,
     model: nn.Module,
@@ -426,7 +448,9 @@ def validate(
     progress: bool,
 ) -> dict[str, float]:
     """The metrics of ``model`` on ``data.val_ds`` with the test-time evaluator (float32, as
-    ``test_*.py``: ``best_AP.pth`` is picked on test-grade numbers), logged."""
+    ``test_*.py``: ``best_AP.pth`` is picked on test-grade numbers), logged; heat-map panels of the
+    first ``train.val_heatmaps`` images go to TensorBoard."""
+    heatmaps = _validation_heatmaps(cfg)
     result = evaluate_model(
         model,
         val_set,
@@ -441,7 +465,10 @@ def validate(
         max_images=cfg.data.val_max_images,
         desc=f"val {cfg.data.val_ds}",
         progress=progress and info.is_main,
+        heatmaps=heatmaps,
     )
+    for name, fig in heatmaps.figures if heatmaps is not None else ():
+        writer.add_image(f"val_heatmaps/{name}", figure_rgb(fig), epoch)
     metrics = metric_summary(result)
     images = int(metrics.pop("images"))
     get_logger().info(
@@ -531,6 +558,7 @@ def fit(
     loader, sampler = _train_loader(cfg, train_set, info)
     writer = ScalarWriter(Path(cfg.run_dir) / "tensorboard", enabled=info.is_main)
     logger.info("TensorBoard scalars: %s", "on" if writer.active else "off (tensorboard not installed)")
+    writer.add_text("config", yaml.safe_dump(config_to_dict(cfg), sort_keys=False), code=True)
     first_epoch, active, metrics = state.epoch, None, {}
     try:
         for epoch in range(first_epoch, cfg.train.epochs):
@@ -559,6 +587,7 @@ def fit(
                     cfg, model, val_set, epoch=epoch, info=info, writer=writer, progress=progress
                 )
             save_epoch(cfg, model, active, epoch=epoch, state=state, metrics=metrics, info=info)
+        writer.add_hparams(flat_hparams(config_to_dict(cfg)), {"best_AP": state.best_ap, **metrics})
     finally:
         writer.close()
     return {"best_AP": state.best_ap, "last_metrics": metrics, "epoch": cfg.train.epochs - 1}

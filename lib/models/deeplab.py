@@ -133,10 +133,6 @@ class DeepWV3Plus(nn.Module):
         anomaly_score = upsample(energy_score(self.ood_head(feature)).unsqueeze(1), size).squeeze(1)
         return anomaly_score, logits
 
-    def head_parameter_names(self) -> dict[str, tuple[str, ...]]:
-        """Parameter names of the classifier and of the OOD head, for stage parameter selection."""
-        return {"classifier": (CLASSIFIER_WEIGHT,), "ood_head": (OOD_HEAD_WEIGHT,)}
-
     @torch.no_grad()
     def uncertainty_head_init(self) -> None:
         """Initialise the OOD head W_o as a copy of the classifier (published ``uncertainty_func_init``),

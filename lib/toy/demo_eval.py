@@ -14,8 +14,9 @@ first images to the heat-map panels. Each method's results are written with the 
   AUROC/AP/FPR95 are not applicable: it has no anomaly pixel).
 
 Pictures: ROC/PR curves per set with anomalies (:mod:`lib.plots`), a bar chart of the covariate
-false-positive rates, and heat-map panels (image, anomaly mask, then one overlay per row on a
-colour scale fixed per row, so maps of different sets compare).
+false-positive rates, and one heat-map panel per stored image (:mod:`lib.panels`): the image, its
+anomaly outline, and per row the anomaly map on one colour scale shared by all rows, the binary map
+at the 95%-TPR threshold and the prediction.
 """
 
 from __future__ import annotations
@@ -24,14 +25,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn as nn
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lib.atomic import atomic_open
 from lib.data.benchmarks import build_benchmark
 from lib.engine.evaluator import (
     Inference,
@@ -42,12 +41,12 @@ from lib.engine.evaluator import (
     model_images,
     stream,
 )
-from lib.labels import OOD_OUT, OOD_VOID
 from lib.metrics import RECALL_LEVEL
+from lib.panels import DPI, TEXT_PT, MethodMap, panel_figure, save_figure
 from lib.plots import curve_points, save_curves
-from lib.results import THRESHOLD_COLUMN, markdown_table, percent
+from lib.results import THRESHOLD_COLUMN, best_marks, bold, markdown_table, percent
 from lib.scores import get_score
-from lib.viz import denormalize, heatmap_overlay, save_png
+from lib.viz import denormalize
 
 ANOMALY_SET, SHIFT_SET, COVARIATE_SET = "toy_anomaly", "toy_shift", "toy_covariate"
 TEST_SETS = (ANOMALY_SET, SHIFT_SET, COVARIATE_SET)
@@ -76,11 +75,13 @@ ROWS = (
 
 @dataclass
 class _Pictures:
-    """What the heat maps need from the first images of a set: RGB, anomaly mask, score per row."""
+    """What the heat maps need from the first images of a set: RGB, anomaly mask, and per row its
+    score map and its model's prediction."""
 
+    scores: dict[str, list[np.ndarray]]
+    preds: dict[str, list[np.ndarray]]
     rgb: list[np.ndarray] = field(default_factory=list)
     ood: list[np.ndarray] = field(default_factory=list)
-    scores: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
 
 class _PictureSink:
@@ -105,6 +106,7 @@ class _PictureSink:
             return
         for method in self.methods:
             self.pictures.scores[method].append(item.scores[method].numpy())
+            self.pictures.preds[method].append(item.pred.to(torch.uint8).numpy())
         if self.with_image:
             self.pictures.rgb.append(denormalize(item.image, self.mean, self.std))
             self.pictures.ood.append(item.ood_label.numpy())
@@ -141,7 +143,10 @@ def evaluate_rows(
         raise KeyError(f"rows need models {missing}; got {sorted(models)}")
     ood = {(r.method, s): MetricSink(r.method, PROTOCOL) for r in rows for s in TEST_SETS}
     semantic = {(name, s): SemanticSink() for name in models for s in TEST_SETS}
-    pictures = {s: _Pictures(scores={r.method: [] for r in rows}) for s in TEST_SETS}
+    pictures = {
+        s: _Pictures(scores={r.method: [] for r in rows}, preds={r.method: [] for r in rows})
+        for s in TEST_SETS
+    }
     inference = Inference(device=torch.device("cpu"), batch_size=batch_size)
     for set_name in TEST_SETS:
         dataset = build_benchmark(set_name, root=root, mean=mean, std=std)
@@ -209,77 +214,89 @@ def demo_table(rows: Sequence[Mapping]) -> str:
         (COVARIATE_SET, COVARIATE_COLUMN),
     ]
     lower_is_better = {"FPR95", COVARIATE_COLUMN}
-    best = {}
-    for s, c in columns:
-        values = [r[s][c] for r in rows]
-        best[(s, c)] = min(values) if c in lower_is_better else max(values)
     header = ["method", *(f"{s.removeprefix('toy_')} {c}" for s, c in columns)]
     header[-1] = "covariate FPR@shift-TPR95"
+    printed = {(s, c): [percent(r[s][c]) for r in rows] for s, c in columns}
+    marks = {
+        key: best_marks(cells, lower_is_better=key[1] in lower_is_better) for key, cells in printed.items()
+    }
     cells = [
-        [
-            r["method"],
-            *(f"**{percent(r[s][c])}**" if r[s][c] == best[(s, c)] else percent(r[s][c]) for s, c in columns),
-        ]
-        for r in rows
+        [r["method"], *(bold(printed[k][i]) if marks[k][i] else printed[k][i] for k in columns)]
+        for i, r in enumerate(rows)
     ]
     return markdown_table(header, cells)
 
 
-def save_plots(evaluation: Evaluation, rows_out: Sequence[Mapping], folder: str | Path) -> list[Path]:
-    """ROC/PR curves of every method on each set with anomalies, and the covariate FPR bar chart."""
+def save_plots(
+    evaluation: Evaluation, rows_out: Sequence[Mapping], folder: str | Path, rows: Sequence[Row] = ROWS
+) -> list[Path]:
+    """ROC/PR curves of every method (named with its score) on each set with anomalies, and the
+    covariate FPR bar chart."""
     folder = Path(folder)
+    score_of = {r.method: r.score for r in rows}
     paths = []
     for set_name in (ANOMALY_SET, SHIFT_SET):
         curves = {
-            m: curve_points(sink.evaluation) for (m, s), sink in evaluation.ood.items() if s == set_name
+            f"{m} ({score_of[m]})": curve_points(sink.evaluation)
+            for (m, s), sink in evaluation.ood.items()
+            if s == set_name
         }
         paths.append(save_curves(folder / f"curves_{set_name}.png", curves, title=set_name))
-    fig = Figure(figsize=(6.4, 3.6), dpi=100, layout="constrained")
+    fig = Figure(figsize=(7.2, 4.0), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     methods = [r["method"] for r in rows_out]
     values = [100.0 * r[COVARIATE_SET][COVARIATE_COLUMN] for r in rows_out]
     bars = ax.bar(methods, values, color="tab:red")
-    ax.bar_label(bars, fmt="%.1f", fontsize=8)
-    ax.set(ylabel="false positives (% of pixels)", title=f"{COVARIATE_SET}: FPR at 95% TPR on {SHIFT_SET}")
-    ax.tick_params(axis="x", labelsize=8, rotation=15)
-    path = folder / f"fpr_{COVARIATE_SET}.png"
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png")
-    return [*paths, path]
+    ax.bar_label(bars, fmt="%.1f", fontsize=TEXT_PT)
+    ax.set_ylabel("false positives (% of pixels)", fontsize=TEXT_PT)
+    ax.set_title(f"{COVARIATE_SET}: FPR at 95% TPR on {SHIFT_SET}", fontsize=TEXT_PT + 1)
+    ax.tick_params(labelsize=TEXT_PT)
+    ax.tick_params(axis="x", rotation=15)
+    return [*paths, save_figure(folder / f"fpr_{COVARIATE_SET}.png", fig)]
 
 
-def _caption(tile: np.ndarray, text: str) -> np.ndarray:
-    strip = np.full((14, tile.shape[1], 3), 255, dtype=np.uint8)
-    cv2.putText(strip, text, (2, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([strip, tile])
+def heatmap_figures(evaluation: Evaluation, rows: Sequence[Row] = ROWS) -> dict[str, list[Figure]]:
+    """``{set: [one heat-map panel per stored image]}`` with every row's map, binary map and
+    prediction (:mod:`lib.panels`).
+
+    A set with anomaly pixels is its own reference: each row's threshold finds 95% of its anomaly
+    pixels and the colours are false-positive rates on its in-distribution pixels. ``toy_covariate``
+    has no anomaly, so it is drawn against ``toy_shift``'s threshold and pixels, as its column of
+    the table is.
+    """
+    out = {}
+    for set_name, pics in evaluation.pictures.items():
+        reference = set_name if evaluation.ood[(rows[0].method, set_name)].has_curve else SHIFT_SET
+        note = f"score ≥ the row's threshold that finds {RECALL_LEVEL:.0%} of {reference}'s anomaly pixels"
+        out[set_name] = []
+        for i, (rgb, ood) in enumerate(zip(pics.rgb, pics.ood, strict=True)):
+            maps = []
+            for row in rows:
+                source = evaluation.ood[(row.method, reference)].evaluation
+                maps.append(
+                    MethodMap(
+                        f"{row.method} ({row.score})",
+                        pics.scores[row.method][i],
+                        pics.preds[row.method][i],
+                        source.threshold_at_tpr(RECALL_LEVEL),
+                        source.fpr_at_thresholds,
+                    )
+                )
+            title = f"{set_name}, test image {i}"
+            out[set_name].append(
+                panel_figure(rgb, maps, title=title, ood_label=ood, threshold_note=note, reference=reference)
+            )
+    return out
 
 
 def save_heatmaps(evaluation: Evaluation, folder: str | Path, rows: Sequence[Row] = ROWS) -> list[Path]:
-    """One panel per stored image: image | anomaly mask | one overlay per row.
-
-    Each row's colour scale spans the 1st..99.9th percentile of its pixels on ``toy_shift``, the
-    same for every set.
-    """
-    scale = {}
-    for row in rows:
-        pooled = np.concatenate([s.ravel() for s in evaluation.pictures[SHIFT_SET].scores[row.method]])
-        scale[row.method] = tuple(np.percentile(pooled, [1.0, 99.9])) if pooled.size else (0.0, 1.0)
-    paths = []
-    for set_name, pics in evaluation.pictures.items():
-        for i, (rgb, ood) in enumerate(zip(pics.rgb, pics.ood, strict=True)):
-            mask = np.zeros_like(rgb)
-            mask[ood == OOD_OUT] = (255, 255, 255)
-            mask[ood == OOD_VOID] = (96, 96, 96)
-            tiles = [_caption(rgb, "image"), _caption(mask, "anomaly")]
-            for row in rows:
-                lo, hi = scale[row.method]
-                overlay = heatmap_overlay(rgb, pics.scores[row.method][i], vmin=lo, vmax=hi)
-                tiles.append(_caption(overlay, row.method))
-            gap = np.full((tiles[0].shape[0], 4, 3), 255, dtype=np.uint8)
-            panel = np.concatenate([t for tile in tiles for t in (tile, gap)][:-1], axis=1)
-            paths.append(save_png(Path(folder) / set_name / f"{i:03d}.png", panel))
-    return paths
+    """The panels of :func:`heatmap_figures` as ``folder/<set>/<image>.png``."""
+    return [
+        save_figure(Path(folder) / set_name / f"{i:03d}.png", fig)
+        for set_name, figures in heatmap_figures(evaluation, rows).items()
+        for i, fig in enumerate(figures)
+    ]
 
 
 CLEARLY_LOWER_RATIO = 0.9

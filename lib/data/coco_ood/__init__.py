@@ -22,6 +22,7 @@ from torch import Tensor
 
 from lib.data.io import check_same_size, expected_tree_error, read_label, read_rgb
 from lib.errors import UserError
+from lib.image_tensor import rgb_to_unit
 from lib.labels import ANOMALY, IGNORE
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ def paste_outlier(
     oh, ow = mask.shape
     top, left = rng.randint(0, h - oh), rng.randint(0, w - ow)
     obj = torch.from_numpy(mask == ANOMALY)
-    patch = torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
+    patch = rgb_to_unit(rgb)
     region = image[:, top : top + oh, left : left + ow]
     region.copy_(torch.where(obj, patch, region))
     label[top : top + oh, left : left + ow][obj] = ANOMALY

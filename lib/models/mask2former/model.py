@@ -19,12 +19,12 @@ import torch.nn.functional as F
 from lib.models.mask2former.backbone import ResNet
 from lib.models.mask2former.pixel_decoder import MSDeformAttnPixelDecoder
 from lib.models.mask2former.transformer_decoder import MaskedTransformerDecoderGMA
+from lib.scores_m2f import confidence_from_class_scores, fold_query_masks, known_class_probs
 
 logger = logging.getLogger(__name__)
 
 SIZE_DIVISIBILITY = 32
 MASK_STRIDE = 4
-_QUERY_CHUNK = 20
 _PREDICTOR = "sem_seg_head.predictor."
 
 UNUSED_CHECKPOINT_KEYS = re.compile(
@@ -50,34 +50,30 @@ def semantic_and_anomaly(
     - ``anomaly = 1 − max_c Σ_q softmax(pred_logits_ood)[b, q, c] · sigmoid(mask_ood)[b, q]``
       (can be negative).
 
-    Returns ``(anomaly [B, H, W], logits [B, 19, H, W])``. Queries are processed in chunks so the
-    full-resolution masks never exist for all queries at once.
+    Returns ``(anomaly [B, H, W], logits [B, 19, H, W])`` in float32, computed by
+    :mod:`lib.scores_m2f` (queries in chunks, so the full-resolution masks never exist for all
+    queries at once).
     """
     masks = outputs["pred_masks"]
     if outputs["pred_masks_ood"] is not masks:
         raise ValueError("pred_masks_ood must be pred_masks: the OOD head shares the mask embedding")
-    b, q, h, w = masks.shape
+    h, w = masks.shape[-2:]
     height, width = image_size
-    probs = torch.cat(
-        [outputs["pred_logits"].softmax(-1)[..., :-1], outputs["pred_logits_ood"].softmax(-1)[..., :-1]], -1
-    )  # [B, Q, 2K]
-    n_classes = probs.shape[-1] // 2
+
     padded_h, padded_w = h * MASK_STRIDE, w * MASK_STRIDE
-    scores = masks.new_zeros(b, 2 * n_classes, padded_h * padded_w)
-    for start in range(0, q, _QUERY_CHUNK):
-        chunk = F.interpolate(
-            masks[:, start : start + _QUERY_CHUNK],
-            size=(padded_h, padded_w),
-            mode="bilinear",
-            align_corners=False,
-        ).sigmoid()
-        scores = scores + torch.bmm(probs[:, start : start + _QUERY_CHUNK].transpose(1, 2), chunk.flatten(2))
+
+    def upsample(chunk: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(chunk, size=(padded_h, padded_w), mode="bilinear", align_corners=False)
+
+    probs = torch.cat(
+        [known_class_probs(outputs["pred_logits"]), known_class_probs(outputs["pred_logits_ood"])], -1
+    )  # [B, Q, 2K]: both heads fold the shared masks in one pass
+    scores = fold_query_masks(probs, masks, resize=upsample)
     # Cropped once at the end by a negative pad (a copy, not a view): the same numbers, and
     # torch.export then needs no guess about whether the input size is a multiple of 32.
-    scores = scores.view(b, 2 * n_classes, padded_h, padded_w)
     scores = F.pad(scores, (0, width - padded_w, 0, height - padded_h))
-    anomaly = 1 - scores[:, n_classes:].amax(1)
-    return anomaly, scores[:, :n_classes]
+    n_classes = probs.shape[-1] // 2
+    return confidence_from_class_scores(scores[:, n_classes:]), scores[:, :n_classes]
 
 
 class Mask2Anomaly(nn.Module):
