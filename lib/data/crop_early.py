@@ -47,6 +47,7 @@ from lib.data.transforms import (
     run_steps,
     to_u8,
 )
+from lib.image_tensor import rgb_to_unit
 from lib.labels import IGNORE
 
 
@@ -110,7 +111,7 @@ class Frames:
 
     def images(self, box: Box) -> Tensor:
         """Float ``[N, 3, h, w]`` in ``0..1`` of ``box`` (the same values as :class:`ToTensor`)."""
-        return torch.from_numpy(np.stack(self._prepared(box))).permute(0, 3, 1, 2).float().div_(255.0)
+        return rgb_to_unit(np.stack(self._prepared(box)))
 
     def _prepared(self, box: Box) -> list[np.ndarray]:
         crops = [im[box.top : box.bottom, box.left : box.right] for im in self._images]
