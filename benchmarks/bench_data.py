@@ -211,6 +211,6 @@ if __name__ == "__main__":
     )
     parser.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads")
     parser.add_argument(
-        "--augmentations", nargs="+", choices=sorted(AUGMENTATIONS), default=sorted(AUGMENTATIONS)
+        "--augmentations", nargs="+", choices=AUGMENTATIONS.names(), default=AUGMENTATIONS.names()
     )
     main(parser.parse_args())
