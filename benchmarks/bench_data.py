@@ -1,11 +1,15 @@
-"""How fast does the training pipeline deliver pairs? Images/s at crop 700 on Cityscapes-size data.
+"""How fast does the training pipeline deliver pairs? Crop-early vs full-frame images/s at crop 700.
 
-Writes a few 1024x2048 Cityscapes + MultiShift + COCO fixtures to a temporary folder, then times
-decode speed (OpenCV vs Pillow vs the project's checked reader ``read_rgb``, PNG/JPEG/WebP) and
-``MultiShiftPairs`` with each training augmentation (``data.augmentation``: the DeepLab and the
-published Mask2Former recipe), mixup and COCO pasting through a DataLoader with 0 and 2 workers.
+Writes a few 1024x2048 Cityscapes + MultiShift + COCO fixtures to a temporary folder, times decode
+speed (OpenCV vs Pillow vs the project's checked reader ``read_rgb``, PNG/JPEG/WebP), then, for
+each training augmentation (``data.augmentation``: the DeepLab and the published Mask2Former
+recipe), runs ``MultiShiftPairs``
+(decoding, mixup, augmentation, COCO pasting) with ``crop_early`` on and off on the same items and
+draws, item by item in turn, in one thread as each DataLoader worker runs (``--threads``), and
+ends with one line per recipe: images/s of both, the speed-up, the largest image difference
+(0..1 units) and the share of differing label pixels.
 
-    python benchmarks/bench_data.py [--pairs 8] [--batches 4] [--workers 0 2]
+    python benchmarks/bench_data.py [--pairs 8] [--epochs 2] [--threads 1] [--workers 0 2]
         [--augmentations deeplab mask2former]
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -102,15 +107,59 @@ def time_decoders(root: Path) -> None:
         )
 
 
-def time_pipeline(root: Path, augmentation: str, workers: int, batches: int, batch_size: int) -> float:
-    ds = MultiShiftPairs(
+def _pairs(root: Path, augmentation: str, crop_early: bool) -> MultiShiftPairs:
+    return MultiShiftPairs(
         root / "cityscapes",
         root / "multishift_cityscapes",
         transform=paired_train_transform(DataConfig(augmentation=augmentation, crop_size=CROP)),
         outliers=OutlierObjects(root / "coco"),
+        crop_early=crop_early,
     )
+
+
+def compare_pipelines(root: Path, augmentation: str, epochs: int) -> str:
+    """Crop-early vs full-frame on the same items and draws, timed item by item in turn (so that a
+    change of machine load hits both alike); the summary line with speed-up and differences."""
+    early, full = _pairs(root, augmentation, True), _pairs(root, augmentation, False)
+    std = torch.tensor(DataConfig().std).view(3, 1, 1)
+    seconds = {"early": 0.0, "full": 0.0}
+    max_diff, mismatched, pixels = 0.0, 0, 0
+    for epoch in range(epochs):
+        early.set_epoch(epoch)
+        full.set_epoch(epoch)
+        for index in range(len(early)):
+            items = {}
+            for name, ds in (
+                (("early", early), ("full", full)) if index % 2 else (("full", full), ("early", early))
+            ):
+                start = time.perf_counter()
+                items[name] = ds[index]
+                seconds[name] += time.perf_counter() - start
+            for image, label in (("image", "label"), ("aug_image", "aug_label")):
+                diff = (items["early"][image] - items["full"][image]).abs() * std  # in 0..1 units
+                max_diff = max(max_diff, float(diff.max()))
+                mismatched += int((items["early"][label] != items["full"][label]).sum())
+                pixels += items["full"][label].numel()
+    n = 2 * epochs * len(early)
+    rate_early, rate_full = n / seconds["early"], n / seconds["full"]
+    return (
+        f"{augmentation}: crop-early {rate_early:.2f} img/s vs full-frame {rate_full:.2f} img/s "
+        f"({rate_early / rate_full:.1f}x), max image diff {max_diff:.2g}, "
+        f"label mismatch {100 * mismatched / pixels:.4f}%"
+    )
+
+
+def time_loader(root: Path, augmentation: str, workers: int, batches: int, batch_size: int) -> float:
+    """Images/s of the default (crop-early) pipeline through a DataLoader."""
+    ds = _pairs(root, augmentation, True)
     loader = DataLoader(
-        ds, batch_size=batch_size, shuffle=True, num_workers=workers, collate_fn=collate_items, drop_last=True
+        ds,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        collate_fn=collate_items,
+        drop_last=True,
+        persistent_workers=workers > 0,
     )
     n, start = 0, None
     for epoch in range(batches * batch_size // len(ds) + 2):
@@ -126,9 +175,13 @@ def time_pipeline(root: Path, augmentation: str, workers: int, batches: int, bat
 
 
 def main(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)  # default 1: one thread per process, as in DataLoader workers
+    cv2.setNumThreads(args.threads)
+    load = os.getloadavg()
     print(
         f"torch {torch.__version__}, opencv {cv2.__version__}, python {platform.python_version()}, "
-        f"cpus {torch.get_num_threads()} threads"
+        f"{os.cpu_count()} cpus, torch threads {torch.get_num_threads()}, "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -136,11 +189,15 @@ def main(args: argparse.Namespace) -> None:
         write_fixtures(root, args.pairs)
         for augmentation in args.augmentations:
             for workers in args.workers:
-                rate = time_pipeline(root, augmentation, workers, args.batches, args.batch_size)
+                rate = time_loader(root, augmentation, workers, args.batches, args.batch_size)
                 print(
-                    f"training pipeline, {augmentation} augmentation, crop {CROP}, float32, "
+                    f"crop-early training pipeline, {augmentation} augmentation, crop {CROP}, "
                     f"{workers} workers: {rate:.2f} images/s (originals + generated)"
                 )
+        summary = [compare_pipelines(root, augmentation, args.epochs) for augmentation in args.augmentations]
+    load = os.getloadavg()
+    print(f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print("\n".join(summary))
 
 
 if __name__ == "__main__":
@@ -148,8 +205,12 @@ if __name__ == "__main__":
     parser.add_argument("--pairs", type=int, default=8)
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--workers", type=int, nargs="*", default=[], help="also time DataLoaders")
     parser.add_argument(
-        "--augmentations", nargs="+", choices=sorted(AUGMENTATIONS), default=sorted(AUGMENTATIONS)
+        "--epochs", type=int, default=2, help="epochs of the crop-early/full-frame comparison"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads")
+    parser.add_argument(
+        "--augmentations", nargs="+", choices=AUGMENTATIONS.names(), default=AUGMENTATIONS.names()
     )
     main(parser.parse_args())

@@ -47,6 +47,10 @@ class DataConfig:
     ``augmentation`` picks the joint transform of each training pair: ``deeplab`` (random rescale in
     ``scale_range``, ``crop_size`` crop, flip) or ``mask2former`` (the published Mask2Former recipe:
     colour, blur, sharpness, contrast, equalize, rescale, rotation, flips, then the crop).
+    ``crop_early`` processes only the part of each frame that the crop keeps (same draws, same
+    values up to interpolation rounding; false: whole frames, for comparison). With
+    ``num_workers`` > 0 the training workers persist across epochs and each prefetches
+    ``prefetch_factor`` batches.
     ``max_image_pixels``: the largest width x height an image header may claim before it is decoded
     (a larger claim is an error naming the file; see :mod:`lib.data.image_file`).
     """
@@ -62,6 +66,8 @@ class DataConfig:
     mean: list[float] = fixed_list(3, IMAGENET_MEAN)
     std: list[float] = fixed_list(3, IMAGENET_STD)
     num_workers: int = 4
+    prefetch_factor: int = 2
+    crop_early: bool = True
     ood_prob: float = 1.0
     ood_scale_array: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 11)])
     mixup_max: float = 0.3

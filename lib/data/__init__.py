@@ -26,7 +26,8 @@
 
 Public interface: :class:`CityscapesSeg` (closed-world items), :class:`MultiShiftPairs`
 (original + generated training pairs), :class:`OutlierObjects`, :func:`build_benchmark` /
-:data:`BENCHMARKS`, :func:`collate_items`, and the transforms in :mod:`lib.data.transforms`.
+:data:`BENCHMARKS`, :func:`collate_items`, the transforms in :mod:`lib.data.transforms`, and
+their crop-early execution in :mod:`lib.data.crop_early`.
 """
 
 from lib.data.benchmarks import BENCHMARKS, DEFAULT_ROOT, AnomalyBenchmark, build_benchmark

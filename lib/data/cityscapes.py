@@ -8,12 +8,14 @@ with stems that may carry a suffix after the frame, holds the CG-Aug output
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lib.data.crop_early import Frames, can_plan, run_crop_early
 from lib.data.io import (
     check_same_size,
     expected_tree_error,
@@ -82,7 +84,9 @@ class CityscapesSeg(Dataset):
 
     Item: ``{"image": float32 [3, H, W] normalised, "label": int64 [H, W], "name": stem}``.
     ``transform`` is a joint transform on ``0..1`` tensors (see :mod:`lib.data.transforms`);
-    normalisation by ``mean``/``std`` always comes last.
+    normalisation by ``mean``/``std`` always comes last. With ``crop_early`` and a transform that
+    draws its steps, only the part of the frame that the final crop keeps is processed
+    (:mod:`lib.data.crop_early`), from the same draws of the ``random`` module.
     """
 
     def __init__(
@@ -93,10 +97,12 @@ class CityscapesSeg(Dataset):
         *,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
+        crop_early: bool = True,
     ) -> None:
         self.root, self.split = Path(root), split
         self.samples = list_cityscapes_split(self.root, split)
         self.transform = transform
+        self.crop_early = crop_early and transform is not None and can_plan(transform)
         self.to_tensor, self.normalize = ToTensor(), Normalize(mean, std)
 
     def __len__(self) -> int:
@@ -106,8 +112,12 @@ class CityscapesSeg(Dataset):
         _, stem, img_path, lab_path = self.samples[index]
         image, label = read_rgb(img_path), read_train_label(lab_path, allow_anomaly=False)
         check_same_size(image, img_path, label, lab_path)
-        images, labels = self.to_tensor([image], [label])
-        if self.transform is not None:
-            images, labels = self.transform(images, labels)
+        if self.crop_early:
+            frames = Frames([image], [label])
+            images, labels = run_crop_early(self.transform.draw(frames.size, random), frames)
+        else:
+            images, labels = self.to_tensor([image], [label])
+            if self.transform is not None:
+                images, labels = self.transform(images, labels)
         images, labels = self.normalize(images, labels)
         return {"image": images[0].contiguous(), "label": labels[0].contiguous(), "name": stem}

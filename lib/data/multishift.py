@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,10 @@ from torch.utils.data import Dataset
 
 from lib.data.cityscapes import list_cityscapes_split, read_train_label
 from lib.data.coco_ood import OutlierObjects
+from lib.data.crop_early import Frames, can_plan, run_crop_early
 from lib.data.io import check_same_size, read_rgb
 from lib.data.pasting import PasteOutliers
-from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, JointTransform, Normalize, ToTensor
+from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, JointTransform, Normalize, run_steps
 from lib.errors import UserError
 
 DEFAULT_OOD_SCALES = tuple(round(0.1 * i, 1) for i in range(1, 11))
@@ -39,6 +41,11 @@ def mixup(original: np.ndarray, generated: np.ndarray, p: float) -> np.ndarray:
     return (p * original.astype(np.float32) + (1.0 - p) * generated.astype(np.float32)).astype(np.uint8)
 
 
+def _mix_generated(images: list[np.ndarray], p: float) -> list[np.ndarray]:
+    """``[original, generated]`` -> ``[original, mixup(original, generated, p)]`` (pixel-wise)."""
+    return [images[0], mixup(images[0], images[1], p)]
+
+
 class MultiShiftPairs(Dataset):
     """Cityscapes originals paired with one generated variant each, drawn afresh per epoch.
 
@@ -54,6 +61,14 @@ class MultiShiftPairs(Dataset):
     (:class:`~lib.data.pasting.PasteOutliers`) with probability ``paste_prob``, scale drawn from
     ``ood_scale_array``. ``mixup_max`` > 0 blends ``p = min(U(0, 1), mixup_max)`` of the original
     into the generated image. ``transform`` acts on ``0..1`` tensors.
+
+    Every random draw of an item (mixup, augmentation, pasting) comes from its own generator
+    seeded by ``(seed, epoch, index)``: the same in any number of DataLoader workers, persistent
+    or not, different per epoch and, since ranks hold disjoint indices, per rank. The epoch lives
+    in shared memory so that persistent workers see :meth:`set_epoch`. With ``crop_early`` (and a
+    transform that draws its steps, e.g. :class:`~lib.data.transforms.Compose`), only the part of
+    the frames that the final crop keeps is processed (:mod:`lib.data.crop_early`); otherwise
+    whole frames, for the same draws.
     """
 
     def __init__(
@@ -70,6 +85,7 @@ class MultiShiftPairs(Dataset):
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         seed: int = 0,
+        crop_early: bool = True,
     ) -> None:
         originals = {stem: (img, lab) for _, stem, img, lab in list_cityscapes_split(cityscapes_root, split)}
         variants: dict[str, list[tuple[Path, Path]]] = {}
@@ -87,17 +103,28 @@ class MultiShiftPairs(Dataset):
             None if outliers is None else PasteOutliers(outliers, scales=ood_scale_array, prob=paste_prob)
         )
         self.mixup_max = mixup_max
-        self.to_tensor, self.normalize = ToTensor(), Normalize(mean, std)
-        self.seed, self.epoch = seed, 0
+        self.normalize = Normalize(mean, std)
+        self.crop_early = crop_early and transform is not None and can_plan(transform)
+        self.seed = seed
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select which variant each original gets this epoch (call before building the iterator)."""
-        self.epoch = epoch
+        """Select this epoch's variants and draws (call before building the iterator)."""
+        self._epoch.fill_(epoch)
 
     def variant_index(self, index: int) -> int:
         """The variant drawn for pair ``index`` in the current epoch."""
         n = len(self.pairs[index][2])
         return int(np.random.default_rng((self.seed, self.epoch, index)).integers(n)) if n > 1 else 0
+
+    def item_rng(self, index: int) -> random.Random:
+        """The generator of pair ``index``'s draws in the current epoch."""
+        state = np.random.SeedSequence((self.seed, self.epoch, index, 1)).generate_state(2, np.uint64)
+        return random.Random(int(state[0]) << 64 | int(state[1]))
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -115,13 +142,22 @@ class MultiShiftPairs(Dataset):
         gen_label = read_train_label(gen_lab_path, allow_anomaly=True)
         check_same_size(original, img_path, label, lab_path)
         check_same_size(generated, gen_path, gen_label, gen_lab_path)
+        rng = self.item_rng(index)
+        prepare = None
         if self.mixup_max > 0:
-            generated = mixup(original, generated, min(random.random(), self.mixup_max))
-        images, labels = self.to_tensor([original, generated], [label, gen_label])
-        if self.transform is not None:
-            images, labels = self.transform(images, labels)
+            p = min(rng.random(), self.mixup_max)
+            prepare = partial(_mix_generated, p=p)
+        frames = Frames([original, generated], [label, gen_label], prepare)
+        if self.transform is None:
+            images, labels = frames.whole()
+        elif self.crop_early:
+            images, labels = run_crop_early(self.transform.draw(frames.size, rng), frames)
+        elif can_plan(self.transform):
+            images, labels = run_steps(self.transform.draw(frames.size, rng), *frames.whole())
+        else:
+            images, labels = self.transform(*frames.whole())
         if self.paste is not None:
-            images, labels = self.paste(images, labels)
+            images, labels = self.paste(images, labels, rng)
         images, labels = self.normalize(images, labels)
         return {
             "image": images[0].contiguous(),

@@ -11,8 +11,11 @@ receive identical geometry and colour changes. Labels are always resampled neare
 padded with ``IGNORE``. :class:`ToTensor` turns lists of numpy arrays into that pair.
 
 :class:`Compose` applies each transform with its own probability, as the published Mask2Former
-training recipe does (:func:`mask2former_train_transform`). Randomness comes from Python's
-``random`` module, which DataLoader workers seed individually.
+training recipe does (:func:`mask2former_train_transform`). Every random transform draws its
+parameters from the frame size alone (``draw``) and returns deterministic steps (``Resize``,
+``Crop``, ``Rotate``, flips; colour steps as :class:`PixelStep`), so a whole recipe can be drawn
+before any pixel is touched (:meth:`Compose.draw`, used by :mod:`lib.data.crop_early`). Calling a
+transform draws from Python's ``random`` module; :meth:`Compose.draw` takes any ``random.Random``.
 """
 
 from __future__ import annotations
@@ -34,8 +37,17 @@ from lib.labels import IGNORE
 
 Pair = tuple[Tensor, Tensor]
 JointTransform = Callable[..., Pair]
+Size = tuple[int, int]
+Rng = random.Random
+"""A source of draws: a ``random.Random``, or the ``random`` module itself."""
+Step = Callable[[Tensor, Tensor], Pair]
+"""A drawn, deterministic step; it also has ``out_size(size) -> size``."""
+Edges = tuple[bool, bool, bool, bool]
+"""Which sides (top, bottom, left, right) of a window are borders of the frame."""
+ALL_EDGES: Edges = (True, True, True, True)
 
-_GREY = (0.299, 0.587, 0.114)
+GREY_WEIGHTS = (0.299, 0.587, 0.114)
+_OPENCV_BLOCK = 16  # pixels per vector block of OpenCV's row loops (8 with AVX2; 16 covers AVX-512)
 _SHARPNESS_KERNEL = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13.0
 
 
@@ -62,7 +74,13 @@ class Normalize:
 
 
 class Compose:
-    """Apply ``(transform, probability)`` steps in order; a bare transform has probability 1."""
+    """Apply ``(transform, probability)`` steps in order; a bare transform has probability 1.
+
+    :meth:`draw` draws every random parameter of the whole recipe first (the coin of each step,
+    then the step's own draws, in the same order as calling it) and returns the deterministic
+    steps to run, so that a pipeline can plan which part of the frame it needs before touching a
+    pixel (:mod:`lib.data.crop_early`).
+    """
 
     def __init__(self, steps: Sequence[JointTransform | tuple[JointTransform, float]]) -> None:
         self.steps = [s if isinstance(s, tuple) else (s, 1.0) for s in steps]
@@ -73,14 +91,92 @@ class Compose:
                 images, labels = transform(images, labels)
         return images, labels
 
+    def can_draw(self) -> bool:
+        """Whether every step draws its parameters from the frame size alone (see :meth:`draw`)."""
+        return all(hasattr(t, "draw") for t, _ in self.steps)
 
-def _resize(images: Tensor, labels: Tensor, size: tuple[int, int]) -> Pair:
-    images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-    labels = F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+    def draw(self, size: Size, rng: Rng = random) -> list[Step]:
+        """The deterministic steps of one application to frames of ``size`` (height, width)."""
+        plan: list[Step] = []
+        for transform, prob in self.steps:
+            if prob >= 1.0 or rng.random() < prob:
+                for step in transform.draw(size, rng):
+                    size = step.out_size(size)
+                    plan.append(step)
+        return plan
+
+
+def run_steps(steps: Sequence[Step], images: Tensor, labels: Tensor) -> Pair:
+    """Apply drawn steps to whole frames, one after the other."""
+    for step in steps:
+        images, labels = step(images, labels)
     return images, labels
 
 
-class RandomResize:
+class _Drawn:
+    """A transform that draws its parameters (:meth:`draw`) and then runs the drawn steps."""
+
+    def draw(self, size: Size, rng: Rng) -> list[Step]:
+        raise NotImplementedError
+
+    def __call__(self, images: Tensor, labels: Tensor) -> Pair:
+        return run_steps(self.draw(tuple(images.shape[-2:]), random), images, labels)
+
+
+class PixelStep:
+    """A colour step: each output pixel depends on its input neighbourhood of ``radius`` pixels and,
+    for some steps, on a ``statistic`` of the whole frame (None when the step needs none)."""
+
+    radius = 0
+    uses_statistic = False
+    per_value = False
+    """Each output value is a function of the same pixel's same channel alone (given the statistic):
+    the step can run on a table of the 256 levels of an 8-bit source."""
+    column_alignment = 1
+    """Windows start and end on multiples of this many columns (or at the frame's edge)."""
+
+    def out_size(self, size: Size) -> Size:
+        return size
+
+    def draw(self, size: Size, rng: Rng) -> list[Step]:
+        return [self]
+
+    def statistic(self, images: Tensor) -> object:
+        """The whole-frame statistic of ``images`` (None for steps without one)."""
+        return self.combine([self.statistic_part(images)])
+
+    def statistic_part(self, images: Tensor) -> object:
+        """What the statistic needs from one band of rows; :meth:`combine` joins the bands exactly."""
+        return None
+
+    def combine(self, parts: list) -> object:
+        return None
+
+    def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
+        """The step on a window of the frame; ``edges`` says which sides (top, bottom, left, right)
+        of the window are the frame's own borders (the whole frame has all four)."""
+        raise NotImplementedError
+
+    def __call__(self, images: Tensor, labels: Tensor) -> Pair:
+        return self.apply(images, self.statistic(images)), labels
+
+
+class Resize:
+    """Bilinear resize of images, nearest of labels, to ``size`` (height, width)."""
+
+    def __init__(self, size: Size) -> None:
+        self.size = (int(size[0]), int(size[1]))
+
+    def out_size(self, size: Size) -> Size:
+        return self.size
+
+    def __call__(self, images: Tensor, labels: Tensor) -> Pair:
+        images = F.interpolate(images, size=self.size, mode="bilinear", align_corners=False)
+        labels = F.interpolate(labels[:, None].float(), size=self.size, mode="nearest")[:, 0].long()
+        return images, labels
+
+
+class RandomResize(_Drawn):
     """Rescale by a factor drawn from ``scales`` (a list: uniform choice) or ``scale_range`` (uniform)."""
 
     def __init__(
@@ -91,17 +187,21 @@ class RandomResize:
         self.scales = list(scales) if scales is not None else None
         self.scale_range = scale_range
 
-    def __call__(self, images: Tensor, labels: Tensor) -> Pair:
-        s = random.choice(self.scales) if self.scales is not None else random.uniform(*self.scale_range)
-        h, w = images.shape[-2:]
-        return _resize(images, labels, (max(1, int(h * s)), max(1, int(w * s))))
+    def draw(self, size: Size, rng: Rng) -> list[Step]:
+        s = rng.choice(self.scales) if self.scales is not None else rng.uniform(*self.scale_range)
+        h, w = size
+        return [Resize((max(1, int(h * s)), max(1, int(w * s))))]
 
 
-class RandomCrop:
-    """Crop ``size = (h, w)`` at a uniform position; pad images with 0 and labels with ``IGNORE`` first."""
+class Crop:
+    """Cut ``size`` (height, width) at ``(top, left)`` of the frame padded at the bottom and right
+    (images with 0, labels with ``IGNORE``) to at least ``size``."""
 
-    def __init__(self, size: tuple[int, int]) -> None:
-        self.size = (int(size[0]), int(size[1]))
+    def __init__(self, top: int, left: int, size: Size) -> None:
+        self.top, self.left, self.size = top, left, (int(size[0]), int(size[1]))
+
+    def out_size(self, size: Size) -> Size:
+        return self.size
 
     def __call__(self, images: Tensor, labels: Tensor) -> Pair:
         ch, cw = self.size
@@ -110,39 +210,69 @@ class RandomCrop:
             ph, pw = max(ch - h, 0), max(cw - w, 0)
             images = F.pad(images, (0, pw, 0, ph), value=0.0)
             labels = F.pad(labels, (0, pw, 0, ph), value=IGNORE)
-            h, w = images.shape[-2:]
-        top = random.randint(0, h - ch)
-        left = random.randint(0, w - cw)
-        return images[..., top : top + ch, left : left + cw], labels[..., top : top + ch, left : left + cw]
+        rows, cols = slice(self.top, self.top + ch), slice(self.left, self.left + cw)
+        return images[..., rows, cols], labels[..., rows, cols]
 
 
-class HorizontalFlip:
+class RandomCrop(_Drawn):
+    """Crop ``size = (h, w)`` at a uniform position; pad images with 0 and labels with ``IGNORE`` first."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        self.size = (int(size[0]), int(size[1]))
+
+    def draw(self, size: Size, rng: Rng) -> list[Step]:
+        ch, cw = self.size
+        h, w = max(size[0], ch), max(size[1], cw)
+        top = rng.randint(0, h - ch)
+        left = rng.randint(0, w - cw)
+        return [Crop(top, left, self.size)]
+
+
+class _Flip:
+    dim = -1
+
+    def out_size(self, size: Size) -> Size:
+        return size
+
+    def draw(self, size: Size, rng: Rng) -> list[Step]:
+        return [self]
+
+    def __call__(self, images: Tensor, labels: Tensor) -> Pair:
+        return images.flip(self.dim), labels.flip(self.dim)
+
+
+class HorizontalFlip(_Flip):
     """Mirror left-right (give it a probability in :class:`Compose`)."""
 
-    def __call__(self, images: Tensor, labels: Tensor) -> Pair:
-        return images.flip(-1), labels.flip(-1)
+    dim = -1
 
 
-class VerticalFlip:
+class VerticalFlip(_Flip):
     """Mirror top-bottom (give it a probability in :class:`Compose`)."""
 
+    dim = -2
+
+
+def rotation_theta(angle: float, size: Size) -> Tensor:
+    """``affine_grid``'s ``[2, 3]`` matrix for a rotation by ``angle`` radians about the centre of a
+    frame of ``size``; normalised coordinates scale x and y differently, so it rotates pixel units."""
+    h, w = size
+    cos, sin = math.cos(angle), math.sin(angle)
+    return torch.tensor([[cos, -sin * h / w, 0.0], [sin * w / h, cos, 0.0]], dtype=torch.float32)
+
+
+class Rotate:
+    """Rotate by ``angle`` radians about the centre (images bilinear, labels nearest; outside: 0, IGNORE)."""
+
+    def __init__(self, angle: float) -> None:
+        self.angle = angle
+
+    def out_size(self, size: Size) -> Size:
+        return size
+
     def __call__(self, images: Tensor, labels: Tensor) -> Pair:
-        return images.flip(-2), labels.flip(-2)
-
-
-class RandomRotate:
-    """Rotate about the centre by an angle uniform in ``[-degrees, degrees]``; outside labels -> IGNORE."""
-
-    def __init__(self, degrees: float = 10.0) -> None:
-        self.degrees = degrees
-
-    def __call__(self, images: Tensor, labels: Tensor) -> Pair:
-        angle = math.radians(random.uniform(-self.degrees, self.degrees))
         h, w = images.shape[-2:]
-        cos, sin = math.cos(angle), math.sin(angle)
-        # Normalised coordinates scale x and y differently; rotate in pixel units.
-        theta = torch.tensor([[cos, -sin * h / w, 0.0], [sin * w / h, cos, 0.0]], dtype=torch.float32)
-        grid = F.affine_grid(theta[None], [1, 1, h, w], align_corners=False)
+        grid = F.affine_grid(rotation_theta(self.angle, (h, w))[None], [1, 1, h, w], align_corners=False)
         images = F.grid_sample(
             images, grid.expand(images.shape[0], -1, -1, -1), mode="bilinear", align_corners=False
         )
@@ -153,9 +283,19 @@ class RandomRotate:
         return images, torch.where(out == 0, torch.full_like(out, IGNORE), out - 1)
 
 
+class RandomRotate(_Drawn):
+    """Rotate about the centre by an angle uniform in ``[-degrees, degrees]``; outside labels -> IGNORE."""
+
+    def __init__(self, degrees: float = 10.0) -> None:
+        self.degrees = degrees
+
+    def draw(self, size: Size, rng: Rng) -> list[Step]:
+        return [Rotate(math.radians(rng.uniform(-self.degrees, self.degrees)))]
+
+
 def _grey(images: Tensor) -> Tensor:
     r, g, b = images.unbind(1)
-    return (_GREY[0] * r + _GREY[1] * g + _GREY[2] * b).unsqueeze(1)
+    return (GREY_WEIGHTS[0] * r + GREY_WEIGHTS[1] * g + GREY_WEIGHTS[2] * b).unsqueeze(1)
 
 
 def _blend(a: Tensor, b: Tensor, factor: float) -> Tensor:
@@ -163,9 +303,13 @@ def _blend(a: Tensor, b: Tensor, factor: float) -> Tensor:
 
 
 def _per_image(images: Tensor, fn: Callable[[np.ndarray], np.ndarray]) -> Tensor:
-    """Apply an OpenCV function to each ``[H, W, 3]`` float32 image (much faster than torch convs on CPU)."""
-    out = [torch.from_numpy(fn(np.ascontiguousarray(im.permute(1, 2, 0).numpy()))) for im in images]
-    return torch.stack(out).permute(0, 3, 1, 2).contiguous()
+    """Apply an OpenCV function to each ``[H, W, 3]`` float32 image (much faster than torch convs on CPU).
+
+    The result is channels-last in memory (as :class:`ToTensor`'s), so that the next OpenCV step
+    reads it without a copy; torch's element-wise steps keep that layout.
+    """
+    out = [fn(np.ascontiguousarray(im.permute(1, 2, 0).numpy())) for im in images]
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
 
 
 def _shift_hue(rgb: np.ndarray, shift: float) -> np.ndarray:
@@ -174,7 +318,62 @@ def _shift_hue(rgb: np.ndarray, shift: float) -> np.ndarray:
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
-class ColorJitter:
+class Brightness(PixelStep):
+    """Multiply by ``factor``, clip to ``0..1``."""
+
+    per_value = True
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+
+    def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
+        return (images * self.factor).clamp_(0.0, 1.0)
+
+
+class Contrast(PixelStep):
+    """Blend with the image's mean grey level (a whole-frame statistic) by ``factor``."""
+
+    per_value = True
+
+    uses_statistic = True
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+
+    def statistic_part(self, images: Tensor) -> Tensor:
+        return _grey(images)
+
+    def combine(self, parts: list) -> Tensor:
+        grey = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+        return grey.mean(dim=(1, 2, 3), keepdim=True)
+
+    def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
+        return _blend(images, stat, self.factor)
+
+
+class Saturation(PixelStep):
+    """Blend with the pixel's own grey level by ``factor``."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+
+    def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
+        return _blend(images, _grey(images), self.factor)
+
+
+class Hue(PixelStep):
+    """Rotate the hue by ``shift`` turns (OpenCV's float HSV)."""
+
+    column_alignment = _OPENCV_BLOCK
+
+    def __init__(self, shift: float) -> None:
+        self.shift = shift
+
+    def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
+        return _per_image(images, lambda im: _shift_hue(im, self.shift)).clamp_(0.0, 1.0)
+
+
+class ColorJitter(_Drawn):
     """Brightness, contrast, saturation and hue jitter in random order (torchvision's semantics).
 
     Factors are drawn from ``[max(0, 1 - x), 1 + x]`` and the hue shift from ``[-hue, hue]``;
@@ -186,26 +385,44 @@ class ColorJitter:
     ) -> None:
         self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
 
-    def __call__(self, images: Tensor, labels: Tensor) -> Pair:
+    def draw(self, size: Size, rng: Rng) -> list[Step]:
         ops = [0, 1, 2, 3]
-        random.shuffle(ops)
+        rng.shuffle(ops)
+        steps: list[Step] = []
         for op in ops:
             if op == 0 and self.brightness > 0:
-                f = random.uniform(max(0.0, 1 - self.brightness), 1 + self.brightness)
-                images = (images * f).clamp_(0.0, 1.0)
+                steps.append(Brightness(rng.uniform(max(0.0, 1 - self.brightness), 1 + self.brightness)))
             elif op == 1 and self.contrast > 0:
-                f = random.uniform(max(0.0, 1 - self.contrast), 1 + self.contrast)
-                images = _blend(images, _grey(images).mean(dim=(1, 2, 3), keepdim=True), f)
+                steps.append(Contrast(rng.uniform(max(0.0, 1 - self.contrast), 1 + self.contrast)))
             elif op == 2 and self.saturation > 0:
-                f = random.uniform(max(0.0, 1 - self.saturation), 1 + self.saturation)
-                images = _blend(images, _grey(images), f)
+                steps.append(Saturation(rng.uniform(max(0.0, 1 - self.saturation), 1 + self.saturation)))
             elif op == 3 and self.hue > 0:
-                shift = random.uniform(-self.hue, self.hue)
-                images = _per_image(images, lambda im, s=shift: _shift_hue(im, s)).clamp_(0.0, 1.0)
-        return images, labels
+                steps.append(Hue(rng.uniform(-self.hue, self.hue)))
+        return steps
 
 
-class GaussianBlur:
+class Blur(PixelStep):
+    """Gaussian blur with an odd ``kernel_size`` and ``sigma`` (reflect-101 frame borders)."""
+
+    column_alignment = _OPENCV_BLOCK
+
+    def __init__(self, kernel_size: int, sigma: float) -> None:
+        self.kernel_size, self.sigma = kernel_size, sigma
+        self.radius = kernel_size // 2
+
+    def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
+        k = self.kernel_size
+        blur = partial(
+            cv2.GaussianBlur,
+            ksize=(k, k),
+            sigmaX=self.sigma,
+            sigmaY=self.sigma,
+            borderType=cv2.BORDER_REFLECT_101,
+        )
+        return _per_image(images, blur)
+
+
+class GaussianBlur(_Drawn):
     """Separable Gaussian blur, ``kernel_size`` odd, sigma uniform in ``sigma`` (reflect padding)."""
 
     def __init__(self, kernel_size: int = 9, sigma: tuple[float, float] = (0.1, 5.0)) -> None:
@@ -213,63 +430,125 @@ class GaussianBlur:
             raise ValueError(f"GaussianBlur kernel_size must be odd, got {kernel_size}")
         self.kernel_size, self.sigma = kernel_size, sigma
 
-    def __call__(self, images: Tensor, labels: Tensor) -> Pair:
-        sigma = random.uniform(*self.sigma)
-        k = self.kernel_size
-        blur = partial(
-            cv2.GaussianBlur, ksize=(k, k), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101
-        )
-        return _per_image(images, blur), labels
+    def draw(self, size: Size, rng: Rng) -> list[Step]:
+        return [Blur(self.kernel_size, rng.uniform(*self.sigma))]
 
 
-class RandomSharpness:
+class Sharpen(PixelStep):
+    """Blend with a 3x3-smoothed copy by ``factor``; the frame's outermost pixels stay unsmoothed and
+    frames of 2 pixels or less on a side are left as they are (torchvision's adjust_sharpness)."""
+
+    radius = 1
+    column_alignment = _OPENCV_BLOCK
+
+    def __init__(self, factor: float, frame: Size) -> None:
+        self.factor, self.frame = factor, frame
+
+    def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
+        if self.frame[0] <= 2 or self.frame[1] <= 2:
+            return images
+        smooth = _per_image(images, lambda im: cv2.filter2D(im, -1, _SHARPNESS_KERNEL))
+        top, bottom, left, right = edges
+        if top:
+            smooth[..., 0, :] = images[..., 0, :]
+        if bottom:
+            smooth[..., -1, :] = images[..., -1, :]
+        if left:
+            smooth[..., :, 0] = images[..., :, 0]
+        if right:
+            smooth[..., :, -1] = images[..., :, -1]
+        return _blend(images, smooth, self.factor)
+
+
+class RandomSharpness(_Drawn):
     """Blend with a 3x3-smoothed copy by a factor uniform in ``[0, 2]`` (torchvision's adjust_sharpness)."""
 
-    def __call__(self, images: Tensor, labels: Tensor) -> Pair:
-        factor = random.uniform(0.0, 2.0)
-        h, w = images.shape[-2:]
-        if h <= 2 or w <= 2:
-            return images, labels
-        smooth = _per_image(images, lambda im: cv2.filter2D(im, -1, _SHARPNESS_KERNEL))
-        smooth[..., 0, :], smooth[..., -1, :] = images[..., 0, :], images[..., -1, :]
-        smooth[..., :, 0], smooth[..., :, -1] = images[..., :, 0], images[..., :, -1]
-        return _blend(images, smooth, factor), labels
+    def draw(self, size: Size, rng: Rng) -> list[Step]:
+        return [Sharpen(rng.uniform(0.0, 2.0), size)]
 
 
-class AutoContrast:
-    """Stretch each channel of each image to the full ``0..1`` range."""
+class AutoContrast(PixelStep):
+    """Stretch each channel of each image to the full ``0..1`` range (of the whole frame)."""
 
-    def __call__(self, images: Tensor, labels: Tensor) -> Pair:
-        lo = images.amin(dim=(2, 3), keepdim=True)
-        hi = images.amax(dim=(2, 3), keepdim=True)
+    uses_statistic = True
+    per_value = True
+
+    def statistic_part(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        n, c = images.shape[:2]
+        if images.stride(1) == 1:  # channels innermost in memory: reduce over a [N, H * W, C] view
+            lo, hi = torch.aminmax(images.permute(0, 2, 3, 1).reshape(n, -1, c), dim=1)
+            return lo.view(n, c, 1, 1), hi.view(n, c, 1, 1)
+        return images.amin(dim=(2, 3), keepdim=True), images.amax(dim=(2, 3), keepdim=True)
+
+    def combine(self, parts: list) -> tuple[Tensor, Tensor]:
+        lo = torch.stack([p[0] for p in parts]).amin(0)
+        hi = torch.stack([p[1] for p in parts]).amax(0)
         flat = hi <= lo
         scale = torch.where(flat, torch.ones_like(hi), 1.0 / (hi - lo).clamp_min(1e-12))
-        lo = torch.where(flat, torch.zeros_like(lo), lo)
-        return ((images - lo) * scale).clamp_(0.0, 1.0), labels
+        return torch.where(flat, torch.zeros_like(lo), lo), scale
+
+    def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
+        lo, scale = stat
+        return ((images - lo) * scale).clamp_(0.0, 1.0)
 
 
-class Equalize:
+def to_u8(images: Tensor) -> np.ndarray:
+    """``[N, C, H, W]`` 0..1 -> ``[N * C, H, W]`` uint8, truncating (torchvision's equalize)."""
+    n, c, h, w = images.shape
+    return (images * 255).to(torch.uint8).reshape(n * c, h, w).numpy()
+
+
+class Equalize(PixelStep):
     """Histogram-equalise each channel of each image on 8-bit values (torchvision's ``equalize``).
 
-    Integer NumPy histograms and an OpenCV look-up table per channel: the same values as the
-    torchvision algorithm, without int64 copies of the full-resolution image.
+    Integer NumPy histograms of the whole frame give one OpenCV look-up table per channel: the
+    same values as the torchvision algorithm, without int64 copies of the full-resolution image.
     """
 
-    def __call__(self, images: Tensor, labels: Tensor) -> Pair:
-        n, c, h, w = images.shape
-        u8 = (images * 255).to(torch.uint8).reshape(n * c, h, w).numpy()
-        out = np.empty_like(u8)
-        for i, channel in enumerate(u8):
-            hist = np.bincount(channel.ravel(), minlength=256)
+    uses_statistic = True
+    per_value = True
+
+    def statistic_part(self, images: Tensor) -> np.ndarray:
+        return self._histograms(to_u8(images))
+
+    def combine(self, parts: list) -> list[np.ndarray | None]:
+        return self.tables_from_histograms(sum(parts[1:], parts[0]))
+
+    @staticmethod
+    def _histograms(u8: np.ndarray) -> np.ndarray:
+        return np.stack([np.bincount(c.ravel(), minlength=256) for c in u8])
+
+    @staticmethod
+    def _tables(u8: np.ndarray) -> list[np.ndarray | None]:
+        return Equalize.tables_from_histograms(Equalize._histograms(u8))
+
+    @staticmethod
+    def tables_from_histograms(histograms: Sequence[np.ndarray]) -> list[np.ndarray | None]:
+        """One uint8 table per channel's 256-bin histogram, None where the channel stays as it is."""
+        tables: list[np.ndarray | None] = []
+        for hist in histograms:
             nonzero = hist[hist != 0]
             step = int(nonzero[:-1].sum()) // 255
             if step == 0:
-                out[i] = channel
+                tables.append(None)
                 continue
             lut = (np.cumsum(hist) + step // 2) // step
-            lut = np.concatenate(([0], lut[:-1])).clip(0, 255).astype(np.uint8)
-            out[i] = cv2.LUT(channel, lut)
-        return torch.from_numpy(out).view(n, c, h, w).float() / 255.0, labels
+            tables.append(np.concatenate(([0], lut[:-1])).clip(0, 255).astype(np.uint8))
+        return tables
+
+    @staticmethod
+    def _lookup(u8: np.ndarray, tables: list[np.ndarray | None], shape: torch.Size) -> Tensor:
+        out = np.empty_like(u8)
+        for i, (channel, lut) in enumerate(zip(u8, tables, strict=True)):
+            out[i] = channel if lut is None else cv2.LUT(channel, lut)
+        return torch.from_numpy(out).view(shape).float() / 255.0
+
+    def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
+        return self._lookup(to_u8(images), stat, images.shape)
+
+    def __call__(self, images: Tensor, labels: Tensor) -> Pair:
+        u8 = to_u8(images)
+        return self._lookup(u8, self._tables(u8), images.shape), labels
 
 
 def mask2former_train_transform(crop_size: tuple[int, int]) -> Compose:

@@ -75,6 +75,7 @@ def build_paired_train_set(cfg: Config) -> MultiShiftPairs:
         mean=tuple(d.mean),
         std=tuple(d.std),
         seed=cfg.train.seed,
+        crop_early=d.crop_early,
     )
 
 
@@ -89,7 +90,12 @@ def build_unpaired_train_set(cfg: Config) -> CityscapesSeg:
         outliers = OutlierObjects(Path(d.root) / d.coco)
         steps.append(PasteOutliers(outliers, scales=d.ood_scale_array, prob=d.ood_prob))
     return CityscapesSeg(
-        Path(d.root) / d.cityscapes, "train", Compose(steps), mean=tuple(d.mean), std=tuple(d.std)
+        Path(d.root) / d.cityscapes,
+        "train",
+        Compose(steps),
+        mean=tuple(d.mean),
+        std=tuple(d.std),
+        crop_early=d.crop_early,  # pasting draws from the object it loads: whole frames then
     )
 
 

@@ -238,6 +238,11 @@ def _train_loader(cfg: Config, dataset: Dataset, info: DistInfo) -> tuple[DataLo
         raise ConfigError(
             f"train.batch_size {cfg.train.batch_size} is not divisible by the {info.world_size} processes"
         )
+    if cfg.data.num_workers > 0 and cfg.data.prefetch_factor < 1:
+        raise UserError(
+            "data.prefetch_factor must be at least 1 with data.num_workers > 0, "
+            f"got {cfg.data.prefetch_factor}"
+        )
     per_rank = cfg.train.batch_size // info.world_size
     if len(dataset) < per_rank * info.world_size:
         raise UserError(
@@ -260,6 +265,8 @@ def _train_loader(cfg: Config, dataset: Dataset, info: DistInfo) -> tuple[DataLo
         pin_memory=info.device.type == "cuda",
         drop_last=True,
         generator=torch.Generator(),
+        persistent_workers=cfg.data.num_workers > 0,
+        prefetch_factor=cfg.data.prefetch_factor if cfg.data.num_workers > 0 else None,
     )
     return loader, sampler
 
@@ -378,7 +385,7 @@ def train_epoch(
     sampler.set_epoch(epoch)
     if hasattr(train_set, "set_epoch"):
         train_set.set_epoch(epoch)
-    loader.generator.manual_seed(cfg.train.seed * 100003 + epoch)
+    loader.generator.manual_seed((cfg.train.seed * 100003 + epoch) * info.world_size + info.rank)
     start = time.perf_counter()
     means, state.global_step = train_one_epoch(
         active.train_model,
