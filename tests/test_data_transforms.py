@@ -169,3 +169,20 @@ def test_equalize_equals_the_torch_algorithm_exactly():
     out, _ = Equalize()(images, torch.zeros(2, 37, 53, dtype=torch.long))
     assert out.dtype == torch.float32 and torch.equal(out, _torch_equalize(images))
     assert not torch.equal(out[1, 0], images[1, 0])
+
+
+@pytest.mark.parametrize("size", [(37, 53), (64, 256), (1, 300)])
+def test_statistic_parts_equal_plain_reductions_in_either_memory_layout(size):
+    """AutoContrast's channel range and Equalize's level counts (computed on channels-last pixels
+    where they lie) equal torch's amin/amax and NumPy's bincount, also on a window of the frame."""
+    g = torch.Generator().manual_seed(3)
+    images = torch.rand(2, 3, *size, generator=g)
+    images[1, 2] = 0.25  # a flat channel
+    last = images.contiguous(memory_format=torch.channels_last)
+    for x in (images, last, last[..., :, 1:]):
+        lo, hi = AutoContrast().statistic_part(x)
+        assert torch.equal(lo, x.amin(dim=(2, 3), keepdim=True))
+        assert torch.equal(hi, x.amax(dim=(2, 3), keepdim=True))
+        u8 = (x * 255).to(torch.uint8).reshape(6, *x.shape[2:]).numpy()
+        counts = np.stack([np.bincount(c.ravel(), minlength=256) for c in u8])
+        assert np.array_equal(Equalize().statistic_part(x), counts)

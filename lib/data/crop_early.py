@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lib.data.levels import level_counts
 from lib.data.transforms import (
     GREY_WEIGHTS,
     AutoContrast,
@@ -129,7 +130,7 @@ class Frames:
         for band in self.bands(rows):
             for n, im in enumerate(band):
                 for c in range(3):
-                    counts[n, c] += np.bincount(im[..., c].ravel(), minlength=256)
+                    counts[n, c] += level_counts(im, c)
         return counts
 
     def lookup(self, tables: Tensor, box: Box) -> Tensor:
