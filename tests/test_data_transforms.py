@@ -173,8 +173,9 @@ def test_equalize_equals_the_torch_algorithm_exactly():
 
 @pytest.mark.parametrize("size", [(37, 53), (64, 256), (1, 300)])
 def test_statistic_parts_equal_plain_reductions_in_either_memory_layout(size):
-    """AutoContrast's channel range and Equalize's level counts (computed on channels-last pixels
-    where they lie) equal torch's amin/amax and NumPy's bincount, also on a window of the frame."""
+    """AutoContrast's channel range, Equalize's level counts and its tables (read on channels-last
+    pixels where they lie) equal torch's amin/amax, NumPy's bincount and the torch algorithm, also
+    on a window of the frame."""
     g = torch.Generator().manual_seed(3)
     images = torch.rand(2, 3, *size, generator=g)
     images[1, 2] = 0.25  # a flat channel
@@ -186,3 +187,5 @@ def test_statistic_parts_equal_plain_reductions_in_either_memory_layout(size):
         u8 = (x * 255).to(torch.uint8).reshape(6, *x.shape[2:]).numpy()
         counts = np.stack([np.bincount(c.ravel(), minlength=256) for c in u8])
         assert np.array_equal(Equalize().statistic_part(x), counts)
+        tables = Equalize().statistic(x)  # the flat channel has no table: it stays as it is
+        assert torch.equal(Equalize().apply(x, tables), _torch_equalize(x))

@@ -301,7 +301,7 @@ def _grey(images: Tensor) -> Tensor:
 
 
 def _blend(a: Tensor, b: Tensor, factor: float) -> Tensor:
-    return (factor * a + (1.0 - factor) * b).clamp_(0.0, 1.0)
+    return (a * factor).add_(b * (1.0 - factor)).clamp_(0.0, 1.0)
 
 
 def _per_image(images: Tensor, fn: Callable[[np.ndarray], np.ndarray]) -> Tensor:
@@ -316,7 +316,9 @@ def _per_image(images: Tensor, fn: Callable[[np.ndarray], np.ndarray]) -> Tensor
 
 def _shift_hue(rgb: np.ndarray, shift: float) -> np.ndarray:
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)  # float32: H in [0, 360)
-    hsv[..., 0] = (hsv[..., 0] + shift * 360.0) % 360.0
+    hue = hsv[..., 0]
+    hue += shift * 360.0
+    np.remainder(hue, 360.0, out=hue)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
@@ -492,7 +494,7 @@ class AutoContrast(PixelStep):
 
     def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
         lo, scale = stat
-        return ((images - lo) * scale).clamp_(0.0, 1.0)
+        return (images - lo).mul_(scale).clamp_(0.0, 1.0)
 
 
 def _extremes_per_row(pixels: np.ndarray, reduce: Callable[..., np.ndarray]) -> np.ndarray:
@@ -568,7 +570,15 @@ class Equalize(PixelStep):
         return torch.from_numpy(out).view(shape).float() / 255.0
 
     def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
-        return self._lookup(to_u8(images), stat, images.shape)
+        u8 = _u8(images)
+        if u8.stride(1) != 1:
+            return self._lookup(to_u8(images), stat, images.shape)
+        n, c = images.shape[:2]  # channels innermost: one 3-channel table per image, read in place
+        identity = np.arange(256, dtype=np.uint8)
+        tables = np.stack([identity if t is None else t for t in stat]).reshape(n, c, 256)
+        pixels = u8.permute(0, 2, 3, 1).numpy()
+        out = [cv2.LUT(im, np.ascontiguousarray(t.T)[None]) for im, t in zip(pixels, tables, strict=True)]
+        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255.0
 
     def __call__(self, images: Tensor, labels: Tensor) -> Pair:
         u8 = to_u8(images)
