@@ -317,8 +317,9 @@ def _per_image(images: Tensor, fn: Callable[[np.ndarray], np.ndarray]) -> Tensor
 def _shift_hue(rgb: np.ndarray, shift: float) -> np.ndarray:
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)  # float32: H in [0, 360)
     hue = hsv[..., 0]
-    hue += shift * 360.0
-    np.remainder(hue, 360.0, out=hue)
+    hue += shift * 360.0  # then modulo 360 (the same float32 values as ``%``, without its division)
+    np.subtract(hue, 360.0, out=hue, where=hue >= 360.0)
+    np.add(hue, 360.0, out=hue, where=hue < 0.0)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
