@@ -33,7 +33,7 @@ def channel_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Te
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """``(images - mean) / std`` per channel of ``[..., 3, H, W]`` images in ``0..1``."""
     m, s = channel_stats(mean, std)
-    return (images - m.to(images.device)) / s.to(images.device)
+    return (images - m.to(images.device)).div_(s.to(images.device))  # one new tensor, divided in place
 
 
 def rgb_to_normalized(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
