@@ -420,9 +420,10 @@ def _sample(images: Tensor, x: Coords, y: Coords, src: Box, padding: str) -> Ten
     """Bilinear ``images`` (the window ``src`` of a frame) at frame pixel coordinates ``x, y``, as
     ``grid_sample`` with ``align_corners=False`` reads them."""
     wh, ww = src.bottom - src.top, src.right - src.left
-    grid = np.empty((len(x[1]), len(x[0]), 2), np.float32)
-    grid[..., 0] = ((2.0 * (x[0] - src.left) + 1.0) / ww - 1.0)[None, :] + (2.0 * x[1] / ww)[:, None]
-    grid[..., 1] = ((2.0 * (y[0] - src.top) + 1.0) / wh - 1.0)[None, :] + (2.0 * y[1] / wh)[:, None]
+    grid = np.empty((len(x[1]), len(x[0]), 2), np.float32)  # sums in float64, rounded once as stored:
+    add = partial(np.add, casting="same_kind")  # no float64 grid in between
+    add(((2.0 * (x[0] - src.left) + 1.0) / ww - 1.0)[None, :], (2.0 * x[1] / ww)[:, None], out=grid[..., 0])
+    add(((2.0 * (y[0] - src.top) + 1.0) / wh - 1.0)[None, :], (2.0 * y[1] / wh)[:, None], out=grid[..., 1])
     grid_t = torch.from_numpy(grid)[None].expand(images.shape[0], -1, -1, -1)
     return F.grid_sample(images, grid_t, mode="bilinear", padding_mode=padding, align_corners=False)
 
@@ -435,9 +436,9 @@ def _(step: Resize, images: Tensor, labels: Tensor, src: Box, box: Box, size: Si
     x = (x_first + x_weight.astype(np.float64), np.zeros(len(y_first)))
     y = (np.zeros(len(x_first)), y_first + y_weight.astype(np.float64))
     images = _sample(images, x, y, src, "border")  # the window holds every tap; border: the frame's edge
-    rows = torch.from_numpy(_nearest_taps(h, oh, box.top, box.bottom) - src.top)
-    cols = torch.from_numpy(_nearest_taps(w, ow, box.left, box.right) - src.left)
-    return images, labels.index_select(1, rows).index_select(2, cols)
+    rows = _nearest_taps(h, oh, box.top, box.bottom) - src.top
+    cols = _nearest_taps(w, ow, box.left, box.right) - src.left
+    return images, torch.from_numpy(labels.numpy().take(rows, axis=1).take(cols, axis=2))
 
 
 def _rotation_source(step: Rotate, box: Box, size: Size) -> tuple[Coords, Coords]:
