@@ -14,12 +14,14 @@ import numpy as np
 import torch
 
 
-def rgb_to_unit(rgb: np.ndarray) -> torch.Tensor:
-    """``[..., H, W, 3]`` uint8 RGB -> ``[..., 3, H, W]`` float32 in ``0..1``."""
+def rgb_to_unit(rgb: np.ndarray, *, planar: bool = False) -> torch.Tensor:
+    """``[..., H, W, 3]`` uint8 RGB -> ``[..., 3, H, W]`` float32 in ``0..1``, channels innermost in
+    memory (as OpenCV reads them) or, with ``planar``, contiguous (one plane per channel)."""
     rgb = np.asarray(rgb)
     if rgb.ndim < 3 or rgb.shape[-1] != 3:
         raise ValueError(f"expected RGB pixels [..., H, W, 3], got shape {rgb.shape}")
-    return torch.from_numpy(np.ascontiguousarray(rgb)).movedim(-1, -3).float().div_(255.0)
+    pixels = torch.from_numpy(np.ascontiguousarray(rgb)).movedim(-1, -3)
+    return (pixels.contiguous() if planar else pixels).float().div_(255.0)
 
 
 def channel_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -110,9 +110,10 @@ class Frames:
         self.count = len(self._images)
         self.size: Size = next(iter(shapes))
 
-    def images(self, box: Box) -> Tensor:
-        """Float ``[N, 3, h, w]`` in ``0..1`` of ``box`` (the same values as :class:`ToTensor`)."""
-        return rgb_to_unit(np.stack(self._prepared(box)))
+    def images(self, box: Box, planar: bool = False) -> Tensor:
+        """Float ``[N, 3, h, w]`` in ``0..1`` of ``box`` (the same values as :class:`ToTensor`),
+        channels innermost in memory or, with ``planar``, contiguous."""
+        return rgb_to_unit(np.stack(self._prepared(box)), planar=planar)
 
     def _prepared(self, box: Box) -> list[np.ndarray]:
         crops = [im[box.top : box.bottom, box.left : box.right] for im in self._images]
@@ -192,6 +193,8 @@ def _colour_window(steps: list[PixelStep], frames: Frames, box: Box) -> Tensor:
     whole-frame statistics come from level histograms. A statistic after a filter or a
     cross-channel step needs the whole frame processed up to it: that runs in bands of rows.
     """
+    if not steps:  # straight to the geometric steps: contiguous planes resample faster
+        return frames.images(box, planar=True)
     size = frames.size
     n_tabled = next((i for i, s in enumerate(steps) if not s.per_value), len(steps))
     if n_tabled:
@@ -424,8 +427,11 @@ def _sample(images: Tensor, x: Coords, y: Coords, src: Box, padding: str) -> Ten
     add = partial(np.add, casting="same_kind")  # no float64 grid in between
     add(((2.0 * (x[0] - src.left) + 1.0) / ww - 1.0)[None, :], (2.0 * x[1] / ww)[:, None], out=grid[..., 0])
     add(((2.0 * (y[0] - src.top) + 1.0) / wh - 1.0)[None, :], (2.0 * y[1] / wh)[:, None], out=grid[..., 1])
-    grid_t = torch.from_numpy(grid)[None].expand(images.shape[0], -1, -1, -1)
-    return F.grid_sample(images, grid_t, mode="bilinear", padding_mode=padding, align_corners=False)
+    sample = partial(F.grid_sample, mode="bilinear", padding_mode=padding, align_corners=False)
+    n, c = images.shape[:2]
+    if images.is_contiguous():  # one image of n * c planes: the images share each grid point's taps
+        return sample(images.view(1, n * c, wh, ww), torch.from_numpy(grid)[None]).view(n, c, *grid.shape[:2])
+    return sample(images, torch.from_numpy(grid)[None].expand(n, -1, -1, -1))
 
 
 @map_window.register
