@@ -14,12 +14,14 @@ import numpy as np
 import torch
 
 
-def rgb_to_unit(rgb: np.ndarray) -> torch.Tensor:
-    """``[..., H, W, 3]`` uint8 RGB -> ``[..., 3, H, W]`` float32 in ``0..1``."""
+def rgb_to_unit(rgb: np.ndarray, *, planar: bool = False) -> torch.Tensor:
+    """``[..., H, W, 3]`` uint8 RGB -> ``[..., 3, H, W]`` float32 in ``0..1``, channels innermost in
+    memory (as OpenCV reads them) or, with ``planar``, contiguous (one plane per channel)."""
     rgb = np.asarray(rgb)
     if rgb.ndim < 3 or rgb.shape[-1] != 3:
         raise ValueError(f"expected RGB pixels [..., H, W, 3], got shape {rgb.shape}")
-    return torch.from_numpy(np.ascontiguousarray(rgb)).movedim(-1, -3).float().div_(255.0)
+    pixels = torch.from_numpy(np.ascontiguousarray(rgb)).movedim(-1, -3)
+    return (pixels.contiguous() if planar else pixels).float().div_(255.0)
 
 
 def channel_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,7 +35,7 @@ def channel_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Te
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """``(images - mean) / std`` per channel of ``[..., 3, H, W]`` images in ``0..1``."""
     m, s = channel_stats(mean, std)
-    return (images - m.to(images.device)) / s.to(images.device)
+    return (images - m.to(images.device)).div_(s.to(images.device))  # one new tensor, divided in place
 
 
 def rgb_to_normalized(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

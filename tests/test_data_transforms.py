@@ -2,6 +2,7 @@
 
 import random
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -20,6 +21,7 @@ from lib.data.transforms import (
     RandomSharpness,
     ToTensor,
     VerticalFlip,
+    _shift_hue,
     mask2former_train_transform,
 )
 from lib.labels import IGNORE
@@ -169,3 +171,35 @@ def test_equalize_equals_the_torch_algorithm_exactly():
     out, _ = Equalize()(images, torch.zeros(2, 37, 53, dtype=torch.long))
     assert out.dtype == torch.float32 and torch.equal(out, _torch_equalize(images))
     assert not torch.equal(out[1, 0], images[1, 0])
+
+
+@pytest.mark.parametrize("size", [(37, 53), (64, 256), (1, 300)])
+def test_statistic_parts_equal_plain_reductions_in_either_memory_layout(size):
+    """AutoContrast's channel range, Equalize's level counts and its tables (read on channels-last
+    pixels where they lie) equal torch's amin/amax, NumPy's bincount and the torch algorithm, also
+    on a window of the frame."""
+    g = torch.Generator().manual_seed(3)
+    images = torch.rand(2, 3, *size, generator=g)
+    images[1, 2] = 0.25  # a flat channel
+    last = images.contiguous(memory_format=torch.channels_last)
+    for x in (images, last, last[..., :, 1:]):
+        lo, hi = AutoContrast().statistic_part(x)
+        assert torch.equal(lo, x.amin(dim=(2, 3), keepdim=True))
+        assert torch.equal(hi, x.amax(dim=(2, 3), keepdim=True))
+        u8 = (x * 255).to(torch.uint8).reshape(6, *x.shape[2:]).numpy()
+        counts = np.stack([np.bincount(c.ravel(), minlength=256) for c in u8])
+        assert np.array_equal(Equalize().statistic_part(x), counts)
+        tables = Equalize().statistic(x)  # the flat channel has no table: it stays as it is
+        assert torch.equal(Equalize().apply(x, tables), _torch_equalize(x))
+
+
+def test_hue_shift_equals_the_modulo_of_opencv_hsv():
+    """The hue wraps by one subtraction or addition of 360: the same float32 values as ``% 360``."""
+    rng = np.random.default_rng(4)
+    rgb = rng.random((40, 67, 3), dtype=np.float32)
+    rgb[:4] = 0.5  # grey: hue 0
+    rgb[4:8, :, 0], rgb[4:8, :, 2] = 1.0, 0.999999  # hue just below 360
+    for shift in [*rng.uniform(-0.2, 0.2, 20).tolist(), 0.0, -0.2, 0.2, 1e-9, -1e-9]:
+        hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+        hsv[..., 0] = (hsv[..., 0] + shift * 360.0) % 360.0
+        assert np.array_equal(_shift_hue(rgb, shift), cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB))

@@ -31,3 +31,10 @@ def test_batches_match_single_images_and_the_joint_transforms():
 def test_channels_last_is_required():
     with pytest.raises(ValueError, match=r"\[\.\.\., H, W, 3\].*\(3, 5, 7\)"):
         rgb_to_unit(np.zeros((3, 5, 7), np.uint8))
+
+
+def test_planar_layout_holds_the_same_values_in_contiguous_planes():
+    rgb = np.random.default_rng(5).integers(0, 256, (2, 9, 11, 3), dtype=np.uint8)
+    interleaved, planar = rgb_to_unit(rgb), rgb_to_unit(rgb, planar=True)
+    assert torch.equal(planar, interleaved) and planar.is_contiguous()
+    assert interleaved.is_contiguous(memory_format=torch.channels_last)

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lib.data.levels import level_counts
 from lib.data.transforms import (
     GREY_WEIGHTS,
     AutoContrast,
@@ -109,9 +110,10 @@ class Frames:
         self.count = len(self._images)
         self.size: Size = next(iter(shapes))
 
-    def images(self, box: Box) -> Tensor:
-        """Float ``[N, 3, h, w]`` in ``0..1`` of ``box`` (the same values as :class:`ToTensor`)."""
-        return rgb_to_unit(np.stack(self._prepared(box)))
+    def images(self, box: Box, planar: bool = False) -> Tensor:
+        """Float ``[N, 3, h, w]`` in ``0..1`` of ``box`` (the same values as :class:`ToTensor`),
+        channels innermost in memory or, with ``planar``, contiguous."""
+        return rgb_to_unit(np.stack(self._prepared(box)), planar=planar)
 
     def _prepared(self, box: Box) -> list[np.ndarray]:
         crops = [im[box.top : box.bottom, box.left : box.right] for im in self._images]
@@ -129,7 +131,7 @@ class Frames:
         for band in self.bands(rows):
             for n, im in enumerate(band):
                 for c in range(3):
-                    counts[n, c] += np.bincount(im[..., c].ravel(), minlength=256)
+                    counts[n, c] += level_counts(im, c)
         return counts
 
     def lookup(self, tables: Tensor, box: Box) -> Tensor:
@@ -191,6 +193,8 @@ def _colour_window(steps: list[PixelStep], frames: Frames, box: Box) -> Tensor:
     whole-frame statistics come from level histograms. A statistic after a filter or a
     cross-channel step needs the whole frame processed up to it: that runs in bands of rows.
     """
+    if not steps:  # straight to the geometric steps: contiguous planes resample faster
+        return frames.images(box, planar=True)
     size = frames.size
     n_tabled = next((i for i, s in enumerate(steps) if not s.per_value), len(steps))
     if n_tabled:
@@ -419,11 +423,15 @@ def _sample(images: Tensor, x: Coords, y: Coords, src: Box, padding: str) -> Ten
     """Bilinear ``images`` (the window ``src`` of a frame) at frame pixel coordinates ``x, y``, as
     ``grid_sample`` with ``align_corners=False`` reads them."""
     wh, ww = src.bottom - src.top, src.right - src.left
-    grid = np.empty((len(x[1]), len(x[0]), 2), np.float32)
-    grid[..., 0] = ((2.0 * (x[0] - src.left) + 1.0) / ww - 1.0)[None, :] + (2.0 * x[1] / ww)[:, None]
-    grid[..., 1] = ((2.0 * (y[0] - src.top) + 1.0) / wh - 1.0)[None, :] + (2.0 * y[1] / wh)[:, None]
-    grid_t = torch.from_numpy(grid)[None].expand(images.shape[0], -1, -1, -1)
-    return F.grid_sample(images, grid_t, mode="bilinear", padding_mode=padding, align_corners=False)
+    grid = np.empty((len(x[1]), len(x[0]), 2), np.float32)  # sums in float64, rounded once as stored:
+    add = partial(np.add, casting="same_kind")  # no float64 grid in between
+    add(((2.0 * (x[0] - src.left) + 1.0) / ww - 1.0)[None, :], (2.0 * x[1] / ww)[:, None], out=grid[..., 0])
+    add(((2.0 * (y[0] - src.top) + 1.0) / wh - 1.0)[None, :], (2.0 * y[1] / wh)[:, None], out=grid[..., 1])
+    sample = partial(F.grid_sample, mode="bilinear", padding_mode=padding, align_corners=False)
+    n, c = images.shape[:2]
+    if images.is_contiguous():  # one image of n * c planes: the images share each grid point's taps
+        return sample(images.view(1, n * c, wh, ww), torch.from_numpy(grid)[None]).view(n, c, *grid.shape[:2])
+    return sample(images, torch.from_numpy(grid)[None].expand(n, -1, -1, -1))
 
 
 @map_window.register
@@ -434,9 +442,9 @@ def _(step: Resize, images: Tensor, labels: Tensor, src: Box, box: Box, size: Si
     x = (x_first + x_weight.astype(np.float64), np.zeros(len(y_first)))
     y = (np.zeros(len(x_first)), y_first + y_weight.astype(np.float64))
     images = _sample(images, x, y, src, "border")  # the window holds every tap; border: the frame's edge
-    rows = torch.from_numpy(_nearest_taps(h, oh, box.top, box.bottom) - src.top)
-    cols = torch.from_numpy(_nearest_taps(w, ow, box.left, box.right) - src.left)
-    return images, labels.index_select(1, rows).index_select(2, cols)
+    rows = _nearest_taps(h, oh, box.top, box.bottom) - src.top
+    cols = _nearest_taps(w, ow, box.left, box.right) - src.left
+    return images, torch.from_numpy(labels.numpy().take(rows, axis=1).take(cols, axis=2))
 
 
 def _rotation_source(step: Rotate, box: Box, size: Size) -> tuple[Coords, Coords]:

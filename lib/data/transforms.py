@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lib.config import IMAGENET_MEAN, IMAGENET_STD
+from lib.data.levels import level_counts
 from lib.image_tensor import normalize, rgb_to_unit
 from lib.labels import IGNORE
 
@@ -47,6 +48,7 @@ Edges = tuple[bool, bool, bool, bool]
 ALL_EDGES: Edges = (True, True, True, True)
 
 GREY_WEIGHTS = (0.299, 0.587, 0.114)
+_PIXELS_PER_ROW = 256
 _OPENCV_BLOCK = 16  # pixels per vector block of OpenCV's row loops (8 with AVX2; 16 covers AVX-512)
 _SHARPNESS_KERNEL = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13.0
 
@@ -299,7 +301,7 @@ def _grey(images: Tensor) -> Tensor:
 
 
 def _blend(a: Tensor, b: Tensor, factor: float) -> Tensor:
-    return (factor * a + (1.0 - factor) * b).clamp_(0.0, 1.0)
+    return (a * factor).add_(b * (1.0 - factor)).clamp_(0.0, 1.0)
 
 
 def _per_image(images: Tensor, fn: Callable[[np.ndarray], np.ndarray]) -> Tensor:
@@ -314,7 +316,10 @@ def _per_image(images: Tensor, fn: Callable[[np.ndarray], np.ndarray]) -> Tensor
 
 def _shift_hue(rgb: np.ndarray, shift: float) -> np.ndarray:
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)  # float32: H in [0, 360)
-    hsv[..., 0] = (hsv[..., 0] + shift * 360.0) % 360.0
+    hue = hsv[..., 0]
+    hue += shift * 360.0  # then modulo 360 (the same float32 values as ``%``, without its division)
+    np.subtract(hue, 360.0, out=hue, where=hue >= 360.0)
+    np.add(hue, 360.0, out=hue, where=hue < 0.0)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
@@ -475,9 +480,10 @@ class AutoContrast(PixelStep):
 
     def statistic_part(self, images: Tensor) -> tuple[Tensor, Tensor]:
         n, c = images.shape[:2]
-        if images.stride(1) == 1:  # channels innermost in memory: reduce over a [N, H * W, C] view
-            lo, hi = torch.aminmax(images.permute(0, 2, 3, 1).reshape(n, -1, c), dim=1)
-            return lo.view(n, c, 1, 1), hi.view(n, c, 1, 1)
+        if images.stride(1) == 1:  # channels innermost in memory: reduce [N, H * W, C] pixels
+            pixels = np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy()).reshape(n, -1, c)
+            lo, hi = _extremes_per_row(pixels, np.min), _extremes_per_row(pixels, np.max)
+            return torch.from_numpy(lo).view(n, c, 1, 1), torch.from_numpy(hi).view(n, c, 1, 1)
         return images.amin(dim=(2, 3), keepdim=True), images.amax(dim=(2, 3), keepdim=True)
 
     def combine(self, parts: list) -> tuple[Tensor, Tensor]:
@@ -489,13 +495,30 @@ class AutoContrast(PixelStep):
 
     def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
         lo, scale = stat
-        return ((images - lo) * scale).clamp_(0.0, 1.0)
+        return (images - lo).mul_(scale).clamp_(0.0, 1.0)
+
+
+def _extremes_per_row(pixels: np.ndarray, reduce: Callable[..., np.ndarray]) -> np.ndarray:
+    """``reduce`` over axis 1 of ``[N, P, C]`` pixels, 256 pixels to a row of a ``[N, P / 256, 256 C]``
+    view: NumPy then reduces long contiguous rows in vector registers instead of 3-value strides."""
+    n, p, c = pixels.shape
+    whole = p - p % _PIXELS_PER_ROW
+    parts = [pixels[:, whole:]]
+    if whole:
+        wide = pixels[:, :whole].reshape(n, -1, _PIXELS_PER_ROW * c)
+        parts.append(reduce(wide, axis=1).reshape(n, _PIXELS_PER_ROW, c))
+    return reduce(np.concatenate(parts, axis=1), axis=1)
 
 
 def to_u8(images: Tensor) -> np.ndarray:
     """``[N, C, H, W]`` 0..1 -> ``[N * C, H, W]`` uint8, truncating (torchvision's equalize)."""
     n, c, h, w = images.shape
-    return (images * 255).to(torch.uint8).reshape(n * c, h, w).numpy()
+    return _u8(images).reshape(n * c, h, w).numpy()
+
+
+def _u8(images: Tensor) -> Tensor:
+    """``to_u8``'s values as ``[N, C, H, W]``, in the memory layout of ``images``."""
+    return (images * 255).to(torch.uint8)
 
 
 class Equalize(PixelStep):
@@ -509,14 +532,18 @@ class Equalize(PixelStep):
     per_value = True
 
     def statistic_part(self, images: Tensor) -> np.ndarray:
-        return self._histograms(to_u8(images))
+        u8 = _u8(images)
+        if u8.stride(1) != 1:
+            return self._histograms(to_u8(images))
+        pixels = u8.permute(0, 2, 3, 1).numpy()  # channels innermost: count them where they lie
+        return np.stack([level_counts(im, c) for im in pixels for c in range(im.shape[-1])])
 
     def combine(self, parts: list) -> list[np.ndarray | None]:
         return self.tables_from_histograms(sum(parts[1:], parts[0]))
 
     @staticmethod
     def _histograms(u8: np.ndarray) -> np.ndarray:
-        return np.stack([np.bincount(c.ravel(), minlength=256) for c in u8])
+        return np.stack([level_counts(c) for c in u8])
 
     @staticmethod
     def _tables(u8: np.ndarray) -> list[np.ndarray | None]:
@@ -544,7 +571,15 @@ class Equalize(PixelStep):
         return torch.from_numpy(out).view(shape).float() / 255.0
 
     def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
-        return self._lookup(to_u8(images), stat, images.shape)
+        u8 = _u8(images)
+        if u8.stride(1) != 1:
+            return self._lookup(to_u8(images), stat, images.shape)
+        n, c = images.shape[:2]  # channels innermost: one 3-channel table per image, read in place
+        identity = np.arange(256, dtype=np.uint8)
+        tables = np.stack([identity if t is None else t for t in stat]).reshape(n, c, 256)
+        pixels = u8.permute(0, 2, 3, 1).numpy()
+        out = [cv2.LUT(im, np.ascontiguousarray(t.T)[None]) for im, t in zip(pixels, tables, strict=True)]
+        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255.0
 
     def __call__(self, images: Tensor, labels: Tensor) -> Pair:
         u8 = to_u8(images)
