@@ -164,7 +164,7 @@ def panel_figure(
         shown = ax_map.imshow(v, cmap=CMAP + "_r" if fpr_scale else CMAP, norm=norm)
         shown.set_gid(f"anomaly:{m.method}")
         _outline(ax_map, ood_label)
-        ax_map.set_title(f"{m.method}: anomaly map", fontsize=TEXT_PT + 1)
+        ax_map.set_title(_tile_title(m.method, "anomaly map"), fontsize=TEXT_PT + 1)
         if m.threshold is None:
             _blank(ax_bin, f"no binary map:\n{threshold_note}")
         else:
@@ -179,7 +179,7 @@ def panel_figure(
             _blank(ax_pred, "no prediction")
         else:
             ax_pred.imshow(colorize(m.pred), interpolation="nearest")
-            ax_pred.set_title(f"{m.method}: prediction", fontsize=TEXT_PT + 1)
+            ax_pred.set_title(_tile_title(m.method, "prediction"), fontsize=TEXT_PT + 1)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
@@ -206,6 +206,15 @@ def panel_figure(
     fig.suptitle(title, fontsize=TEXT_PT + 3)
     fig.supxlabel(f"{scale}\nBinary maps: {threshold_note}.", fontsize=TEXT_PT, wrap=True)
     return fig
+
+
+TITLE_CHARS = 40
+"""Longest one-line tile title; a longer one puts the method on its own line (no overlap)."""
+
+
+def _tile_title(method: str, what: str) -> str:
+    one_line = f"{method}: {what}"
+    return one_line if len(one_line) <= TITLE_CHARS else f"{method}\n{what}"
 
 
 def figure_rgb(fig: Figure) -> np.ndarray:

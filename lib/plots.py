@@ -73,10 +73,12 @@ def curves_figure(curves: Mapping[str, Curve], *, title: str) -> Figure:
     """
     if not curves:
         raise ValueError(f"no curves to draw for {title!r}")
-    fig = Figure(figsize=(11.0, 5.0), dpi=DPI, layout="constrained")
+    rates = {c.positive_rate for c in curves.values()}
+    n = len(curves)
+    entries = max(n + 2, 2 * n if len(rates) > 1 else n + 1)  # the taller of the two legends below
+    fig = Figure(figsize=(11.0, 4.6 + 0.24 * entries), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     roc, pr = fig.subplots(1, 2)
-    rates = {c.positive_rate for c in curves.values()}
     for label, c in curves.items():
         roc.plot(c.fpr, c.tpr, lw=1.5, label=f"{label} (AUROC {100 * c.auroc:.2f})")
         (line,) = pr.plot(
@@ -110,7 +112,7 @@ def curves_figure(curves: Mapping[str, Curve], *, title: str) -> Figure:
         ax.set_ylim(0.0, 1.01)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=TEXT_PT)
-        ax.legend(loc="lower right" if ax is roc else "upper right", fontsize=TEXT_PT)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=TEXT_PT)  # below: no curve hidden
     return fig
 
 
