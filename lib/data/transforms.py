@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import random
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -115,17 +116,18 @@ def run_steps(steps: Sequence[Step], images: Tensor, labels: Tensor) -> Pair:
     return images, labels
 
 
-class _Drawn:
+class _Drawn(ABC):
     """A transform that draws its parameters (:meth:`draw`) and then runs the drawn steps."""
 
+    @abstractmethod
     def draw(self, size: Size, rng: Rng) -> list[Step]:
-        raise NotImplementedError
+        """The deterministic steps of one application to frames of ``size``."""
 
     def __call__(self, images: Tensor, labels: Tensor) -> Pair:
         return run_steps(self.draw(tuple(images.shape[-2:]), random), images, labels)
 
 
-class PixelStep:
+class PixelStep(ABC):
     """A colour step: each output pixel depends on its input neighbourhood of ``radius`` pixels and,
     for some steps, on a ``statistic`` of the whole frame (None when the step needs none)."""
 
@@ -154,10 +156,10 @@ class PixelStep:
     def combine(self, parts: list) -> object:
         return None
 
+    @abstractmethod
     def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
         """The step on a window of the frame; ``edges`` says which sides (top, bottom, left, right)
         of the window are the frame's own borders (the whole frame has all four)."""
-        raise NotImplementedError
 
     def __call__(self, images: Tensor, labels: Tensor) -> Pair:
         return self.apply(images, self.statistic(images)), labels
