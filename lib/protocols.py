@@ -23,7 +23,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from lib.errors import UserError
 from lib.labels import OOD_IN, OOD_OUT
 from lib.metrics import RECALL_LEVEL, Curve, OODMetricAccumulator, as_score_label_pair, ood_metrics
 from lib.registry import Registry
@@ -77,27 +76,24 @@ def _smiyc_image_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, fl
 
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol", key="eval.protocol")
+
+
+def _pooled(fpr_rule: str, rule_text: str) -> Protocol:
+    """Exact AUROC/AP over all pooled pixels, FPR95 read by ``fpr_rule`` (:func:`lib.metrics.ood_metrics`)."""
+    return Protocol(
+        description=f"pooled pixels, exact AUROC/AP; {rule_text}",
+        fpr_rule=rule_text,
+        accumulator=lambda track: OODMetricAccumulator(),
+        compute=lambda acc: acc.compute(fpr_rule=fpr_rule),
+        image_metrics=lambda s, lab: ood_metrics(s, lab, fpr_rule=fpr_rule),
+        curve=lambda acc: acc.curve(),
+    )
+
+
 PROTOCOLS.register("published")(
-    Protocol(
-        description="pooled pixels, exact AUROC/AP; FPR95 at the recall closest to 0.95 "
-        "(published fpr_and_fdr_at_recall rule)",
-        fpr_rule="FPR95 at the recall closest to 0.95 (published fpr_and_fdr_at_recall rule)",
-        accumulator=lambda track: OODMetricAccumulator(),
-        compute=lambda acc: acc.compute(fpr_rule="published"),
-        image_metrics=lambda s, lab: ood_metrics(s, lab, fpr_rule="published"),
-        curve=lambda acc: acc.curve(),
-    )
+    _pooled("published", "FPR95 at the recall closest to 0.95 (published fpr_and_fdr_at_recall rule)")
 )
-PROTOCOLS.register("exact")(
-    Protocol(
-        description="pooled pixels, exact AUROC/AP; FPR95 at the first threshold with TPR >= 0.95",
-        fpr_rule="FPR95 at the first threshold with TPR >= 0.95",
-        accumulator=lambda track: OODMetricAccumulator(),
-        compute=lambda acc: acc.compute(fpr_rule="first_tpr_geq"),
-        image_metrics=lambda s, lab: ood_metrics(s, lab, fpr_rule="first_tpr_geq"),
-        curve=lambda acc: acc.curve(),
-    )
-)
+PROTOCOLS.register("exact")(_pooled("first_tpr_geq", "FPR95 at the first threshold with TPR >= 0.95"))
 PROTOCOLS.register("smiyc")(
     Protocol(
         description="official SegmentMeIfYouCan protocol: per-frame binned pixel curves pooled over "
@@ -112,11 +108,8 @@ PROTOCOLS.register("smiyc")(
 
 
 def get_protocol(name: str) -> Protocol:
-    """The protocol ``name``; an unknown name is a :class:`~lib.errors.UserError` listing the known ones."""
-    try:
-        return PROTOCOLS.get(name)
-    except KeyError as err:
-        raise UserError(err.args[0]) from None
+    """The protocol ``name``; an unknown name is an :class:`~lib.errors.UnknownNameError` (nearest named)."""
+    return PROTOCOLS.get(name)
 
 
 def protocol_names() -> list[str]:
