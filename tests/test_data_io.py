@@ -15,7 +15,7 @@ from PIL import Image
 
 from lib.data import CityscapesSeg, build_benchmark, image_file
 from lib.data.image_file import MAX_PIXELS_ENV, max_image_pixels, set_max_image_pixels, truncation
-from lib.data.io import read_label, read_rgb
+from lib.data.io import is_rgb8_png, read_label, read_rgb
 from lib.errors import UserError
 from lib.models import build_model
 from lib.predict import get_args_parser, main
@@ -39,6 +39,24 @@ def test_complete_images_read_exactly_as_opencv_decodes_them(tmp_path, ext):
     write_rgb(path, rgb)
     expected = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     np.testing.assert_array_equal(read_rgb(path), expected)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("depth", [np.uint8, np.uint16])
+def test_every_png_kind_reads_as_opencv_decodes_it(tmp_path, channels, depth):
+    """8-bit RGB PNGs take the libspng path; grey, alpha and 16-bit ones OpenCV's: same pixels."""
+    scale = 257 if depth == np.uint16 else 1
+    pixels = (_photo(37, 53).astype(np.uint32) * scale).astype(depth)
+    pixels = pixels[..., 0] if channels == 1 else pixels
+    if channels == 4:
+        pixels = np.dstack([pixels, pixels[..., :1]])
+    path = tmp_path / "kind.png"
+    assert cv2.imwrite(str(path), pixels)
+    assert is_rgb8_png(path.read_bytes()) == (channels == 3 and depth == np.uint8)
+    expected = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    out = read_rgb(path)
+    assert out.dtype == np.uint8 and out.shape == (37, 53, 3)
+    np.testing.assert_array_equal(out, expected)
 
 
 def test_jpeg_with_bytes_after_its_end_marker_still_reads(tmp_path):

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lib.data.levels import level_counts
+from lib.data.pixels import GREY_WEIGHTS
 from lib.data.transforms import (
-    GREY_WEIGHTS,
     AutoContrast,
     Compose,
     Contrast,

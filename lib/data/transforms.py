@@ -34,6 +34,15 @@ from torch import Tensor
 
 from lib.config import IMAGENET_MEAN, IMAGENET_STD
 from lib.data.levels import level_counts
+from lib.data.pixels import (
+    blend,
+    blend_with_grey,
+    channel_affine,
+    from_interleaved,
+    grey,
+    interleaved,
+    per_image,
+)
 from lib.image_tensor import normalize, rgb_to_unit
 from lib.labels import IGNORE
 
@@ -48,7 +57,6 @@ Edges = tuple[bool, bool, bool, bool]
 """Which sides (top, bottom, left, right) of a window are borders of the frame."""
 ALL_EDGES: Edges = (True, True, True, True)
 
-GREY_WEIGHTS = (0.299, 0.587, 0.114)
 _PIXELS_PER_ROW = 256
 _OPENCV_BLOCK = 16  # pixels per vector block of OpenCV's row loops (8 with AVX2; 16 covers AVX-512)
 _SHARPNESS_KERNEL = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13.0
@@ -297,32 +305,14 @@ class RandomRotate(_Drawn):
         return [Rotate(math.radians(rng.uniform(-self.degrees, self.degrees)))]
 
 
-def _grey(images: Tensor) -> Tensor:
-    r, g, b = images.unbind(1)
-    return (GREY_WEIGHTS[0] * r + GREY_WEIGHTS[1] * g + GREY_WEIGHTS[2] * b).unsqueeze(1)
-
-
-def _blend(a: Tensor, b: Tensor, factor: float) -> Tensor:
-    return (a * factor).add_(b * (1.0 - factor)).clamp_(0.0, 1.0)
-
-
-def _per_image(images: Tensor, fn: Callable[[np.ndarray], np.ndarray]) -> Tensor:
-    """Apply an OpenCV function to each ``[H, W, 3]`` float32 image (much faster than torch convs on CPU).
-
-    The result is channels-last in memory (as :class:`ToTensor`'s), so that the next OpenCV step
-    reads it without a copy; torch's element-wise steps keep that layout.
-    """
-    out = [fn(np.ascontiguousarray(im.permute(1, 2, 0).numpy())) for im in images]
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
-
-
 def _shift_hue(rgb: np.ndarray, shift: float) -> np.ndarray:
-    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)  # float32: H in [0, 360)
-    hue = hsv[..., 0]
+    """``[..., W, 3]`` float32 RGB with the hue turned by ``shift`` (OpenCV's float HSV)."""
+    rows = rgb.reshape(-1, *rgb.shape[-2:])
+    hue, sat, val = cv2.split(cv2.cvtColor(rows, cv2.COLOR_RGB2HSV))  # float32: H in [0, 360)
     hue += shift * 360.0  # then modulo 360 (the same float32 values as ``%``, without its division)
     np.subtract(hue, 360.0, out=hue, where=hue >= 360.0)
     np.add(hue, 360.0, out=hue, where=hue < 0.0)
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    return cv2.cvtColor(cv2.merge((hue, sat, val)), cv2.COLOR_HSV2RGB).reshape(rgb.shape)
 
 
 class Brightness(PixelStep):
@@ -348,14 +338,14 @@ class Contrast(PixelStep):
         self.factor = factor
 
     def statistic_part(self, images: Tensor) -> Tensor:
-        return _grey(images)
+        return grey(images)
 
     def combine(self, parts: list) -> Tensor:
         grey = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
         return grey.mean(dim=(1, 2, 3), keepdim=True)
 
     def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
-        return _blend(images, stat, self.factor)
+        return blend(images, stat, self.factor)
 
 
 class Saturation(PixelStep):
@@ -365,7 +355,7 @@ class Saturation(PixelStep):
         self.factor = factor
 
     def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
-        return _blend(images, _grey(images), self.factor)
+        return blend_with_grey(images, self.factor)
 
 
 class Hue(PixelStep):
@@ -377,7 +367,10 @@ class Hue(PixelStep):
         self.shift = shift
 
     def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
-        return _per_image(images, lambda im: _shift_hue(im, self.shift)).clamp_(0.0, 1.0)
+        pixels = interleaved(images)
+        if pixels is None:
+            pixels = images.permute(0, 2, 3, 1).numpy()
+        return from_interleaved(_shift_hue(pixels, self.shift)).clamp_(0.0, 1.0)
 
 
 class ColorJitter(_Drawn):
@@ -426,7 +419,7 @@ class Blur(PixelStep):
             sigmaY=self.sigma,
             borderType=cv2.BORDER_REFLECT_101,
         )
-        return _per_image(images, blur)
+        return per_image(images, blur)
 
 
 class GaussianBlur(_Drawn):
@@ -454,7 +447,7 @@ class Sharpen(PixelStep):
     def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
         if self.frame[0] <= 2 or self.frame[1] <= 2:
             return images
-        smooth = _per_image(images, lambda im: cv2.filter2D(im, -1, _SHARPNESS_KERNEL))
+        smooth = per_image(images, partial(cv2.filter2D, ddepth=-1, kernel=_SHARPNESS_KERNEL))
         top, bottom, left, right = edges
         if top:
             smooth[..., 0, :] = images[..., 0, :]
@@ -464,7 +457,7 @@ class Sharpen(PixelStep):
             smooth[..., :, 0] = images[..., :, 0]
         if right:
             smooth[..., :, -1] = images[..., :, -1]
-        return _blend(images, smooth, self.factor)
+        return blend(images, smooth, self.factor)
 
 
 class RandomSharpness(_Drawn):
@@ -497,7 +490,7 @@ class AutoContrast(PixelStep):
 
     def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
         lo, scale = stat
-        return (images - lo).mul_(scale).clamp_(0.0, 1.0)
+        return channel_affine(images, lo, scale)
 
 
 def _extremes_per_row(pixels: np.ndarray, reduce: Callable[..., np.ndarray]) -> np.ndarray:
