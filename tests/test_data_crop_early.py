@@ -272,6 +272,10 @@ def test_frames_check_sizes_and_apply_the_pixelwise_preparation():
     counts = frames.histograms(rows=5)
     assert counts.shape == (2, 3, 256) and (counts.sum(-1) == 12 * 16).all()
     assert counts[1, 0, 255 - rgb[1][0, 0, 0]] >= 1
+    frames.settle(rows=5)  # prepared once: the same pixels, the untouched image not copied
+    assert torch.equal(frames.images(Box(2, 3, 9, 11)), window)
+    assert np.array_equal(frames.histograms(rows=7), counts)
+    assert frames._images[0] is rgb[0] and np.array_equal(frames._images[1], 255 - rgb[1])
 
 
 def test_opencv_steps_on_unaligned_windows_are_bit_identical():

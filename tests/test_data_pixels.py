@@ -69,7 +69,10 @@ def test_interleaved_views_share_memory_and_refuse_other_layouts():
     assert from_interleaved(pixels).data_ptr() == x.data_ptr()
     assert interleaved(_images((4, 6), channels_last=False)) is None
     assert interleaved(x.double()) is None
-    assert torch.equal(blend(x, x.flip(-1), 0.3), (x * 0.3).add_(x.flip(-1) * 0.7).clamp_(0.0, 1.0))
+    expected = (x * 0.3).add_(x.flip(-1) * (1.0 - 0.3)).clamp_(0.0, 1.0)
+    assert torch.equal(blend(x, x.flip(-1), 0.3), expected)
+    scratch = x.flip(-1).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(blend(x, scratch, 0.3, scratch_b=True), expected)
 
 
 @pytest.mark.parametrize("channels_last", [True, False])

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lib.data.levels import level_counts
-from lib.data.pixels import GREY_WEIGHTS
+from lib.data.pixels import GREY_WEIGHTS, from_interleaved
 from lib.data.transforms import (
     AutoContrast,
     Compose,
@@ -50,6 +50,9 @@ from lib.data.transforms import (
 )
 from lib.image_tensor import rgb_to_unit
 from lib.labels import IGNORE
+
+_UNIT_LEVELS = torch.arange(256, dtype=torch.uint8).float().div_(255.0)
+"""Each 8-bit level in ``0..1``, computed as :class:`~lib.data.transforms.ToTensor` converts it."""
 
 
 @dataclass(frozen=True)
@@ -113,11 +116,29 @@ class Frames:
     def images(self, box: Box, planar: bool = False) -> Tensor:
         """Float ``[N, 3, h, w]`` in ``0..1`` of ``box`` (the same values as :class:`ToTensor`),
         channels innermost in memory or, with ``planar``, contiguous."""
-        return rgb_to_unit(np.stack(self._prepared(box)), planar=planar)
+        if planar:
+            return rgb_to_unit(np.stack(self._prepared(box)), planar=True)
+        return self.lookup(_UNIT_LEVELS.expand(self.count, 3, 256), box)
 
     def _prepared(self, box: Box) -> list[np.ndarray]:
         crops = [im[box.top : box.bottom, box.left : box.right] for im in self._images]
         return self._prepare(crops) if self._prepare is not None else crops
+
+    def settle(self, rows: int) -> None:
+        """Apply ``prepare`` to the whole frames once, ``rows`` rows at a time, so that passes over
+        whole frames read prepared pixels instead of preparing them again."""
+        if self._prepare is None:
+            return
+        settled: list[np.ndarray | None] = [None] * self.count
+        for top, band in zip(range(0, self.size[0], rows), self.bands(rows)):
+            for n, (source, prepared) in enumerate(zip(self._images, band)):
+                if np.shares_memory(source, prepared):  # an image that ``prepare`` leaves as it is
+                    continue
+                if settled[n] is None:
+                    settled[n] = np.empty_like(source)
+                settled[n][top : top + len(prepared)] = prepared
+        self._images = [im if done is None else done for im, done in zip(self._images, settled)]
+        self._prepare = None
 
     def bands(self, rows: int) -> Iterator[list[np.ndarray]]:
         """The prepared images ``[h, W, 3]`` uint8, ``rows`` rows at a time."""
@@ -138,8 +159,11 @@ class Frames:
         """``tables[n, c, level]`` (float32 ``[N, 3, 256]``) read at each pixel of ``box``
         (channels-last in memory, as :meth:`images`)."""
         values = tables.permute(0, 2, 1).contiguous().numpy()  # [N, 256, 3]: OpenCV's table layout
-        out = [cv2.LUT(crop, values[n][None]) for n, crop in enumerate(self._prepared(box))]
-        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
+        crops = self._prepared(box)
+        out = np.empty((self.count, *crops[0].shape), np.float32)
+        for crop, table, dst in zip(crops, values, out, strict=True):
+            cv2.LUT(crop, table[None], dst=dst)
+        return from_interleaved(out)
 
     def labels(self, box: Box, dtype: torch.dtype = torch.int64) -> Tensor:
         """``[M, h, w]`` label maps of ``box`` (``uint8`` keeps index work small until the end)."""
@@ -196,6 +220,8 @@ def _colour_window(steps: list[PixelStep], frames: Frames, box: Box) -> Tensor:
     if not steps:  # straight to the geometric steps: contiguous planes resample faster
         return frames.images(box, planar=True)
     size = frames.size
+    if any(s.uses_statistic for s in steps):  # whole-frame passes ahead: prepare the pixels once
+        frames.settle(_band_rows(size))
     n_tabled = next((i for i, s in enumerate(steps) if not s.per_value), len(steps))
     if n_tabled:
         tables = _level_tables(steps[:n_tabled], frames)
@@ -286,8 +312,7 @@ def _level_tables(steps: list[PixelStep], frames: Frames) -> Tensor:
     Each step runs on the table as if it were a one-row image, so the values are the ones it
     computes on pixels; whole-frame statistics come from the level histograms of the frames.
     """
-    levels = torch.arange(256, dtype=torch.uint8).float().div_(255.0)  # as ToTensor converts
-    tables = levels.expand(frames.count, 3, 1, 256).contiguous()
+    tables = _UNIT_LEVELS.expand(frames.count, 3, 1, 256).contiguous()
     rows = _band_rows(frames.size)
     counts = frames.histograms(rows) if any(s.uses_statistic for s in steps) else None
     for step in steps:

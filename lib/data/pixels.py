@@ -73,9 +73,11 @@ def _grey_plane(planes: tuple[np.ndarray, ...]) -> np.ndarray:
     return out
 
 
-def blend(a: Tensor, b: Tensor, factor: float) -> Tensor:
-    """``clamp(a * factor + b * (1 - factor), 0, 1)`` for images ``a`` and ``b`` of one shape."""
-    return (a * factor).add_(b * (1.0 - factor)).clamp_(0.0, 1.0)
+def blend(a: Tensor, b: Tensor, factor: float, *, scratch_b: bool = False) -> Tensor:
+    """``clamp(a * factor + b * (1 - factor), 0, 1)`` for images ``a`` and ``b`` of one shape
+    (``scratch_b``: ``b`` is a temporary that may be overwritten, saving one image of memory)."""
+    weighted_b = b.mul_(1.0 - factor) if scratch_b else b * (1.0 - factor)
+    return (a * factor).add_(weighted_b).clamp_(0.0, 1.0)
 
 
 def blend_with_grey(images: Tensor, factor: float) -> Tensor:

@@ -309,9 +309,11 @@ def _shift_hue(rgb: np.ndarray, shift: float) -> np.ndarray:
     """``[..., W, 3]`` float32 RGB with the hue turned by ``shift`` (OpenCV's float HSV)."""
     rows = rgb.reshape(-1, *rgb.shape[-2:])
     hue, sat, val = cv2.split(cv2.cvtColor(rows, cv2.COLOR_RGB2HSV))  # float32: H in [0, 360)
-    hue += shift * 360.0  # then modulo 360 (the same float32 values as ``%``, without its division)
-    np.subtract(hue, 360.0, out=hue, where=hue >= 360.0)
-    np.add(hue, 360.0, out=hue, where=hue < 0.0)
+    hue += shift * 360.0  # then modulo 360 (the same float32 values as ``%``, without its division):
+    if shift >= 0.0:  # a turn forwards leaves no hue below 0, one backwards none at 360 or above
+        np.subtract(hue, 360.0, out=hue, where=hue >= 360.0)
+    else:
+        np.add(hue, 360.0, out=hue, where=hue < 0.0)
     return cv2.cvtColor(cv2.merge((hue, sat, val)), cv2.COLOR_HSV2RGB).reshape(rgb.shape)
 
 
@@ -457,7 +459,7 @@ class Sharpen(PixelStep):
             smooth[..., :, 0] = images[..., :, 0]
         if right:
             smooth[..., :, -1] = images[..., :, -1]
-        return blend(images, smooth, self.factor)
+        return blend(images, smooth, self.factor, scratch_b=True)
 
 
 class RandomSharpness(_Drawn):
@@ -571,10 +573,13 @@ class Equalize(PixelStep):
             return self._lookup(to_u8(images), stat, images.shape)
         n, c = images.shape[:2]  # channels innermost: one 3-channel table per image, read in place
         identity = np.arange(256, dtype=np.uint8)
-        tables = np.stack([identity if t is None else t for t in stat]).reshape(n, c, 256)
+        levels = np.stack([identity if t is None else t for t in stat]).reshape(n, c, 256)
+        tables = levels.transpose(0, 2, 1).astype(np.float32) / 255.0  # [N, 256, C]: the output values
         pixels = u8.permute(0, 2, 3, 1).numpy()
-        out = [cv2.LUT(im, np.ascontiguousarray(t.T)[None]) for im, t in zip(pixels, tables, strict=True)]
-        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255.0
+        out = np.empty(pixels.shape, np.float32)
+        for im, table, dst in zip(pixels, tables, out, strict=True):
+            cv2.LUT(im, table[None], dst=dst)
+        return from_interleaved(out)
 
     def __call__(self, images: Tensor, labels: Tensor) -> Pair:
         u8 = to_u8(images)
