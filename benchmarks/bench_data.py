@@ -3,13 +3,18 @@
 Writes a few 1024x2048 Cityscapes + MultiShift + COCO fixtures to a temporary folder, times decode
 speed (OpenCV vs Pillow vs the project's checked reader ``read_rgb``, PNG/JPEG/WebP), then, for
 each training augmentation (``data.augmentation``: the DeepLab and the published Mask2Former
-recipe), runs ``MultiShiftPairs``
-(decoding, mixup, augmentation, COCO pasting) with ``crop_early`` on and off on the same items and
-draws, item by item in turn, in one thread as each DataLoader worker runs (``--threads``), and
-ends with one line per recipe: images/s of both, the speed-up, the largest image difference
-(0..1 units) and the share of differing label pixels.
+recipe), runs ``MultiShiftPairs`` (decoding, mixup, augmentation, COCO pasting) with
+``crop_early`` on and off on the same items and draws, item by item in turn, in one thread as
+each DataLoader worker runs (``--threads``), and ends with one line per recipe: images/s of both,
+the speed-up, the largest image difference (0..1 units) and the share of differing label pixels.
+The cost of a pair depends on its draws (which colour steps, which scale), so the comparison
+runs 64 draws by default; fewer make the ratio a matter of luck.
 
-    python benchmarks/bench_data.py [--pairs 8] [--epochs 2] [--threads 1] [--workers 0 2]
+The full-frame path spends much of its time in page faults on its large temporaries (glibc hands
+allocations above 32 MB straight back to the system); compare with them kept, e.g.
+``MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=1073741824 python benchmarks/bench_data.py``.
+
+    python benchmarks/bench_data.py [--pairs 8] [--epochs 8] [--threads 1] [--workers 0 2]
         [--augmentations deeplab mask2former]
 """
 
@@ -207,7 +212,10 @@ if __name__ == "__main__":
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="*", default=[], help="also time DataLoaders")
     parser.add_argument(
-        "--epochs", type=int, default=2, help="epochs of the crop-early/full-frame comparison"
+        "--epochs",
+        type=int,
+        default=8,
+        help="epochs of the crop-early/full-frame comparison (8 x 8 = 64 draws)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads")
     parser.add_argument(

@@ -59,6 +59,21 @@ def test_every_png_kind_reads_as_opencv_decodes_it(tmp_path, channels, depth):
     np.testing.assert_array_equal(out, expected)
 
 
+def test_grey_and_palette_label_maps_read_as_pillow_gives_their_indices(tmp_path):
+    """8-bit grey maps take OpenCV's path, palette maps Pillow's: both give the stored ids."""
+    ids = (np.arange(29 * 41) % 23).reshape(29, 41).astype(np.uint8)
+    Image.fromarray(ids).save(tmp_path / "grey.png")
+    palette = Image.fromarray(ids).convert("P")
+    palette.putpalette([v for i in range(256) for v in (i, 255 - i, i // 2)])
+    palette.save(tmp_path / "palette.png")
+    for name in ("grey.png", "palette.png"):
+        with Image.open(tmp_path / name) as im:
+            assert im.mode == ("L" if name == "grey.png" else "P")
+        out = read_label(tmp_path / name)
+        assert out.dtype == np.uint8 and out.flags.c_contiguous
+        np.testing.assert_array_equal(out, ids)
+
+
 def test_jpeg_with_bytes_after_its_end_marker_still_reads(tmp_path):
     data = _encoded(tmp_path, "a.jpg", _photo())
     (tmp_path / "padded.jpg").write_bytes(data + b"\x00" * 64)

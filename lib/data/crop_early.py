@@ -171,8 +171,9 @@ class Frames:
         return torch.from_numpy(np.stack(crops)).to(dtype)
 
     def whole(self) -> Pair:
+        """The whole frames as :class:`~lib.data.transforms.ToTensor` gives them (the full-frame path)."""
         box = Box.whole(self.size)
-        return self.images(box), self.labels(box)
+        return rgb_to_unit(np.stack(self._prepared(box))), self.labels(box)
 
 
 def can_plan(transform: object) -> bool:

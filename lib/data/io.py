@@ -5,7 +5,8 @@ limit), so a truncated or oversized file is an error naming it, never a silently
 8-bit RGB PNGs (Cityscapes frames and generated images) decode with libspng, about a fifth faster
 than libpng; other images with OpenCV (faster than Pillow for PNG, JPEG and WebP at Cityscapes
 size; see ``benchmarks/bench_data.py``). EXIF orientation is ignored so pixels match the label
-maps, as Pillow does. Labels decode with Pillow so that palette PNGs give their indices.
+maps, as Pillow does. 8-bit grey label maps decode with OpenCV, others with Pillow so that
+palette PNGs give their indices.
 """
 
 from __future__ import annotations
@@ -27,13 +28,18 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_RGB = 2
-"""The PNG colour type of three samples per pixel, no palette, no alpha."""
+_GREY, _RGB = 0, 2
+"""PNG colour types: one sample per pixel; three (no palette, no alpha)."""
+
+
+def _is_png_of(data: bytes, colour_type: int) -> bool:
+    """Whether ``data`` is a PNG of 8-bit samples of ``colour_type`` (its header says so)."""
+    return data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and data[24] == 8 and data[25] == colour_type
 
 
 def is_rgb8_png(data: bytes) -> bool:
-    """Whether ``data`` is a PNG of 8-bit RGB samples (its header's bit depth and colour type)."""
-    return data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and data[24] == 8 and data[25] == _RGB
+    """Whether ``data`` is a PNG of 8-bit RGB samples."""
+    return _is_png_of(data, _RGB)
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -57,6 +63,11 @@ def read_label(path: str | Path) -> np.ndarray:
     a value above 255 is an error naming the file.
     """
     data = checked_image_bytes(path, "label")
+    if _is_png_of(data, _GREY):  # the usual label map: OpenCV decodes it straight into the array
+        grey = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if grey is None:
+            raise UserError(f"{path}: cannot decode label map (corrupt PNG data)")
+        return grey
     try:
         with Image.open(io.BytesIO(data)) as im:
             arr = np.asarray(im)
