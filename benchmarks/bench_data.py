@@ -123,8 +123,9 @@ def _pairs(root: Path, augmentation: str, crop_early: bool) -> MultiShiftPairs:
 
 
 def compare_pipelines(root: Path, augmentation: str, epochs: int) -> str:
-    """Crop-early vs full-frame on the same items and draws, timed item by item in turn (so that a
-    change of machine load hits both alike); the summary line with speed-up and differences."""
+    """Crop-early vs full-frame on the same items and draws, timed item by item in turn in CPU
+    seconds of this one thread (user and system, page faults included), so that other work on
+    the machine changes neither; the summary line with speed-up and differences."""
     early, full = _pairs(root, augmentation, True), _pairs(root, augmentation, False)
     std = torch.tensor(DataConfig().std).view(3, 1, 1)
     seconds = {"early": 0.0, "full": 0.0}
@@ -137,9 +138,9 @@ def compare_pipelines(root: Path, augmentation: str, epochs: int) -> str:
             for name, ds in (
                 (("early", early), ("full", full)) if index % 2 else (("full", full), ("early", early))
             ):
-                start = time.perf_counter()
+                start = time.process_time()  # CPU seconds of this process: a busy neighbour adds none
                 items[name] = ds[index]
-                seconds[name] += time.perf_counter() - start
+                seconds[name] += time.process_time() - start
             for image, label in (("image", "label"), ("aug_image", "aug_label")):
                 diff = (items["early"][image] - items["full"][image]).abs() * std  # in 0..1 units
                 max_diff = max(max_diff, float(diff.max()))

@@ -40,7 +40,6 @@ from lib.data.pixels import (
     channel_affine,
     from_interleaved,
     grey,
-    interleaved,
     per_image,
 )
 from lib.image_tensor import normalize, rgb_to_unit
@@ -305,16 +304,15 @@ class RandomRotate(_Drawn):
         return [Rotate(math.radians(rng.uniform(-self.degrees, self.degrees)))]
 
 
-def _shift_hue(rgb: np.ndarray, shift: float) -> np.ndarray:
-    """``[..., W, 3]`` float32 RGB with the hue turned by ``shift`` (OpenCV's float HSV)."""
-    rows = rgb.reshape(-1, *rgb.shape[-2:])
-    hue, sat, val = cv2.split(cv2.cvtColor(rows, cv2.COLOR_RGB2HSV))  # float32: H in [0, 360)
+def _shift_hue(rgb: np.ndarray, shift: float, dst: np.ndarray | None = None) -> np.ndarray:
+    """``[H, W, 3]`` float32 RGB with the hue turned by ``shift`` (OpenCV's float HSV), into ``dst``."""
+    hue, sat, val = cv2.split(cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV))  # float32: H in [0, 360)
     hue += shift * 360.0  # then modulo 360 (the same float32 values as ``%``, without its division):
     if shift >= 0.0:  # a turn forwards leaves no hue below 0, one backwards none at 360 or above
         np.subtract(hue, 360.0, out=hue, where=hue >= 360.0)
     else:
         np.add(hue, 360.0, out=hue, where=hue < 0.0)
-    return cv2.cvtColor(cv2.merge((hue, sat, val)), cv2.COLOR_HSV2RGB).reshape(rgb.shape)
+    return cv2.cvtColor(cv2.merge((hue, sat, val)), cv2.COLOR_HSV2RGB, dst=dst)
 
 
 class Brightness(PixelStep):
@@ -369,10 +367,7 @@ class Hue(PixelStep):
         self.shift = shift
 
     def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
-        pixels = interleaved(images)
-        if pixels is None:
-            pixels = images.permute(0, 2, 3, 1).numpy()
-        return from_interleaved(_shift_hue(pixels, self.shift)).clamp_(0.0, 1.0)
+        return per_image(images, partial(_shift_hue, shift=self.shift)).clamp_(0.0, 1.0)
 
 
 class ColorJitter(_Drawn):
@@ -477,9 +472,12 @@ class AutoContrast(PixelStep):
 
     def statistic_part(self, images: Tensor) -> tuple[Tensor, Tensor]:
         n, c = images.shape[:2]
-        if images.stride(1) == 1:  # channels innermost in memory: reduce [N, H * W, C] pixels
-            pixels = np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy()).reshape(n, -1, c)
-            lo, hi = _extremes_per_row(pixels, np.min), _extremes_per_row(pixels, np.max)
+        if images.stride(1) == 1:  # channels innermost in memory: reduce each image's [H * W, C] pixels
+            per_image = [
+                np.ascontiguousarray(im).reshape(1, -1, c) for im in images.permute(0, 2, 3, 1).numpy()
+            ]
+            lo = np.concatenate([_extremes_per_row(px, np.min) for px in per_image])
+            hi = np.concatenate([_extremes_per_row(px, np.max) for px in per_image])
             return torch.from_numpy(lo).view(n, c, 1, 1), torch.from_numpy(hi).view(n, c, 1, 1)
         return images.amin(dim=(2, 3), keepdim=True), images.amax(dim=(2, 3), keepdim=True)
 
