@@ -266,3 +266,15 @@ def test_predict_applies_the_configured_pixel_limit(tmp_path, monkeypatch):
             get_args_parser().parse_args([*common, str(tmp_path / "small.png"), "data.max_image_pixels=100"])
         )
     assert not any((tmp_path / "out").rglob("*")), "nothing is written for a refused image"
+
+
+def test_png_header_test_reads_only_complete_headers():
+    header = _encoded_png_header()
+    assert is_rgb8_png(header) and not is_rgb8_png(header[:25]) and not is_rgb8_png(b"")
+    assert not is_rgb8_png(b"GIF89a" + header[6:])
+
+
+def _encoded_png_header() -> bytes:
+    ok, buf = cv2.imencode(".png", np.zeros((2, 3, 3), np.uint8))
+    assert ok
+    return buf.tobytes()[:26]

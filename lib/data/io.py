@@ -34,7 +34,14 @@ _GREY, _RGB = 0, 2
 
 def _is_png_of(data: bytes, colour_type: int) -> bool:
     """Whether ``data`` is a PNG of 8-bit samples of ``colour_type`` (its header says so)."""
-    return data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and data[24] == 8 and data[25] == colour_type
+    header = data[:26]
+    return (
+        len(header) == 26
+        and header[:8] == _PNG_SIGNATURE
+        and header[12:16] == b"IHDR"
+        and header[24] == 8
+        and header[25] == colour_type
+    )
 
 
 def is_rgb8_png(data: bytes) -> bool:

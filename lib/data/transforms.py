@@ -341,8 +341,8 @@ class Contrast(PixelStep):
         return grey(images)
 
     def combine(self, parts: list) -> Tensor:
-        grey = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
-        return grey.mean(dim=(1, 2, 3), keepdim=True)
+        levels = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)  # the grey of each band
+        return levels.mean(dim=(1, 2, 3), keepdim=True)
 
     def apply(self, images: Tensor, stat: object, edges: Edges = ALL_EDGES) -> Tensor:
         return blend(images, stat, self.factor)
