@@ -59,6 +59,23 @@ def test_every_png_kind_reads_as_opencv_decodes_it(tmp_path, channels, depth):
     np.testing.assert_array_equal(out, expected)
 
 
+def test_rgb_png_with_colour_chunks_reads_its_stored_samples(tmp_path):
+    """gAMA, sRGB and a tRNS colour key change no sample on either decoder (nothing is corrected)."""
+    rgb = _photo(17, 23)
+    data = _encoded(tmp_path, "plain.png", rgb)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    extra = chunk(b"gAMA", struct.pack(">I", 100000)) + chunk(b"sRGB", b"\x00")
+    extra += chunk(b"tRNS", struct.pack(">HHH", 10, 20, 30))
+    (tmp_path / "chunks.png").write_bytes(data[:33] + extra + data[33:])  # after the 25-byte IHDR chunk
+    out = read_rgb(tmp_path / "chunks.png")
+    assert out.shape == (17, 23, 3)
+    np.testing.assert_array_equal(out, rgb)
+
+
 def test_grey_and_palette_label_maps_read_as_pillow_gives_their_indices(tmp_path):
     """8-bit grey maps take OpenCV's path, palette maps Pillow's: both give the stored ids."""
     ids = (np.arange(29 * 41) % 23).reshape(29, 41).astype(np.uint8)
