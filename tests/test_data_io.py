@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from lib.data import CityscapesSeg, build_benchmark, image_file
+from lib.data import io as io_module
 from lib.data.image_file import MAX_PIXELS_ENV, max_image_pixels, set_max_image_pixels, truncation
 from lib.data.io import is_rgb8_png, read_label, read_rgb
 from lib.errors import UserError
@@ -37,6 +38,16 @@ def test_complete_images_read_exactly_as_opencv_decodes_them(tmp_path, ext):
     rgb = _photo()
     path = tmp_path / f"full{ext}"
     write_rgb(path, rgb)
+    expected = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(read_rgb(path), expected)
+
+
+@pytest.mark.parametrize("with_libspng", [True, False])
+def test_rgb_pngs_read_the_same_with_or_without_libspng(tmp_path, monkeypatch, with_libspng):
+    path = tmp_path / "rgb.png"
+    write_rgb(path, _photo(31, 45))
+    if not with_libspng:
+        monkeypatch.setattr(io_module, "pyspng", None)
     expected = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     np.testing.assert_array_equal(read_rgb(path), expected)
 

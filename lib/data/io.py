@@ -2,11 +2,12 @@
 
 Every file is first checked by :mod:`lib.data.image_file` (readable, complete, within the pixel
 limit), so a truncated or oversized file is an error naming it, never a silently grey image.
-8-bit RGB PNGs (Cityscapes frames and generated images) decode with libspng, about a fifth faster
-than libpng; other images with OpenCV (faster than Pillow for PNG, JPEG and WebP at Cityscapes
-size; see ``benchmarks/bench_data.py``). EXIF orientation is ignored so pixels match the label
-maps, as Pillow does. 8-bit grey label maps decode with OpenCV, others with Pillow so that
-palette PNGs give their indices.
+8-bit RGB PNGs (Cityscapes frames and generated images) decode with libspng (``pyspng``), about a
+fifth faster than libpng. Other images, and all of them where ``pyspng`` is not installed, decode
+with OpenCV (faster than Pillow for PNG, JPEG and WebP at Cityscapes size; see
+``benchmarks/bench_data.py``). EXIF orientation is ignored so pixels match the label maps, as
+Pillow does. 8-bit grey label maps decode with OpenCV, others with Pillow so that palette PNGs
+give their indices.
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pyspng
 from PIL import Image
 
 from lib.data.image_file import checked_image_bytes
 from lib.errors import UserError
+
+try:  # a dependency with wheels for the usual platforms; where it is missing, OpenCV decodes all
+    import pyspng
+except ImportError:
+    pyspng = None
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -52,7 +57,7 @@ def is_rgb8_png(data: bytes) -> bool:
 def read_rgb(path: str | Path) -> np.ndarray:
     """Decode an image file as ``[H, W, 3]`` uint8 RGB; raise naming the file if it cannot be read."""
     data = checked_image_bytes(path, "image")
-    if is_rgb8_png(data):
+    if pyspng is not None and is_rgb8_png(data):
         try:
             return pyspng.load(data)
         except RuntimeError as err:
