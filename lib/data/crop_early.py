@@ -118,7 +118,11 @@ class Frames:
         channels innermost in memory or, with ``planar``, contiguous."""
         if planar:
             return rgb_to_unit(np.stack(self._prepared(box)), planar=True)
-        return self.lookup(_UNIT_LEVELS.expand(self.count, 3, 256), box)
+        crops = self._prepared(box)
+        out = np.empty((self.count, *crops[0].shape), np.float32)
+        for crop, dst in zip(crops, out, strict=True):  # each window read in place, divided as ToTensor does
+            np.divide(crop, np.float32(255.0), out=dst, dtype=np.float32)
+        return from_interleaved(out)
 
     def _prepared(self, box: Box) -> list[np.ndarray]:
         crops = [im[box.top : box.bottom, box.left : box.right] for im in self._images]

@@ -40,6 +40,7 @@ from lib.data.pixels import (
     channel_affine,
     from_interleaved,
     grey,
+    interleaved,
     per_image,
 )
 from lib.image_tensor import normalize, rgb_to_unit
@@ -306,13 +307,15 @@ class RandomRotate(_Drawn):
 
 def _shift_hue(rgb: np.ndarray, shift: float, dst: np.ndarray | None = None) -> np.ndarray:
     """``[H, W, 3]`` float32 RGB with the hue turned by ``shift`` (OpenCV's float HSV), into ``dst``."""
-    hue, sat, val = cv2.split(cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV))  # float32: H in [0, 360)
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)  # float32: H in [0, 360)
+    hue = cv2.extractChannel(hsv, 0)
     hue += shift * 360.0  # then modulo 360 (the same float32 values as ``%``, without its division):
     if shift >= 0.0:  # a turn forwards leaves no hue below 0, one backwards none at 360 or above
         np.subtract(hue, 360.0, out=hue, where=hue >= 360.0)
     else:
         np.add(hue, 360.0, out=hue, where=hue < 0.0)
-    return cv2.cvtColor(cv2.merge((hue, sat, val)), cv2.COLOR_HSV2RGB, dst=dst)
+    cv2.insertChannel(hue, hsv, 0)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB, dst=dst)
 
 
 class Brightness(PixelStep):
@@ -513,7 +516,11 @@ def to_u8(images: Tensor) -> np.ndarray:
 
 def _u8(images: Tensor) -> Tensor:
     """``to_u8``'s values as ``[N, C, H, W]``, in the memory layout of ``images``."""
-    return (images * 255).to(torch.uint8)
+    pixels = interleaved(images)
+    if pixels is None:
+        return (images * 255).to(torch.uint8)
+    scaled = pixels * np.float32(255.0)  # channels innermost: NumPy's cast truncates as torch's, faster
+    return torch.from_numpy(scaled.astype(np.uint8)).permute(0, 3, 1, 2)
 
 
 class Equalize(PixelStep):
