@@ -278,6 +278,17 @@ def test_frames_check_sizes_and_apply_the_pixelwise_preparation():
     assert frames._images[0] is rgb[0] and np.array_equal(frames._images[1], 255 - rgb[1])
 
 
+def test_whole_frame_results_kept_between_pairs_never_reach_an_output():
+    """Whole-frame passes write into memory reused by the next pair: outputs must not lie there."""
+    steps = [Blur(5, 1.2), AutoContrast(), Equalize(), Crop(3, 5, (20, 24))]
+    first = run_crop_early(steps, _frames(30, 40, 0))[0]
+    kept = first.clone()
+    second = run_crop_early(steps, _frames(30, 40, 7))[0]
+    assert torch.equal(first, kept) and not torch.equal(first, second)
+    assert not crop_early._KEPT.holds(first) and not crop_early._KEPT.holds(second)
+    assert torch.equal(second, run_steps(steps, *_frames(30, 40, 7).whole())[0])
+
+
 def test_opencv_steps_on_unaligned_windows_are_bit_identical():
     """OpenCV's vector loops round a row's last pixels differently: windows must align to them."""
     rng = np.random.default_rng(0)

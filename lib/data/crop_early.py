@@ -18,6 +18,7 @@ nearest-neighbour boundary.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial, singledispatch
@@ -240,9 +241,13 @@ def _colour_window(steps: list[PixelStep], frames: Frames, box: Box) -> Tensor:
     stat_steps = [i for i in range(n_tabled, len(steps)) if steps[i].uses_statistic]
     for k, i in enumerate(stat_steps):
         keep = Box.whole(size) if k + 1 < len(stat_steps) else _needed(steps[i:], box, size)[0]
-        kept, stats[i] = _in_bands(steps[start:i], steps[i], read, stats, start, size, frames.count, keep)
+        kept = _KEPT.buffer(k % 2, (frames.count, 3, keep.bottom - keep.top, keep.right - keep.left))
+        stats[i] = _in_bands(steps[start:i], steps[i], read, stats, start, size, keep, kept)
         read, start = partial(_read_window, kept, keep), i
-    return _window(steps[start:], read, stats, start, box, size)
+    images = _window(steps[start:], read, stats, start, box, size)
+    if stat_steps and _KEPT.holds(images):  # the next pair reuses that memory
+        return images.clone()
+    return images
 
 
 def _read_window(images: Tensor, holds: Box, box: Box) -> Tensor:
@@ -281,6 +286,33 @@ def _band_rows(size: Size) -> int:
     return max(8, _BAND_PIXELS // max(size[1], 1))
 
 
+class _Buffers(threading.local):
+    """Float32 images kept from one pair to the next (one set per thread): a whole-frame result is
+    large, and memory handed back to the system would be paid again in page faults."""
+
+    def __init__(self) -> None:
+        self._flat: dict[int, Tensor] = {}
+
+    def buffer(self, slot: int, shape: tuple[int, int, int, int]) -> Tensor:
+        """An uninitialised ``[N, C, H, W]`` tensor, channels innermost, in the memory of ``slot``
+        (which the previous buffer of that slot gives up)."""
+        n, c, h, w = shape
+        flat = self._flat.get(slot)
+        if flat is None or flat.numel() < n * c * h * w:
+            flat = self._flat[slot] = torch.empty(n * c * h * w)
+        return flat[: n * c * h * w].view(n, h, w, c).permute(0, 3, 1, 2)
+
+    def holds(self, images: Tensor) -> bool:
+        """Whether ``images`` lie in one of the buffers."""
+        ptr = images.untyped_storage().data_ptr()
+        return any(flat.untyped_storage().data_ptr() == ptr for flat in self._flat.values())
+
+
+_KEPT = _Buffers()
+"""Where the whole-frame passes keep their results; consecutive passes alternate two slots (one
+reads what the one before kept)."""
+
+
 def _in_bands(
     steps: list[PixelStep],
     stat_step: PixelStep,
@@ -288,15 +320,12 @@ def _in_bands(
     stats: dict[int, object],
     first: int,
     size: Size,
-    count: int,
     keep: Box,
-) -> tuple[Tensor, object]:
+    out: Tensor,
+) -> object:
     """``steps`` on the whole frame, band by band of rows: ``stat_step``'s statistic of the result
-    (joined over the bands, exactly) and the result's window ``keep``."""
+    (joined over the bands, exactly); the result's window ``keep`` is written into ``out``."""
     h, w = size
-    out = torch.empty(
-        (count, 3, keep.bottom - keep.top, keep.right - keep.left), memory_format=torch.channels_last
-    )
     rows = _band_rows(size)
     parts = []
     for top in range(0, h, rows):
@@ -308,7 +337,7 @@ def _in_bands(
             rows_out, cols_out = common.inside(keep)
             rows_in, cols_in = common.inside(band)
             out[..., rows_out, cols_out] = images[..., rows_in, cols_in]
-    return out, stat_step.combine(parts)
+    return stat_step.combine(parts)
 
 
 def _level_tables(steps: list[PixelStep], frames: Frames) -> Tensor:
