@@ -4,8 +4,8 @@ Writes a few 1024x2048 Cityscapes + MultiShift + COCO fixtures to a temporary fo
 speed (OpenCV vs Pillow vs the project's checked reader ``read_rgb``, PNG/JPEG/WebP), then, for
 each training augmentation (``data.augmentation``: the DeepLab and the published Mask2Former
 recipe), runs ``MultiShiftPairs`` (decoding, mixup, augmentation, COCO pasting) with
-``crop_early`` on and off on the same items and draws, item by item in turn, in one thread as
-each DataLoader worker runs (``--threads``), and ends with one line per recipe: images/s of both,
+``crop_early`` on and off on the same items and draws, each in a timed pass of its own, in one
+thread as each DataLoader worker runs (``--threads``), and ends with one line per recipe: images/s of both,
 the speed-up, the largest image difference (0..1 units) and the share of differing label pixels.
 The cost of a pair depends on its draws (which colour steps, which scale), so the comparison
 runs 64 draws by default; fewer make the ratio a matter of luck.
@@ -122,30 +122,39 @@ def _pairs(root: Path, augmentation: str, crop_early: bool) -> MultiShiftPairs:
     )
 
 
+def _seconds_per_pass(ds: MultiShiftPairs, epochs: int) -> float:
+    """CPU seconds of this one thread (user and system, page faults included) for every item of
+    ``epochs`` epochs, after one untimed item; a busy neighbour on the machine adds none."""
+    ds[0]
+    seconds = 0.0
+    for epoch in range(epochs):
+        ds.set_epoch(epoch)
+        for index in range(len(ds)):
+            start = time.process_time()
+            ds[index]
+            seconds += time.process_time() - start
+    return seconds
+
+
 def compare_pipelines(root: Path, augmentation: str, epochs: int) -> str:
-    """Crop-early vs full-frame on the same items and draws, timed item by item in turn in CPU
-    seconds of this one thread (user and system, page faults included), so that other work on
-    the machine changes neither; the summary line with speed-up and differences."""
+    """Crop-early vs full-frame on the same items and draws: each pipeline timed in a pass of its
+    own, as a DataLoader worker runs one of them (taking turns item by item changes what the
+    memory allocator keeps, and slowed the full-frame path by up to 20%), then both compared in
+    an untimed pass; the summary line with speed-up and differences."""
     early, full = _pairs(root, augmentation, True), _pairs(root, augmentation, False)
+    seconds = {"early": _seconds_per_pass(early, epochs), "full": _seconds_per_pass(full, epochs)}
     std = torch.tensor(DataConfig().std).view(3, 1, 1)
-    seconds = {"early": 0.0, "full": 0.0}
     max_diff, mismatched, pixels = 0.0, 0, 0
     for epoch in range(epochs):
         early.set_epoch(epoch)
         full.set_epoch(epoch)
         for index in range(len(early)):
-            items = {}
-            for name, ds in (
-                (("early", early), ("full", full)) if index % 2 else (("full", full), ("early", early))
-            ):
-                start = time.process_time()  # CPU seconds of this process: a busy neighbour adds none
-                items[name] = ds[index]
-                seconds[name] += time.process_time() - start
+            a, b = early[index], full[index]
             for image, label in (("image", "label"), ("aug_image", "aug_label")):
-                diff = (items["early"][image] - items["full"][image]).abs() * std  # in 0..1 units
+                diff = (a[image] - b[image]).abs() * std  # in 0..1 units
                 max_diff = max(max_diff, float(diff.max()))
-                mismatched += int((items["early"][label] != items["full"][label]).sum())
-                pixels += items["full"][label].numel()
+                mismatched += int((a[label] != b[label]).sum())
+                pixels += b[label].numel()
     n = 2 * epochs * len(early)
     rate_early, rate_full = n / seconds["early"], n / seconds["full"]
     return (
