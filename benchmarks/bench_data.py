@@ -5,8 +5,9 @@ speed (OpenCV vs Pillow vs the project's checked reader ``read_rgb``, PNG/JPEG/W
 each training augmentation (``data.augmentation``: the DeepLab and the published Mask2Former
 recipe), runs ``MultiShiftPairs`` (decoding, mixup, augmentation, COCO pasting) with
 ``crop_early`` on and off on the same items and draws, each in a timed pass of its own, in one
-thread as each DataLoader worker runs (``--threads``), and ends with one line per recipe: images/s of both,
-the speed-up, the largest image difference (0..1 units) and the share of differing label pixels.
+thread as each DataLoader worker runs (``--threads``), and ends with one line per recipe: images/s
+of both, the speed-up, the largest image difference (0..1 units) and the share of differing label
+pixels.
 The cost of a pair depends on its draws (which colour steps, which scale), so the comparison
 runs 64 draws by default; fewer make the ratio a matter of luck.
 
