@@ -242,7 +242,9 @@ def test_to_tensor_and_frames_read_the_same_values():
     whole = frames.whole()
     assert torch.equal(whole[0], images) and torch.equal(whole[1], labels)
     window = frames.images(Box(3, 4, 11, 19))
-    assert torch.equal(window, images[..., 3:11, 4:19])
+    assert torch.equal(window, images[..., 3:11, 4:19]) and window.stride(1) == 1
+    planes = frames.images(Box(3, 4, 11, 19), planar=True)
+    assert torch.equal(planes, images[..., 3:11, 4:19]) and planes.is_contiguous()
 
 
 @pytest.mark.parametrize("augmentation", ["deeplab", "mask2former"])

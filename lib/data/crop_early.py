@@ -117,11 +117,16 @@ class Frames:
     def images(self, box: Box, planar: bool = False) -> Tensor:
         """Float ``[N, 3, h, w]`` in ``0..1`` of ``box`` (the same values as :class:`ToTensor`),
         channels innermost in memory or, with ``planar``, contiguous."""
+        crops = self._prepared(box)  # each window read in place and divided by 255, as ToTensor does
+        h, w = crops[0].shape[:2]
         if planar:
-            return rgb_to_unit(np.stack(self._prepared(box)), planar=True)
-        crops = self._prepared(box)
-        out = np.empty((self.count, *crops[0].shape), np.float32)
-        for crop, dst in zip(crops, out, strict=True):  # each window read in place, divided as ToTensor does
+            planes = np.empty((self.count, 3, h, w), np.float32)
+            for crop, dst in zip(crops, planes, strict=True):
+                for plane, plane_dst in zip(cv2.split(crop), dst, strict=True):
+                    np.divide(plane, np.float32(255.0), out=plane_dst, dtype=np.float32)
+            return torch.from_numpy(planes)
+        out = np.empty((self.count, h, w, 3), np.float32)
+        for crop, dst in zip(crops, out, strict=True):
             np.divide(crop, np.float32(255.0), out=dst, dtype=np.float32)
         return from_interleaved(out)
 
