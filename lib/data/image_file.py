@@ -34,7 +34,8 @@ DEFAULT_MAX_IMAGE_PIXELS = 2**27
 # decode; Pillow's would raise (above twice its limit) without naming the file.
 Image.MAX_IMAGE_PIXELS = None
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+"""The eight bytes every PNG file starts with."""
 _JPEG_START, _JPEG_SCAN, _JPEG_END = b"\xff\xd8", b"\xff\xda", b"\xff\xd9"
 
 
@@ -75,7 +76,7 @@ def read_file_bytes(path: str | Path, kind: str = "image") -> bytes:
 
 
 def _png_end_missing(data: bytes) -> str | None:
-    pos = len(_PNG_SIGNATURE)
+    pos = len(PNG_SIGNATURE)
     while pos + 8 <= len(data):
         length = int.from_bytes(data[pos : pos + 4], "big")
         chunk = data[pos + 4 : pos + 8]
@@ -103,7 +104,7 @@ def _webp_end_missing(data: bytes) -> str | None:
 
 def truncation(data: bytes) -> str | None:
     """Why ``data`` (a PNG, JPEG or WebP file) is incomplete, or ``None`` if it ends where its format says."""
-    if data.startswith(_PNG_SIGNATURE):
+    if data.startswith(PNG_SIGNATURE):
         return _png_end_missing(data)
     if data.startswith(_JPEG_START):
         return _jpeg_end_missing(data)

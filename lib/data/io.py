@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from lib.data.image_file import checked_image_bytes
+from lib.data.image_file import PNG_SIGNATURE, checked_image_bytes
 from lib.errors import UserError
 
 try:  # a dependency with wheels for the usual platforms; where it is missing, OpenCV decodes all
@@ -31,8 +31,6 @@ except ImportError:
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _GREY, _RGB = 0, 2
 """PNG colour types: one sample per pixel; three (no palette, no alpha)."""
 
@@ -42,7 +40,7 @@ def _is_png_of(data: bytes, colour_type: int) -> bool:
     header = data[:26]
     return (
         len(header) == 26
-        and header[:8] == _PNG_SIGNATURE
+        and header[:8] == PNG_SIGNATURE
         and header[12:16] == b"IHDR"
         and header[24] == 8
         and header[25] == colour_type
