@@ -117,18 +117,17 @@ class Frames:
     def images(self, box: Box, planar: bool = False) -> Tensor:
         """Float ``[N, 3, h, w]`` in ``0..1`` of ``box`` (the same values as :class:`ToTensor`),
         channels innermost in memory or, with ``planar``, contiguous."""
-        crops = self._prepared(box)  # each window read in place and divided by 255, as ToTensor does
+        crops = self._prepared(box)
         h, w = crops[0].shape[:2]
         if planar:
-            planes = np.empty((self.count, 3, h, w), np.float32)
-            for crop, dst in zip(crops, planes, strict=True):
-                for plane, plane_dst in zip(cv2.split(crop), dst, strict=True):
-                    np.divide(plane, np.float32(255.0), out=plane_dst, dtype=np.float32)
-            return torch.from_numpy(planes)
-        out = np.empty((self.count, h, w, 3), np.float32)
-        for crop, dst in zip(crops, out, strict=True):
-            np.divide(crop, np.float32(255.0), out=dst, dtype=np.float32)
-        return from_interleaved(out)
+            out = np.empty((self.count, 3, h, w), np.float32)
+            parts = [(p, d) for crop, dst in zip(crops, out) for p, d in zip(cv2.split(crop), dst)]
+        else:
+            out = np.empty((self.count, h, w, 3), np.float32)
+            parts = list(zip(crops, out, strict=True))
+        for src, dst in parts:  # each window read in place and divided by 255, as ToTensor does
+            np.divide(src, np.float32(255.0), out=dst, dtype=np.float32)
+        return torch.from_numpy(out) if planar else from_interleaved(out)
 
     def _prepared(self, box: Box) -> list[np.ndarray]:
         crops = [im[box.top : box.bottom, box.left : box.right] for im in self._images]

@@ -476,11 +476,9 @@ class AutoContrast(PixelStep):
     def statistic_part(self, images: Tensor) -> tuple[Tensor, Tensor]:
         n, c = images.shape[:2]
         if images.stride(1) == 1:  # channels innermost in memory: reduce each image's [H * W, C] pixels
-            per_image = [
-                np.ascontiguousarray(im).reshape(1, -1, c) for im in images.permute(0, 2, 3, 1).numpy()
-            ]
-            lo = np.concatenate([_extremes_per_row(px, np.min) for px in per_image])
-            hi = np.concatenate([_extremes_per_row(px, np.max) for px in per_image])
+            pixels = [np.ascontiguousarray(im).reshape(1, -1, c) for im in images.permute(0, 2, 3, 1).numpy()]
+            lo = np.concatenate([_extremes_per_row(px, np.min) for px in pixels])
+            hi = np.concatenate([_extremes_per_row(px, np.max) for px in pixels])
             return torch.from_numpy(lo).view(n, c, 1, 1), torch.from_numpy(hi).view(n, c, 1, 1)
         return images.amin(dim=(2, 3), keepdim=True), images.amax(dim=(2, 3), keepdim=True)
 
